@@ -1,0 +1,1 @@
+"""Chronicle's Python SDK (re-exported as ``chronicle``)."""

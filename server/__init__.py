@@ -1,0 +1,1 @@
+"""Chronicle's server: gRPC frontend, history engine, matching and timers over Postgres."""
