@@ -8,7 +8,14 @@ from chronicle.history.errors import HistoryError, InvalidCommandError, InvalidH
 from chronicle.history.events import ATTRIBUTE_CLASSES, Event, EventAttributes, EventType
 from chronicle.history.fold import apply, fold
 from chronicle.history.state import RunStatus, WorkflowState
-from chronicle.history.values import CallSite, Failure, FailureKind, Payload, RetryPolicy, TimeoutType
+from chronicle.history.values import (
+    CallSite,
+    Failure,
+    FailureKind,
+    Payload,
+    RetryPolicy,
+    TimeoutType,
+)
 
 __all__ = [
     "ATTRIBUTE_CLASSES",

@@ -8,7 +8,6 @@ field.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
@@ -17,23 +16,47 @@ import pydantic
 from chronicle.history import state, values
 from chronicle.history.commands import COMMAND_CLASSES, COMMANDS_BY_TYPE, Command
 from chronicle.history.errors import InvalidCommandError, InvalidHistoryError
-from chronicle.history.events import ATTRIBUTE_CLASSES, ATTRIBUTES_BY_TYPE, Event, EventAttributes, ParentRef
+from chronicle.history.events import (
+    ATTRIBUTE_CLASSES,
+    ATTRIBUTES_BY_TYPE,
+    Event,
+    EventAttributes,
+    ParentRef,
+)
 
-_CONFIG = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64",
-                              ser_json_timedelta="float")
+_CONFIG = pydantic.ConfigDict(
+    ser_json_bytes="base64", val_json_bytes="base64", ser_json_timedelta="float"
+)
 
 # Stdlib dataclasses take their pydantic config from a class attribute; set it once for every
 # class that can appear in a history so nested values encode the same way at any depth.
-for _cls in (*ATTRIBUTE_CLASSES, *COMMAND_CLASSES, ParentRef, values.Payload, values.Failure,
-             values.RetryPolicy, values.CallSite, state.WorkflowState, state.WorkflowTaskState,
-             state.PendingActivity, state.PendingTimer, state.PendingChild, state.PendingExternal):
-    _cls.__pydantic_config__ = _CONFIG  # type: ignore[attr-defined]
+for _cls in (
+    *ATTRIBUTE_CLASSES,
+    *COMMAND_CLASSES,
+    ParentRef,
+    values.Payload,
+    values.Failure,
+    values.RetryPolicy,
+    values.CallSite,
+    state.WorkflowState,
+    state.WorkflowTaskState,
+    state.PendingActivity,
+    state.PendingTimer,
+    state.PendingChild,
+    state.PendingExternal,
+):
+    setattr(_cls, "__pydantic_config__", _CONFIG)  # noqa: B010 -- one loop configures every class
 
 
-@functools.cache
-def adapter(cls: type[Any]) -> pydantic.TypeAdapter[Any]:
+_ADAPTERS: dict[object, pydantic.TypeAdapter[Any]] = {}
+
+
+def adapter(cls: object) -> pydantic.TypeAdapter[Any]:
     """The (cached) JSON adapter of a values/events/commands dataclass."""
-    return pydantic.TypeAdapter(cls)
+    found = _ADAPTERS.get(cls)
+    if found is None:
+        found = _ADAPTERS[cls] = pydantic.TypeAdapter(cls)  # type: ignore[arg-type]
+    return found
 
 
 def to_json(value: Any) -> bytes:
@@ -75,16 +98,18 @@ def decode_command(command_type: str, data: bytes | str | dict[str, Any]) -> Com
     cls = COMMANDS_BY_TYPE.get(command_type)
     if cls is None:
         known = ", ".join(sorted(COMMANDS_BY_TYPE))
-        raise InvalidCommandError(f"unknown command type {command_type!r} (known: {known})",
-                                  field="command_type")
+        raise InvalidCommandError(
+            f"unknown command type {command_type!r} (known: {known})", field="command_type"
+        )
     try:
         if isinstance(data, dict):
             return adapter(cls).validate_python(data)  # type: ignore[no-any-return]
         return adapter(cls).validate_json(data)  # type: ignore[no-any-return]
     except (pydantic.ValidationError, ValueError) as exc:
         if isinstance(exc, pydantic.ValidationError):
-            raise InvalidCommandError(f"{command_type}: {_error_text(exc)}",
-                                      field=_field_path(exc)) from exc
+            raise InvalidCommandError(
+                f"{command_type}: {_error_text(exc)}", field=_field_path(exc)
+            ) from exc
         raise InvalidCommandError(f"{command_type}: {exc}") from exc
 
 

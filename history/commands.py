@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import get_args
 
 from chronicle.history.values import CallSite, Failure, Payload, RetryPolicy
 
@@ -158,7 +159,7 @@ Command = (
 )
 """Any command."""
 
-COMMAND_CLASSES: tuple[type[Command], ...] = Command.__args__  # type: ignore[attr-defined]
+COMMAND_CLASSES: tuple[type[Command], ...] = get_args(Command)
 """Every command class, in declaration order."""
 
 COMMANDS_BY_TYPE: dict[str, type[Command]] = {cls.__name__: cls for cls in COMMAND_CLASSES}

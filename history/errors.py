@@ -1,8 +1,8 @@
 """Errors of the pure history layer.
 
-    HistoryError
-    ├── InvalidHistoryError   an event sequence that cannot happen (bad order, gap, unknown id)
-    └── InvalidCommandError   a command (or its encoded form) that is malformed or not allowed now
+HistoryError
+├── InvalidHistoryError   an event sequence that cannot happen (bad order, gap, unknown id)
+└── InvalidCommandError   a command (or its encoded form) that is malformed or not allowed now
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import get_args
 
 from chronicle.history.values import CallSite, Failure, Payload, RetryPolicy, TimeoutType
 
@@ -213,7 +214,7 @@ class ActivityFailed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActivityTimedOut:
-    """A timeout of the activity fired and no retry remains (``failure.timeout_type`` says which)."""
+    """A timeout of the activity fired and no retry remains (``timeout_type`` says which)."""
 
     scheduled_event_id: int
     failure: Failure
@@ -440,13 +441,15 @@ EventAttributes = (
 )
 """Any event's attributes."""
 
-ATTRIBUTE_CLASSES: tuple[type[EventAttributes], ...] = EventAttributes.__args__  # type: ignore[attr-defined]
+ATTRIBUTE_CLASSES: tuple[type[EventAttributes], ...] = get_args(EventAttributes)
 """Every attributes class, in declaration order."""
 
 EventType = StrEnum("EventType", {cls.__name__: cls.__name__ for cls in ATTRIBUTE_CLASSES})  # type: ignore[misc]
 """The event type names, e.g. ``EventType.ActivityScheduled == "ActivityScheduled"``."""
 
-ATTRIBUTES_BY_TYPE: dict[str, type[EventAttributes]] = {cls.__name__: cls for cls in ATTRIBUTE_CLASSES}
+ATTRIBUTES_BY_TYPE: dict[str, type[EventAttributes]] = {
+    cls.__name__: cls for cls in ATTRIBUTE_CLASSES
+}
 """Event type name → its attributes class."""
 
 CLOSE_EVENT_TYPES: frozenset[type[EventAttributes]] = frozenset(

@@ -38,19 +38,33 @@ def _visible(state: WorkflowState, event: ev.Event, **changes: Any) -> WorkflowS
     return replace(state, last_workflow_visible_event_id=event.id, **changes)
 
 
-def _close(state: WorkflowState, event: ev.Event, status: RunStatus, **changes: Any) -> WorkflowState:
-    return replace(state, status=status, close_time=event.time, close_event_id=event.id,
-                   workflow_task=None, **changes)
+def _close(
+    state: WorkflowState, event: ev.Event, status: RunStatus, **changes: Any
+) -> WorkflowState:
+    return replace(
+        state,
+        status=status,
+        close_time=event.time,
+        close_event_id=event.id,
+        workflow_task=None,
+        **changes,
+    )
 
 
 # ---------------------------------------------------------------- lifecycle
 
+
 def _started(state: WorkflowState, event: ev.Event, a: ev.WorkflowStarted) -> WorkflowState:
     if event.id != 1:
         raise InvalidHistoryError(f"WorkflowStarted must be event 1, got event {event.id}")
-    return replace(state, workflow_type=a.workflow_type, task_queue=a.task_queue,
-                   workflow_task_timeout=a.workflow_task_timeout, start_time=event.time,
-                   last_workflow_visible_event_id=event.id)
+    return replace(
+        state,
+        workflow_type=a.workflow_type,
+        task_queue=a.task_queue,
+        workflow_task_timeout=a.workflow_task_timeout,
+        start_time=event.time,
+        last_workflow_visible_event_id=event.id,
+    )
 
 
 def _completed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
@@ -73,7 +87,9 @@ def _timed_out(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     return _close(state, event, RunStatus.TIMED_OUT)
 
 
-def _continued(state: WorkflowState, event: ev.Event, a: ev.WorkflowContinuedAsNew) -> WorkflowState:
+def _continued(
+    state: WorkflowState, event: ev.Event, a: ev.WorkflowContinuedAsNew
+) -> WorkflowState:
     return _close(state, event, RunStatus.CONTINUED_AS_NEW, new_run_id=a.new_run_id)
 
 
@@ -83,13 +99,21 @@ def _cancel_requested(state: WorkflowState, event: ev.Event, a: Any) -> Workflow
 
 # ---------------------------------------------------------------- workflow tasks
 
-def _wft_scheduled(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskScheduled) -> WorkflowState:
+
+def _wft_scheduled(
+    state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskScheduled
+) -> WorkflowState:
     if state.workflow_task is not None:
         raise InvalidHistoryError(
             f"event {event.id}: workflow task scheduled while task "
-            f"{state.workflow_task.scheduled_event_id} is outstanding")
-    task = WorkflowTaskState(scheduled_event_id=event.id, task_queue=a.task_queue,
-                             attempt=a.attempt, timeout=a.start_to_close_timeout)
+            f"{state.workflow_task.scheduled_event_id} is outstanding"
+        )
+    task = WorkflowTaskState(
+        scheduled_event_id=event.id,
+        task_queue=a.task_queue,
+        attempt=a.attempt,
+        timeout=a.start_to_close_timeout,
+    )
     return replace(state, workflow_task=task)
 
 
@@ -98,7 +122,8 @@ def _wft_started(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskStarte
     if task is None or task.scheduled_event_id != a.scheduled_event_id or task.started_event_id:
         raise InvalidHistoryError(
             f"event {event.id}: WorkflowTaskStarted for task {a.scheduled_event_id}, "
-            "which is not scheduled")
+            "which is not scheduled"
+        )
     return replace(state, workflow_task=replace(task, started_event_id=event.id))
 
 
@@ -107,29 +132,46 @@ def _check_started(state: WorkflowState, event: ev.Event, started_event_id: int)
     if task is None or task.started_event_id != started_event_id:
         raise InvalidHistoryError(
             f"event {event.id} ({event.type}) answers workflow task started at "
-            f"{started_event_id}, which is not the started task")
+            f"{started_event_id}, which is not the started task"
+        )
 
 
-def _wft_completed(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskCompleted) -> WorkflowState:
+def _wft_completed(
+    state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskCompleted
+) -> WorkflowState:
     _check_started(state, event, a.started_event_id)
-    return replace(state, workflow_task=None, workflow_task_failures=0,
-                   last_completed_started_event_id=a.started_event_id)
+    return replace(
+        state,
+        workflow_task=None,
+        workflow_task_failures=0,
+        last_completed_started_event_id=a.started_event_id,
+    )
 
 
 def _wft_failed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     _check_started(state, event, a.started_event_id)
     # The events the failed attempt saw are still unseen: the retry must see them.
-    return replace(state, workflow_task=None,
-                   workflow_task_failures=state.workflow_task_failures + 1,
-                   last_workflow_visible_event_id=max(state.last_workflow_visible_event_id,
-                                                      a.started_event_id))
+    return replace(
+        state,
+        workflow_task=None,
+        workflow_task_failures=state.workflow_task_failures + 1,
+        last_workflow_visible_event_id=max(
+            state.last_workflow_visible_event_id, a.started_event_id
+        ),
+    )
 
 
 # ---------------------------------------------------------------- activities
 
+
 def _act_scheduled(state: WorkflowState, event: ev.Event, a: ev.ActivityScheduled) -> WorkflowState:
-    pending = PendingActivity(scheduled_event_id=event.id, seq=a.seq, activity_id=a.activity_id,
-                              activity_type=a.activity_type, task_queue=a.task_queue)
+    pending = PendingActivity(
+        scheduled_event_id=event.id,
+        seq=a.seq,
+        activity_id=a.activity_id,
+        activity_type=a.activity_type,
+        task_queue=a.task_queue,
+    )
     return replace(state, pending_activities={**state.pending_activities, event.id: pending})
 
 
@@ -141,13 +183,18 @@ def _act_resolved(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowStat
 def _act_cancel_requested(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     current = state.pending_activities.get(a.scheduled_event_id)
     if current is None:
-        raise InvalidHistoryError(f"event {event.id}: cancel of unknown activity {a.scheduled_event_id}")
-    activities = {**state.pending_activities,
-                  a.scheduled_event_id: replace(current, cancel_requested=True)}
+        raise InvalidHistoryError(
+            f"event {event.id}: cancel of unknown activity {a.scheduled_event_id}"
+        )
+    activities = {
+        **state.pending_activities,
+        a.scheduled_event_id: replace(current, cancel_requested=True),
+    }
     return replace(state, pending_activities=activities)
 
 
 # ---------------------------------------------------------------- timers
+
 
 def _timer_started(state: WorkflowState, event: ev.Event, a: ev.TimerStarted) -> WorkflowState:
     timer = PendingTimer(started_event_id=event.id, seq=a.seq, fire_at=event.time + a.duration)
@@ -160,11 +207,13 @@ def _timer_fired(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState
 
 
 def _timer_canceled(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
-    return replace(state, pending_timers=_without(state.pending_timers, a.started_event_id,
-                                                  "timer", event))
+    return replace(
+        state, pending_timers=_without(state.pending_timers, a.started_event_id, "timer", event)
+    )
 
 
 # ---------------------------------------------------------------- signals, updates, markers
+
 
 def _signal(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     return _visible(state, event)
@@ -174,9 +223,12 @@ def _update_accepted(state: WorkflowState, event: ev.Event, a: ev.UpdateAccepted
     return _visible(state, event, pending_updates={**state.pending_updates, a.update_id: event.id})
 
 
-def _update_completed(state: WorkflowState, event: ev.Event, a: ev.UpdateCompleted) -> WorkflowState:
-    return replace(state, pending_updates=_without(state.pending_updates, a.update_id,
-                                                   "update", event))
+def _update_completed(
+    state: WorkflowState, event: ev.Event, a: ev.UpdateCompleted
+) -> WorkflowState:
+    return replace(
+        state, pending_updates=_without(state.pending_updates, a.update_id, "update", event)
+    )
 
 
 def _marker(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
@@ -185,13 +237,23 @@ def _marker(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
 
 # ---------------------------------------------------------------- children and externals
 
-def _child_initiated(state: WorkflowState, event: ev.Event, a: ev.ChildWorkflowInitiated) -> WorkflowState:
-    child = PendingChild(initiated_event_id=event.id, seq=a.seq, workflow_id=a.workflow_id,
-                         workflow_type=a.workflow_type, parent_close_policy=a.parent_close_policy)
+
+def _child_initiated(
+    state: WorkflowState, event: ev.Event, a: ev.ChildWorkflowInitiated
+) -> WorkflowState:
+    child = PendingChild(
+        initiated_event_id=event.id,
+        seq=a.seq,
+        workflow_id=a.workflow_id,
+        workflow_type=a.workflow_type,
+        parent_close_policy=a.parent_close_policy,
+    )
     return replace(state, pending_children={**state.pending_children, event.id: child})
 
 
-def _child_started(state: WorkflowState, event: ev.Event, a: ev.ChildWorkflowStarted) -> WorkflowState:
+def _child_started(
+    state: WorkflowState, event: ev.Event, a: ev.ChildWorkflowStarted
+) -> WorkflowState:
     child = state.pending_children.get(a.initiated_event_id)
     if child is None:
         raise InvalidHistoryError(f"event {event.id}: unknown child {a.initiated_event_id}")
@@ -206,9 +268,11 @@ def _child_closed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowStat
 
 def _external_initiated(kind: str) -> _Handler:
     def handler(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
-        pending = PendingExternal(initiated_event_id=event.id, seq=a.seq, kind=kind,
-                                  workflow_id=a.workflow_id)
+        pending = PendingExternal(
+            initiated_event_id=event.id, seq=a.seq, kind=kind, workflow_id=a.workflow_id
+        )
         return replace(state, pending_externals={**state.pending_externals, event.id: pending})
+
     return handler
 
 

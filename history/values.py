@@ -82,7 +82,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.initial_interval <= timedelta(0):
-            raise ValueError(f"RetryPolicy.initial_interval must be positive, got {self.initial_interval}")
+            raise ValueError(
+                f"RetryPolicy.initial_interval must be positive, got {self.initial_interval}"
+            )
         if self.backoff_coefficient < 1:
             raise ValueError(
                 f"RetryPolicy.backoff_coefficient must be >= 1, got {self.backoff_coefficient}"
@@ -94,11 +96,12 @@ class RetryPolicy:
             )
         if self.maximum_attempts < 0:
             raise ValueError(
-                f"RetryPolicy.maximum_attempts must be >= 0 (0 = unlimited), got {self.maximum_attempts}"
+                "RetryPolicy.maximum_attempts must be >= 0 (0 = unlimited), "
+                f"got {self.maximum_attempts}"
             )
 
     def effective_maximum_interval(self) -> timedelta:
-        """The cap on the retry interval: ``maximum_interval`` or 100 × ``initial_interval``."""
+        """The cap on the retry interval: ``maximum_interval`` or 100 times ``initial_interval``."""
         return self.maximum_interval or self.initial_interval * 100
 
     def backoff(self, attempt: int) -> timedelta:
@@ -115,7 +118,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallSite:
-    """Where in workflow code a command was issued; recorded to make nondeterminism errors precise."""
+    """Where in workflow code a command was issued (makes nondeterminism errors precise)."""
 
     file: str
     line: int

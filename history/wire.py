@@ -164,8 +164,9 @@ def events_from_proto(messages: Iterable[history_pb2.HistoryEvent]) -> list[Even
 
 def command_to_proto(command: Command) -> command_pb2.Command:
     """A command as its wire message (attributes as JSON)."""
-    return command_pb2.Command(command_type=type(command).__name__,
-                               attributes=codec.to_json(command))
+    return command_pb2.Command(
+        command_type=type(command).__name__, attributes=codec.to_json(command)
+    )
 
 
 def commands_from_proto(messages: Sequence[command_pb2.Command]) -> list[Command]:

