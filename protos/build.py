@@ -56,12 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         fresh = generate(Path(tmp))
         current = sorted(p for p in SOURCE_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES))
         if options.check:
-            stale = [p.name for p in fresh if not (SOURCE_DIR / p.name).exists()
-                     or not filecmp.cmp(p, SOURCE_DIR / p.name, shallow=False)]
+            stale = [
+                p.name
+                for p in fresh
+                if not (SOURCE_DIR / p.name).exists()
+                or not filecmp.cmp(p, SOURCE_DIR / p.name, shallow=False)
+            ]
             extra = sorted({p.name for p in current} - {p.name for p in fresh})
             if stale or extra:
-                print(f"generated protobuf code is stale: {stale + extra}; "
-                      "run `python -m chronicle.protos.build`", file=sys.stderr)
+                print(
+                    f"generated protobuf code is stale: {stale + extra}; "
+                    "run `python -m chronicle.protos.build`",
+                    file=sys.stderr,
+                )
                 return 1
             return 0
         for old in current:

@@ -1,0 +1,5 @@
+"""``python -m chronicle``: the ``chronicle`` command line."""
+
+from chronicle.cli import main
+
+raise SystemExit(main())

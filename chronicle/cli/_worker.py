@@ -1,0 +1,183 @@
+"""``chronicle worker MODULE`` (serve every ``@workflow``/``@activity`` of a module) and
+``chronicle replay HISTORY.json MODULE``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import json
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from chronicle.cli._common import CommandError, connect
+from chronicle.sdk._definitions import activity_definition, workflow_definition
+
+__all__ = ["add_parser", "add_replay_parser", "load_module", "module_definitions"]
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``worker``."""
+    worker = commands.add_parser(
+        "worker",
+        help="serve the workflows and activities of a module",
+        description="Import MODULE (a dotted module name or a path to a .py file) and serve "
+        "every @workflow and @activity it defines until interrupted.",
+    )
+    worker.add_argument("module", metavar="MODULE")
+    worker.add_argument("--task-queue", "-q", required=True)
+    worker.add_argument("--max-concurrent-activities", type=int, default=100)
+    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=20)
+    worker.add_argument("--identity", default=None, help="worker identity (default host:pid:uuid)")
+    worker.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    worker.set_defaults(run=_run_worker)
+
+
+def add_replay_parser(commands: Any) -> None:
+    """Register ``replay``."""
+    replay = commands.add_parser(
+        "replay",
+        help="replay a saved history against today's code",
+        description="Replay HISTORY.json (written by `chronicle workflow history --json`) "
+        "against the workflows of MODULE; fails on nondeterminism.",
+    )
+    replay.add_argument("history", type=Path, metavar="HISTORY.json")
+    replay.add_argument("module", metavar="MODULE")
+    replay.set_defaults(run=_replay)
+
+
+def load_module(spec: str) -> ModuleType:
+    """Import ``spec``: a ``.py`` file path (its folder joins ``sys.path``) or a dotted name."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise CommandError(f"no such file: {spec}")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = path.stem
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise CommandError(f"cannot import {spec}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        raise CommandError(f"cannot import module {spec!r}: {exc}") from None
+
+
+def module_definitions(module: ModuleType) -> tuple[list[Any], list[Any]]:
+    """The ``@workflow`` and ``@activity`` objects at the top level of ``module`` (by name)."""
+    workflows: dict[str, Any] = {}
+    activities: dict[str, Any] = {}
+    for value in vars(module).values():
+        try:
+            workflows.setdefault(workflow_definition(value).name, value)
+            continue
+        except TypeError:
+            pass
+        try:
+            activities.setdefault(activity_definition(value).name, value)
+        except TypeError:
+            pass
+    return list(workflows.values()), list(activities.values())
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        )
+    )
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_level)
+    module = load_module(args.module)
+    workflows, activities = module_definitions(module)
+    if not workflows and not activities:
+        raise CommandError(f"{args.module} defines no @workflow or @activity functions")
+    return asyncio.run(_serve(args, workflows, activities))
+
+
+async def _serve(args: argparse.Namespace, workflows: list[Any], activities: list[Any]) -> int:
+    from chronicle.sdk.worker import Worker  # imported late: other commands need no worker code
+
+    async with connect(args, connect_timeout=60.0, retry_timeout=60.0) as client:
+        worker = Worker(
+            client,
+            task_queue=args.task_queue,
+            workflows=workflows,
+            activities=activities,
+            identity=args.identity,
+            max_concurrent_activities=args.max_concurrent_activities,
+            max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+        )
+        loop = asyncio.get_running_loop()
+        runner = asyncio.create_task(worker.run())
+        stops = 0
+
+        def stop() -> None:
+            nonlocal stops
+            stops += 1
+            if stops == 1:
+                print("shutting down (again to force)", file=sys.stderr, flush=True)
+                worker.shutdown()
+            else:
+                runner.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        names = ", ".join([*worker.workflow_types, *worker.activity_types])
+        print(
+            f"worker {worker.identity} polling task queue {args.task_queue!r} on "
+            f"{client.address} for: {names}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await runner
+        except asyncio.CancelledError:
+            return 130
+        return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from chronicle.history import codec
+    from chronicle.history.errors import InvalidHistoryError
+    from chronicle.sdk.replay import replay
+
+    try:
+        document = json.loads(args.history.read_text())
+        events = [codec.event_from_dict(e) for e in document["events"]]
+    except (OSError, ValueError, KeyError, TypeError, InvalidHistoryError) as exc:
+        raise CommandError(f"cannot read the history in {args.history}: {exc}") from None
+    module = load_module(args.module)
+    workflows, _ = module_definitions(module)
+    try:
+        replay(
+            events,
+            workflows,
+            workflow_id=str(document.get("workflow_id") or "replay"),
+            run_id=str(document.get("run_id") or "replay"),
+        )
+    except LookupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"ok: {args.history} ({len(events)} events) replays against {args.module}")
+    return 0

@@ -1,0 +1,421 @@
+"""The activity half of a worker: poll activity tasks, run them, report the outcome.
+
+At most ``max_concurrent`` activities run at once (a semaphore slot is taken *before* polling,
+so the worker never leases a task it has no room for). Async activities run as tasks on the
+worker's event loop; sync ones in a thread pool. Each runs with an activity context
+(``chronicle.activity.info()``, ``heartbeat()``) whose heartbeats are throttled and sent with
+``HeartbeatActivityTask``; when the server answers ``cancel_requested`` (or no longer knows the
+task) the context's ``cancelled`` event is set and an async activity's task is cancelled.
+
+Outcomes are reported once: ``CompleteActivityTask`` with the encoded result, or
+``FailActivityTask`` with the exception as a ``Failure``. ``NOT_FOUND`` on either means the
+attempt is stale (it timed out and was retried elsewhere); that is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from chronicle.history import wire
+from chronicle.history.payloads import from_payloads, to_payload, to_payloads
+from chronicle.history.values import Failure, FailureKind
+from chronicle.protos.v1 import service_pb2
+from chronicle.sdk import _grpc
+from chronicle.sdk._definitions import ActivityDefinition
+from chronicle.sdk._info import ActivityInfo
+from chronicle.sdk.activity import ActivityContext, reset_activity_context, set_activity_context
+from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
+
+__all__ = ["POLL_TIMEOUT", "ActivityWorker", "poll"]
+
+_log = structlog.get_logger("chronicle.sdk.worker")
+
+POLL_TIMEOUT = 30.0
+"""Client-side deadline of one long poll (the server answers empty after about 20 s)."""
+
+_DEFAULT_HEARTBEAT_INTERVAL = 30.0
+"""Heartbeat throttle when the activity has no heartbeat timeout."""
+
+
+def _nothing() -> None:
+    """Sync activities cannot be interrupted: they see cancellation at their next heartbeat."""
+
+
+class _Heartbeater:
+    """Sends an activity's heartbeats: the first at once, then at most one per ``interval``.
+
+    ``heartbeat`` may be called from any thread; it only records the latest details and wakes
+    the sender on the worker's loop, so user code never waits on the network.
+    """
+
+    def __init__(
+        self,
+        worker: ActivityWorker,
+        task_token: bytes,
+        interval: float,
+        cancelled: threading.Event,
+        on_cancel: Callable[[], object],
+        log: Any,
+    ) -> None:
+        self._worker = worker
+        self._token = task_token
+        self._interval = interval
+        self._cancelled = cancelled
+        self._on_cancel = on_cancel
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._pending: tuple[Any, ...] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    def heartbeat(self, details: tuple[Any, ...]) -> None:
+        """Record ``details`` for the next heartbeat (encoding errors raise here, to the caller)."""
+        encoded = to_payloads(details)
+        try:
+            self._loop.call_soon_threadsafe(self._record, encoded)
+        except RuntimeError:  # the worker's loop is gone (shut down under a stuck thread)
+            pass
+
+    def _record(self, encoded: Any) -> None:
+        self._pending = encoded
+        if self._sender is None or self._sender.done():
+            self._sender = self._loop.create_task(self._send_loop())
+
+    async def _send_loop(self) -> None:
+        while self._pending is not None:
+            details, self._pending = self._pending, None
+            request = service_pb2.HeartbeatActivityTaskRequest(
+                namespace=self._worker.namespace,
+                task_token=self._token,
+                details=wire.payloads_to_proto(details),
+                identity=self._worker.identity,
+            )
+            try:
+                response = await self._worker.connection.call("HeartbeatActivityTask", request)
+            except _grpc.NotFoundError:
+                self._log.info("heartbeat: activity no longer known to the server; cancelling")
+                self._cancel()
+                return
+            except Exception as exc:
+                self._log.warning("heartbeat failed", error=str(exc))
+            else:
+                if response.cancel_requested:
+                    self._log.info("activity cancellation requested")
+                    self._cancel()
+                    return
+            await asyncio.sleep(self._interval)
+
+    def _cancel(self) -> None:
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self._on_cancel()
+
+    def stop(self) -> None:
+        """Stop sending (the activity is over)."""
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+
+
+class ActivityWorker:
+    """Polls one task queue for activity tasks and runs them (see the module docstring)."""
+
+    def __init__(
+        self,
+        connection: _grpc.Connection,
+        *,
+        namespace: str,
+        task_queue: str,
+        identity: str,
+        activities: Sequence[ActivityDefinition],
+        max_concurrent: int,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.connection = connection
+        self.namespace = namespace
+        self.task_queue = task_queue
+        self.identity = identity
+        self._activities = {d.name: d for d in activities}
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=max_concurrent, thread_name_prefix="chronicle-activity"
+        )
+        self._running: dict[bytes, tuple[asyncio.Task[None], threading.Event]] = {}
+        self._shutting_down = False
+        self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+
+    async def poll_forever(self) -> None:
+        """Poll and dispatch until cancelled; in-flight activities keep running."""
+        request = service_pb2.PollActivityTaskRequest(
+            namespace=self.namespace, task_queue=self.task_queue, identity=self.identity
+        )
+        while True:
+            await self._slots.acquire()
+            try:
+                task = await poll(self.connection, "PollActivityTask", request, self._log)
+            except BaseException:
+                self._slots.release()
+                raise
+            if task is None or not task.task_token:
+                self._slots.release()
+                continue
+            cancelled = threading.Event()
+            runner = asyncio.create_task(
+                self._run_task(task, cancelled),
+                name=f"activity {task.activity_type} {task.activity_id}",
+            )
+            self._running[task.task_token] = (runner, cancelled)
+            runner.add_done_callback(functools.partial(self._done, task.task_token))
+
+    def _done(self, token: bytes, _task: asyncio.Task[None]) -> None:
+        self._running.pop(token, None)
+        self._slots.release()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` s for running activities, then cancel the rest and wait for them."""
+        if not self._running:
+            return
+        tasks = [task for task, _ in self._running.values()]
+        self._log.info("waiting for running activities", count=len(tasks), grace=grace)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if pending:
+            self._log.warning(
+                "cancelling activities still running after the grace period", count=len(pending)
+            )
+            self._shutting_down = True
+            for task, cancelled in list(self._running.values()):
+                cancelled.set()
+                task.cancel()
+            await asyncio.wait(pending, timeout=5.0)
+
+    def close(self) -> None:
+        """Release the thread pool (without waiting for threads stuck in user code)."""
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_task(
+        self, task: service_pb2.PollActivityTaskResponse, cancelled: threading.Event
+    ) -> None:
+        execution = task.workflow_execution
+        log = self._log.bind(
+            workflow_id=execution.workflow_id,
+            run_id=execution.run_id,
+            activity_id=task.activity_id,
+            activity_type=task.activity_type,
+            attempt=task.attempt,
+        )
+        definition = self._activities.get(task.activity_type)
+        if definition is None:
+            known = ", ".join(sorted(self._activities)) or "none"
+            log.error("unknown activity type")
+            await self._fail(
+                task,
+                log,
+                Failure(
+                    message=(
+                        f"activity type {task.activity_type!r} is not registered on worker "
+                        f"{self.identity} (task queue {self.task_queue!r}); it serves: {known}"
+                    ),
+                    type="ActivityNotRegisteredError",
+                    non_retryable=False,
+                ),
+            )
+            return
+        try:
+            args = from_payloads(wire.payloads_from_proto(task.input), definition.arg_hints)
+            details = from_payloads(
+                wire.payloads_from_proto(task.heartbeat_details),
+                [Any] * len(task.heartbeat_details),
+            )
+        except Exception as exc:
+            log.error("cannot decode activity input", error=str(exc))
+            await self._fail(
+                task,
+                log,
+                Failure(
+                    message=f"cannot decode the input of activity {task.activity_type!r}: {exc}",
+                    type=type(exc).__name__,
+                    non_retryable=True,
+                ),
+            )
+            return
+        info = self._info(task, tuple(details))
+        current = asyncio.current_task()
+        assert current is not None
+        heartbeat_timeout = wire.duration_from_proto(task, "heartbeat_timeout")
+        interval = (
+            heartbeat_timeout.total_seconds() * 0.8
+            if heartbeat_timeout
+            else _DEFAULT_HEARTBEAT_INTERVAL
+        )
+        on_cancel: Callable[[], object] = current.cancel if definition.is_async else _nothing
+        heartbeater = _Heartbeater(self, task.task_token, interval, cancelled, on_cancel, log)
+        context = ActivityContext(info=info, heartbeat=heartbeater.heartbeat, cancelled=cancelled)
+        started = time.monotonic()
+        try:
+            result = await self._invoke(definition, args, context)
+        except asyncio.CancelledError:
+            heartbeater.stop()
+            if self._shutting_down or not cancelled.is_set():
+                # The worker is stopping, not the activity: fail retryably so it runs again.
+                log.warning("activity interrupted by worker shutdown")
+                await self._fail(
+                    task,
+                    log,
+                    Failure(
+                        message=f"worker {self.identity} shut down while the activity ran",
+                        type="WorkerShutdown",
+                    ),
+                )
+                if not cancelled.is_set():
+                    raise
+                return
+            log.info("activity cancelled")
+            await self._fail(
+                task,
+                log,
+                Failure(
+                    message="activity cancelled", type="CancelledError", kind=FailureKind.CANCELLED
+                ),
+            )
+            return
+        except BaseException as exc:
+            heartbeater.stop()
+            if isinstance(exc, CompleteAsyncError):
+                log.info("activity will complete asynchronously")
+                return
+            if not isinstance(exc, Exception):
+                raise
+            log.info(
+                "activity failed",
+                error=f"{type(exc).__name__}: {exc}",
+                seconds=round(time.monotonic() - started, 3),
+            )
+            await self._fail(task, log, exception_to_failure(exc))
+            return
+        heartbeater.stop()
+        try:
+            payload = wire.payload_to_proto(to_payload(result))
+        except Exception as exc:
+            await self._fail(
+                task,
+                log,
+                Failure(
+                    message=f"cannot encode the result of activity {task.activity_type!r}: {exc}",
+                    type=type(exc).__name__,
+                    non_retryable=True,
+                ),
+            )
+            return
+        log.debug("activity completed", seconds=round(time.monotonic() - started, 3))
+        await self._report(
+            log,
+            "CompleteActivityTask",
+            service_pb2.CompleteActivityTaskRequest(
+                namespace=self.namespace,
+                task_token=task.task_token,
+                result=payload,
+                identity=self.identity,
+            ),
+        )
+
+    async def _invoke(
+        self, definition: ActivityDefinition, args: Sequence[Any], context: ActivityContext
+    ) -> Any:
+        if definition.is_async:
+            token = set_activity_context(context)
+            try:
+                return await definition.fn(*args)
+            finally:
+                reset_activity_context(token)
+
+        def run() -> Any:
+            token = set_activity_context(context)
+            try:
+                return definition.fn(*args)
+            finally:
+                reset_activity_context(token)
+
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, ctx.run, run)
+
+    def _info(
+        self, task: service_pb2.PollActivityTaskResponse, details: tuple[Any, ...]
+    ) -> ActivityInfo:
+        now = datetime.now(UTC)
+        return ActivityInfo(
+            activity_id=task.activity_id,
+            activity_type=task.activity_type,
+            attempt=task.attempt or 1,
+            workflow_id=task.workflow_execution.workflow_id,
+            run_id=task.workflow_execution.run_id,
+            workflow_type=task.workflow_type,
+            namespace=self.namespace,
+            task_queue=task.task_queue or self.task_queue,
+            task_token=task.task_token,
+            scheduled_time=wire.timestamp_from_proto(task, "scheduled_time") or now,
+            started_time=wire.timestamp_from_proto(task, "started_time") or now,
+            heartbeat_details=details,
+            start_to_close_timeout=wire.duration_from_proto(task, "start_to_close_timeout"),
+            heartbeat_timeout=wire.duration_from_proto(task, "heartbeat_timeout"),
+        )
+
+    async def _fail(
+        self, task: service_pb2.PollActivityTaskResponse, log: Any, failure: Failure
+    ) -> None:
+        await self._report(
+            log,
+            "FailActivityTask",
+            service_pb2.FailActivityTaskRequest(
+                namespace=self.namespace,
+                task_token=task.task_token,
+                failure=wire.failure_to_proto(failure),
+                identity=self.identity,
+            ),
+        )
+
+    async def _report(self, log: Any, method: str, request: Any) -> None:
+        try:
+            await self.connection.call(method, request)
+        except _grpc.NotFoundError as exc:
+            log.info(
+                "activity outcome not recorded: the attempt is stale",
+                method=method,
+                detail=str(exc),
+            )
+        except Exception as exc:
+            log.error(
+                "could not report the activity outcome; the server will time it out",
+                method=method,
+                error=str(exc),
+            )
+
+
+async def poll(connection: _grpc.Connection, method: str, request: Any, log: Any) -> Any:
+    """One long poll (shared with the workflow worker); None when it came back empty or failed.
+
+    Transport failures are logged and absorbed (after the connection's retries and a short
+    back-off), so a poller survives a server restart of any length.
+    """
+    try:
+        return await connection.call(method, request, timeout=POLL_TIMEOUT)
+    except _grpc.ServerUnavailableError as exc:
+        log.warning("server unreachable; still polling", method=method, error=str(exc))
+    except _grpc.RPCError as exc:
+        if exc.code == "DEADLINE_EXCEEDED":
+            return None
+        if connection.closed:
+            raise asyncio.CancelledError from exc
+        log.error("poll failed", method=method, error=str(exc))
+        await asyncio.sleep(1.0)
+    return None

@@ -1,0 +1,232 @@
+"""The SDK's one gRPC connection: a ``grpc.aio`` channel, retries with back-off, error mapping.
+
+Every unary call goes through :meth:`Connection.call`. A call that fails with ``UNAVAILABLE``
+(the server is restarting, or was killed and is coming back) is retried with exponential
+back-off and jitter (100 ms doubling to a 5 s cap) until ``retry_timeout`` has passed since the
+first attempt; then :class:`ServerUnavailableError` is raised. Retrying is safe because every
+mutating RPC is idempotent on the server: starts, signals and cancellations carry a request id
+generated once per call and reused across attempts, and task completions are checked against the
+history (a duplicate is answered ``NOT_FOUND``, which callers treat as "stale").
+
+Other status codes are mapped once, here (STYLE.md habit 7), by :func:`map_rpc_error`:
+
+=====================  ==================================================================
+``NOT_FOUND``          :class:`~chronicle.sdk.errors.WorkflowNotFound` when the call is
+                       about a workflow, else :class:`NotFoundError`
+``ALREADY_EXISTS``     :class:`~chronicle.sdk.errors.WorkflowAlreadyStarted`
+``INVALID_ARGUMENT``   :class:`InvalidArgumentError` (a ``ValueError``) with the server's
+                       message, which names the offending field
+``UNIMPLEMENTED``      :class:`UnimplementedError`
+``UNAVAILABLE``        :class:`ServerUnavailableError` (after the retries ran out)
+anything else          :class:`RPCError`
+=====================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+import structlog
+
+from chronicle.protos.v1 import service_pb2_grpc
+from chronicle.sdk.errors import ChronicleError, WorkflowAlreadyStarted, WorkflowNotFound
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "Connection",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "RPCError",
+    "ServerUnavailableError",
+    "UnimplementedError",
+    "default_address",
+    "map_rpc_error",
+]
+
+_log = structlog.get_logger("chronicle.sdk.grpc")
+
+DEFAULT_ADDRESS = "127.0.0.1:7070"
+"""Where clients, workers and the CLI look for the server unless told otherwise."""
+
+_INITIAL_BACKOFF = 0.1
+_MAX_BACKOFF = 5.0
+
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    # Reconnect quickly after a server restart instead of gRPC's default 1 s → 120 s back-off.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+ResponseT = TypeVar("ResponseT")
+
+
+def default_address() -> str:
+    """``$CHRONICLE_ADDRESS`` if set, else ``127.0.0.1:7070``."""
+    return os.environ.get("CHRONICLE_ADDRESS") or DEFAULT_ADDRESS
+
+
+class RPCError(ChronicleError):
+    """A call to the server failed; ``code`` is the gRPC status code name (``"INTERNAL"`` …)."""
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServerUnavailableError(RPCError):
+    """The server could not be reached (after retrying for the connection's retry timeout)."""
+
+
+class InvalidArgumentError(RPCError, ValueError):
+    """The server rejected a request as malformed; the message names the offending field."""
+
+
+class NotFoundError(RPCError):
+    """The server does not know the thing asked about (e.g. a stale task token)."""
+
+
+class UnimplementedError(RPCError):
+    """The server does not implement this call (yet)."""
+
+
+def _details(error: grpc.aio.AioRpcError) -> str:
+    text = error.details()
+    return str(text) if text else str(error.code().name.lower())
+
+
+def map_rpc_error(
+    error: grpc.aio.AioRpcError,
+    *,
+    address: str = "",
+    method: str = "",
+    workflow_id: str | None = None,
+) -> Exception:
+    """The SDK exception for a failed call (see the module docstring for the table).
+
+    ``workflow_id`` says the call was about that workflow, so ``NOT_FOUND`` means it does not
+    exist (``WorkflowNotFound``) rather than, say, a stale task token.
+    """
+    code = error.code()
+    detail = _details(error)
+    if code == grpc.StatusCode.NOT_FOUND:
+        if workflow_id is not None:
+            return WorkflowNotFound(detail or f"workflow {workflow_id!r} not found")
+        return NotFoundError(detail, code=code.name)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return WorkflowAlreadyStarted(detail)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(detail, code=code.name)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        what = method or "this call"
+        return UnimplementedError(
+            f"the Chronicle server at {address} does not support {what} yet ({detail})",
+            code=code.name,
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ServerUnavailableError(
+            f"cannot reach the Chronicle server at {address}: {detail}", code=code.name
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RPCError(f"{method or 'call'} to {address} timed out: {detail}", code=code.name)
+    return RPCError(f"{method or 'call'} failed ({code.name}): {detail}", code=code.name)
+
+
+def _backoff(attempt: int) -> float:
+    """Delay before retry ``attempt`` (1-based): 100 ms doubling to 5 s, with ±20 % jitter."""
+    delay = min(_MAX_BACKOFF, _INITIAL_BACKOFF * (2.0 ** (attempt - 1)))
+    jitter: float = random.uniform(0.8, 1.2)
+    return delay * jitter
+
+
+class Connection:
+    """A channel to the server and the ``WorkflowService`` stub, with retrying calls.
+
+    Cheap to share: the client and every poller of a worker use one connection. Not bound to a
+    namespace; requests carry theirs.
+    """
+
+    def __init__(self, address: str, *, retry_timeout: float = 60.0) -> None:
+        self.address = address
+        self.retry_timeout = retry_timeout
+        self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS
+        )
+        self._stub: Any = service_pb2_grpc.WorkflowServiceStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )  # generated code is untyped
+        self._closed = False
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the channel is connected; ``ServerUnavailableError`` after ``timeout`` s."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError:
+            raise ServerUnavailableError(
+                f"cannot reach the Chronicle server at {self.address}: "
+                f"no connection after {timeout:g} s",
+                code="UNAVAILABLE",
+            ) from None
+
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        timeout: float | None = 30.0,
+        retry_timeout: float | None = None,
+        workflow_id: str | None = None,
+    ) -> Any:
+        """Call ``method`` (a ``WorkflowService`` RPC name) and return its response message.
+
+        ``timeout`` is the deadline of each attempt; ``retry_timeout`` (default: the
+        connection's) bounds the total time spent retrying ``UNAVAILABLE``. Any failure is raised
+        as the exception :func:`map_rpc_error` picks; ``workflow_id`` is passed on to it.
+        """
+        if self._closed:
+            raise RPCError(f"the connection to {self.address} is closed", code="CANCELLED")
+        rpc: Callable[..., Any] = getattr(self._stub, method)
+        budget = self.retry_timeout if retry_timeout is None else retry_timeout
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await rpc(request, timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                elapsed = time.monotonic() - started
+                retryable = error.code() == grpc.StatusCode.UNAVAILABLE and not self._closed
+                if not retryable or elapsed >= budget:
+                    raise map_rpc_error(
+                        error, address=self.address, method=method, workflow_id=workflow_id
+                    ) from None
+                delay = min(_backoff(attempt), max(0.0, budget - elapsed))
+                _log.debug(
+                    "rpc unavailable, retrying",
+                    method=method,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    detail=_details(error),
+                )
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight fail with ``CANCELLED``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._channel.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed

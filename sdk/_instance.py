@@ -1,0 +1,653 @@
+"""``WorkflowInstance``: one workflow run in memory, driven by its history.
+
+The worker feeds it new events (``activate``); it splits them into activations
+(``_activation.py``), applies each activation's jobs (start the function, deliver signals,
+resolve activities/timers/children, cancel), runs the deterministic loop until nothing can
+progress, checks replayed commands against the history (``_replay.py``) and returns the live
+activation's commands. It implements ``WorkflowRuntime`` for ``workflow.*``.
+
+Outcome policy (STYLE.md): returning completes the workflow; an uncaught ``FailureError`` fails
+it; ``CancelledError`` after a cancellation request cancels it; any other exception, and
+nondeterminism, fail the workflow *task* (``WorkflowTaskError``), which the server retries.
+After ``activate`` raised, the instance is unusable: evict it (``close()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from chronicle.history import commands as cmd
+from chronicle.history import events as ev
+from chronicle.history.events import WorkflowTaskFailedCause
+from chronicle.history.payloads import (
+    PayloadEncodingError,
+    from_payload,
+    from_payloads,
+    to_payload,
+)
+from chronicle.history.values import Failure, FailureKind, Payload
+from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
+from chronicle.sdk._commands import (
+    CommandBuffer,
+    Emitted,
+    PendingActivity,
+    PendingChild,
+    PendingTimer,
+    call_site,
+)
+from chronicle.sdk._definitions import ActivityOptions, WorkflowDefinition, hints_of
+from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk._loop import new_loop
+from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk.errors import (
+    ApplicationError,
+    CancelledFailure,
+    FailureError,
+    StaleInstanceError,
+    WorkflowTaskError,
+    exception_to_failure,
+)
+
+__all__ = ["WorkflowInstance"]
+
+_log = logging.getLogger("chronicle.workflow")
+
+
+class _ContinueAsNewRequest(BaseException):
+    """Raised by ``workflow.continue_as_new``; a BaseException so ``except Exception`` in user
+    code cannot swallow it."""
+
+    def __init__(self, command: cmd.ContinueAsNew) -> None:
+        super().__init__("continue as new")
+        self.command = command
+
+
+def _task_error(message: str, exc: BaseException | None = None) -> WorkflowTaskError:
+    failure = (
+        exception_to_failure(exc)
+        if exc is not None
+        else Failure(message=message, type="WorkflowTaskError")
+    )
+    return WorkflowTaskError(message, cause=WorkflowTaskFailedCause.WORKFLOW_ERROR, failure=failure)
+
+
+def _encode_args(what: str, args: Sequence[Any]) -> tuple[Payload, ...]:
+    out: list[Payload] = []
+    for position, value in enumerate(args, start=1):
+        try:
+            out.append(to_payload(value))
+        except PayloadEncodingError as exc:
+            raise PayloadEncodingError(f"argument {position} of {what}: {exc}") from exc
+    return tuple(out)
+
+
+def _signal_value(values: list[Any]) -> Any:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+class WorkflowInstance:
+    """One workflow run: its loop, pending operations and handlers. Not thread-safe: one
+    ``activate`` at a time (any thread)."""
+
+    def __init__(self, definition: WorkflowDefinition, info: WorkflowInfo) -> None:
+        self._definition = definition
+        self._info = info
+        self._buffer = CommandBuffer()
+        name = f"workflow {info.workflow_type} {info.workflow_id} run {info.run_id}"
+        self._loop = new_loop(self, name=name, runtime=self)
+        self._loop.ignored_errors = (_ContinueAsNewRequest,)
+        self._reader = ActivationReader()
+        self._index = SeqIndex()
+        self._seqs: dict[str, int] = defaultdict(int)
+        self._activities: dict[int, PendingActivity] = {}
+        self._timers: dict[int, PendingTimer] = {}
+        self._children: dict[int, PendingChild] = {}
+        self._random = random.Random(0)
+        self._now = datetime.fromtimestamp(0).astimezone()
+        self._replaying = False
+        self._root: asyncio.Task[Any] | None = None
+        self._cancel_requested = False
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._handler_error: BaseException | None = None
+        self._signal_handlers: dict[str, Callable[..., Any]] = {}
+        self._signal_buffer: dict[str, deque[tuple[Payload, ...]]] = defaultdict(deque)
+        self._signal_waiters: dict[str, deque[asyncio.Future[Any]]] = defaultdict(deque)
+        self._query_handlers: dict[str, Callable[..., Any]] = {}
+        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._patches: dict[str, bool] = {}
+        self._recorded_now: list[ev.Event] = []
+        self._unverified: list[Emitted] = []
+
+    # ------------------------------------------------------------ driving (the worker's API)
+
+    @property
+    def last_event_id(self) -> int:
+        """Id of the last event fed in so far (0 initially)."""
+        return self._reader.last_event_id
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the code produced its closing command (complete, fail, cancel, …)."""
+        return self._closed
+
+    def activate(self, events: Sequence[ev.Event]) -> list[cmd.Command]:
+        """Feed the events after ``last_event_id`` (ending with the live WorkflowTaskStarted) and
+        return the live activation's commands.
+
+        Raises ``NondeterminismError`` (replayed commands differ from the history),
+        ``WorkflowTaskError`` (the task must fail), or ``StaleInstanceError``; after any of them
+        the instance must be evicted.
+        """
+        if self._broken is not None:
+            raise StaleInstanceError(
+                f"this instance failed earlier ({self._broken!r}); evict it and replay"
+            ) from self._broken
+        try:
+            return self._activate(list(events))
+        except (WorkflowTaskError, StaleInstanceError) as exc:
+            self._broken = exc
+            raise
+        except Exception as exc:  # anything else still fails the task, with its failure
+            self._broken = exc
+            raise _task_error(f"workflow {self._definition.name}: {exc!r}", exc) from exc
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+    def _activate(self, events: list[ev.Event]) -> list[cmd.Command]:
+        result: list[cmd.Command] = []
+        for step in self._reader.feed(events):
+            if isinstance(step, Verify):
+                self._verify(self._unverified, step.recorded, step.completed_event_id)
+                self._unverified = []
+                continue
+            emitted = self._run(step)
+            if step.replaying:
+                self._verify(emitted, step.recorded, step.completed_event_id)
+            else:
+                self._unverified = emitted
+                result = [item.command for item in emitted]
+        return result
+
+    def _verify(self, emitted: list[Emitted], recorded: list[ev.Event], completed: int) -> None:
+        for event in recorded:
+            self._index.register(event)
+        check_commands(emitted, recorded, self._index, self._info, completed)
+
+    def _run(self, activation: Activation) -> list[Emitted]:
+        self._replaying = activation.replaying
+        self._recorded_now = activation.recorded
+        self._now = activation.time
+        self._loop.set_time(activation.time.timestamp())
+        if self._closed:
+            return []
+        for job in activation.jobs:
+            self._apply(job)
+        self._loop.run_until_quiescent(self._check_conditions)
+        if self._loop.errors:
+            error = self._loop.errors[0]
+            raise _task_error(f"workflow callback raised {error!r}", error) from error
+        emitted = self._buffer.take()
+        close = self._outcome()
+        if close is not None:
+            emitted.append(Emitted(close))
+            self._closed = True
+        return emitted
+
+    def close(self) -> None:
+        """Evict: cancel every task, run them to their end, and report any that refuses to end."""
+        self._buffer.enabled = False
+        for task in self._loop.tasks:
+            task.cancel()
+        try:
+            self._loop.run_until_quiescent()
+        except BaseException:  # eviction must not fail; the code is being dropped anyway
+            _log.exception("error while evicting %s", self._info.workflow_id)
+        leftover = self._loop.tasks
+        if leftover:
+            _log.error(
+                "evicted workflow %s (run %s) left %d task(s) running after cancellation "
+                "(code that swallows CancelledError?): %s",
+                self._info.workflow_id,
+                self._info.run_id,
+                len(leftover),
+                sorted(t.get_name() for t in leftover),
+            )
+        self._loop.close()
+
+    # ------------------------------------------------------------ jobs
+
+    def _apply(self, job: ev.Event) -> None:
+        a = job.attributes
+        if isinstance(a, ev.WorkflowStarted):
+            self._start(a)
+        elif isinstance(a, ev.SignalReceived):
+            self._deliver_signal(a.signal_name, a.input)
+        elif isinstance(a, ev.UpdateAccepted):
+            raise _task_error(
+                f"update {a.update_name!r} (event {job.id}): updates are not "
+                "supported by this SDK version"
+            )
+        elif isinstance(
+            a, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled
+        ):
+            self._resolve_activity(a)
+        elif isinstance(a, ev.TimerFired):
+            timer = self._timers.pop(self._index.timers.get(a.started_event_id, 0), None)
+            if timer is not None:
+                timer.fire()
+        elif isinstance(
+            a,
+            ev.ChildWorkflowStarted
+            | ev.ChildWorkflowStartFailed
+            | ev.ChildWorkflowCompleted
+            | ev.ChildWorkflowFailed,
+        ):
+            self._resolve_child(a)
+        elif isinstance(a, ev.WorkflowCancelRequested):
+            self._cancel_requested = True
+            if self._root is not None and not self._root.done():
+                self._loop.call_soon(self._root.cancel)
+
+    def _start(self, started: ev.WorkflowStarted) -> None:
+        self._random = random.Random(started.random_seed)
+        try:
+            args = from_payloads(started.input, self._definition.arg_hints)
+        except PayloadEncodingError as exc:
+            raise _task_error(
+                f"cannot decode the input of workflow {self._definition.name}: {exc}", exc
+            ) from exc
+        coroutine = self._definition.fn(*args)
+        self._root = self._loop.create_task(coroutine, name=self._loop.name)
+
+    def _resolve_activity(
+        self,
+        a: ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled,
+    ) -> None:
+        pending = self._activities.pop(self._index.activities.get(a.scheduled_event_id, 0), None)
+        if pending is None:
+            return  # abandoned, or cancelled before it was sent
+        if isinstance(a, ev.ActivityCompleted):
+            pending.resolve_completed(a.result)
+        elif isinstance(a, ev.ActivityFailed):
+            pending.resolve_failed(a.failure, a.attempt)
+        elif isinstance(a, ev.ActivityTimedOut):
+            failure = a.failure
+            if failure.kind is not FailureKind.TIMEOUT:  # the cause must say "timeout"
+                failure = replace(failure, kind=FailureKind.TIMEOUT, timeout_type=a.timeout_type)
+            pending.resolve_failed(failure, a.attempt, f"timed out ({a.timeout_type})")
+        else:
+            pending.resolve_cancelled()
+
+    def _resolve_child(
+        self,
+        a: ev.ChildWorkflowStarted
+        | ev.ChildWorkflowStartFailed
+        | ev.ChildWorkflowCompleted
+        | ev.ChildWorkflowFailed,
+    ) -> None:
+        seq = self._index.children.get(a.initiated_event_id, 0)
+        if isinstance(a, ev.ChildWorkflowStarted):
+            child = self._children.get(seq)
+            if child is not None:
+                child.resolve_started(a.run_id)
+            return
+        child = self._children.pop(seq, None)
+        if child is None:
+            return
+        if isinstance(a, ev.ChildWorkflowCompleted):
+            child.resolve_completed(a.result)
+        elif isinstance(a, ev.ChildWorkflowStartFailed):
+            child.resolve_failed(a.failure, "could not start")
+        else:
+            child.resolve_failed(a.failure)
+
+    # ------------------------------------------------------------ outcome
+
+    def _outcome(self) -> cmd.Command | None:
+        error = self._handler_error
+        root = self._root
+        if error is None:
+            if root is None or not root.done():
+                return None
+            if root.cancelled():
+                error = asyncio.CancelledError()
+            else:
+                error = root.exception()
+                if error is None:
+                    try:
+                        return cmd.CompleteWorkflow(result=to_payload(root.result()))
+                    except PayloadEncodingError as exc:
+                        raise _task_error(
+                            f"cannot encode the result of workflow {self._definition.name}: {exc}",
+                            exc,
+                        ) from exc
+        if isinstance(error, _ContinueAsNewRequest):
+            return error.command
+        if isinstance(error, asyncio.CancelledError):
+            if self._cancel_requested:
+                return cmd.CancelWorkflow()
+            failure = exception_to_failure(CancelledFailure("the workflow cancelled itself"))
+            return cmd.FailWorkflow(failure=failure)
+        if isinstance(error, FailureError):
+            return cmd.FailWorkflow(failure=error.failure)
+        if isinstance(error, WorkflowTaskError):
+            raise error
+        if isinstance(error, Exception):
+            raise _task_error(
+                f"workflow {self._definition.name} raised {type(error).__name__}: {error}", error
+            ) from error
+        raise error
+
+    # ------------------------------------------------------------ WorkflowRuntime
+
+    def info(self) -> WorkflowInfo:
+        """The run being executed."""
+        return self._info
+
+    def now(self) -> datetime:
+        """The current workflow task's time."""
+        return self._now
+
+    def random(self) -> random.Random:
+        """The run's seeded generator."""
+        return self._random
+
+    def uuid4(self) -> uuid.UUID:
+        """A UUID4 from the seeded generator."""
+        return uuid.UUID(int=self._random.getrandbits(128), version=4)
+
+    def is_replaying(self) -> bool:
+        """True while re-running a recorded workflow task."""
+        return self._replaying
+
+    def _next(self, kind: str) -> int:
+        self._seqs[kind] += 1
+        return self._seqs[kind]
+
+    def start_activity(
+        self, name: str, args: Sequence[Any], options: ActivityOptions, return_hint: Any
+    ) -> Coroutine[Any, Any, Any]:
+        """Schedule activity ``name`` now (seq allocated at the call); await the result."""
+        payloads = _encode_args(name, args)
+        site = call_site()
+        seq = self._next("activity")
+        command = cmd.ScheduleActivity(
+            seq=seq,
+            activity_id=str(seq),
+            activity_type=name,
+            task_queue=options.task_queue or "",
+            input=payloads,
+            schedule_to_close_timeout=options.schedule_to_close_timeout,
+            schedule_to_start_timeout=options.schedule_to_start_timeout,
+            start_to_close_timeout=options.start_to_close_timeout,
+            heartbeat_timeout=options.heartbeat_timeout,
+            retry_policy=options.retry,
+            call_site=site,
+        )
+        pending = PendingActivity(
+            self._loop,
+            self._buffer,
+            command,
+            return_hint,
+            options.cancellation_type,
+            self._forget_activity,
+        )
+        self._activities[seq] = pending
+        self._buffer.add(command, site)
+        return pending.wait()
+
+    def _forget_activity(self, seq: int) -> None:
+        self._activities.pop(seq, None)
+
+    def start_timer(self, duration: timedelta, fire: Callable[[], None]) -> int:
+        """``TimerService``: record a StartTimer; ``fire`` runs on TimerFired."""
+        site = call_site()
+        seq = self._next("timer")
+        command = cmd.StartTimer(seq=seq, duration=duration, call_site=site)
+        self._timers[seq] = PendingTimer(seq, command, fire)
+        self._buffer.add(command, site)
+        return seq
+
+    def cancel_timer(self, seq: int) -> None:
+        """``TimerService``: cancel timer ``seq`` (drop its StartTimer if not sent yet)."""
+        timer = self._timers.pop(seq, None)
+        if timer is not None and not self._buffer.remove(timer.command):
+            self._buffer.add(cmd.CancelTimer(seq=seq))
+
+    def start_child(
+        self,
+        workflow_type: str,
+        args: Sequence[Any],
+        *,
+        workflow_id: str | None,
+        task_queue: str | None,
+        execution_timeout: timedelta | None,
+        run_timeout: timedelta | None,
+        parent_close_policy: str,
+        return_hint: Any,
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a child workflow now (seq allocated at the call); await its result."""
+        payloads = _encode_args(workflow_type, args)
+        site = call_site()
+        seq = self._next("child")
+        command = cmd.StartChildWorkflow(
+            seq=seq,
+            workflow_id=workflow_id or f"{self._info.workflow_id}-child-{seq}",
+            workflow_type=workflow_type,
+            task_queue=task_queue or "",
+            input=payloads,
+            parent_close_policy=parent_close_policy,
+            execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
+            call_site=site,
+        )
+        child = PendingChild(
+            self._loop, self._buffer, command, return_hint, self._forget_child, self._cancel_child
+        )
+        self._children[seq] = child
+        self._buffer.add(command, site)
+        return child.wait()
+
+    def _forget_child(self, seq: int) -> None:
+        self._children.pop(seq, None)
+
+    def _cancel_child(self, child: PendingChild) -> None:
+        self._buffer.add(
+            cmd.RequestCancelExternalWorkflow(
+                seq=self._next("external"),
+                workflow_id=child.command.workflow_id,
+                run_id=child.run_id,
+            )
+        )
+
+    async def wait_condition(
+        self, predicate: Callable[[], bool], timeout: timedelta | None
+    ) -> None:
+        """Resume when ``predicate()`` holds (checked whenever the loop goes idle)."""
+        if predicate():
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._conditions.append((predicate, future))
+        if timeout is None:
+            await future
+            return
+        async with asyncio.timeout(timeout.total_seconds()):
+            await future
+
+    def _check_conditions(self) -> bool:
+        progressed = False
+        for predicate, future in list(self._conditions):
+            if future.done():
+                continue
+            try:
+                if predicate():
+                    future.set_result(None)
+                    progressed = True
+            except Exception as exc:  # delivered to the waiting code
+                future.set_exception(exc)
+                progressed = True
+        self._conditions = [(p, f) for p, f in self._conditions if not f.done()]
+        return progressed
+
+    async def wait_signal(self, name: str, timeout: timedelta | None) -> Any:
+        """The next buffered signal ``name``, else wait for one."""
+        buffered = self._signal_buffer.get(name)
+        if buffered:
+            return _signal_value(from_payloads(buffered.popleft(), ()))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._signal_waiters[name].append(future)
+        if timeout is None:
+            return await future
+        async with asyncio.timeout(timeout.total_seconds()):
+            return await future
+
+    def _deliver_signal(self, name: str, payloads: tuple[Payload, ...]) -> None:
+        handler = self._signal_handlers.get(name)
+        if handler is not None:
+            self._run_handler(f"signal {name!r}", handler, payloads)
+            return
+        waiters = self._signal_waiters.get(name)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                try:
+                    waiter.set_result(_signal_value(from_payloads(payloads, ())))
+                except PayloadEncodingError as exc:
+                    waiter.set_exception(exc)
+                return
+        self._signal_buffer[name].append(payloads)
+
+    def _run_handler(
+        self, what: str, handler: Callable[..., Any], payloads: tuple[Payload, ...]
+    ) -> None:
+        async def run() -> None:
+            args = from_payloads(payloads, hints_of(handler)[0])
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                await result
+
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or self._handler_error is not None:
+                return
+            error = task.exception()
+            if error is not None:
+                self._handler_error = error
+
+        task = self._loop.create_task(run(), name=f"{self._loop.name} {what}")
+        task.add_done_callback(done)
+
+    def set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
+        """Register (or remove) a signal handler; buffered signals go to it now, in order."""
+        if handler is None:
+            self._signal_handlers.pop(name, None)
+            return
+        self._signal_handlers[name] = handler
+        buffered = self._signal_buffer.pop(name, deque())
+        while buffered:
+            self._run_handler(f"signal {name!r}", handler, buffered.popleft())
+
+    def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
+        """Register (or remove) a query handler."""
+        if handler is None:
+            self._query_handlers.pop(name, None)
+        else:
+            self._query_handlers[name] = handler
+
+    def query(self, name: str, args: Sequence[Payload]) -> Payload:
+        """Answer query ``name`` from the current state; read-only (``ApplicationError`` if the
+        handler is unknown, async, or tries to issue commands)."""
+        handler = self._query_handlers.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._query_handlers)) or "none"
+            raise ApplicationError(
+                f"unknown query {name!r} (registered: {known})", type="QueryNotFound"
+            )
+        decoded = from_payloads(args, hints_of(handler)[0])
+        before = len(self._buffer.items)
+        saved = (
+            dict(self._seqs),
+            self._random.getstate(),
+            dict(self._timers),
+            dict(self._activities),
+            dict(self._children),
+            dict(self._patches),
+        )
+        try:
+            with self._loop.running():
+                result = handler(*decoded)
+        finally:  # a query must leave no trace: replay never runs it
+            seqs, random_state, timers, activities, children, patches = saved
+            self._seqs = defaultdict(int, seqs)
+            self._random.setstate(random_state)
+            self._timers, self._activities, self._children = timers, activities, children
+            self._patches = patches
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ApplicationError(
+                f"query handler {name!r} must be synchronous", type="InvalidQueryHandler"
+            )
+        if len(self._buffer.items) != before:
+            del self._buffer.items[before:]
+            raise ApplicationError(
+                f"query handler {name!r} issued commands; queries must be read-only",
+                type="InvalidQueryHandler",
+            )
+        return to_payload(result)
+
+    def patched(self, patch_id: str) -> bool:
+        """True (and recorded) on new code paths; from the history while replaying."""
+        known = self._patches.get(patch_id)
+        if known is not None:
+            return known
+        present = not self._replaying or any(
+            isinstance(e.attributes, ev.MarkerRecorded)
+            and e.attributes.marker_name == PATCH_MARKER
+            and self._patch_id(e.attributes) == patch_id
+            for e in self._recorded_now
+        )
+        if present:
+            site = call_site()
+            self._buffer.add(
+                cmd.RecordMarker(
+                    seq=self._next("marker"),
+                    marker_name=PATCH_MARKER,
+                    details={"id": to_payload(patch_id)},
+                    call_site=site,
+                ),
+                site,
+            )
+        self._patches[patch_id] = present
+        return present
+
+    @staticmethod
+    def _patch_id(marker: ev.MarkerRecorded) -> Any:
+        payload = marker.details.get("id")
+        try:
+            return from_payload(payload) if payload is not None else None
+        except PayloadEncodingError:
+            return None
+
+    def continue_as_new(
+        self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None
+    ) -> NoReturn:
+        """Raise the private request that closes the run as continued-as-new."""
+        command = cmd.ContinueAsNew(
+            workflow_type=workflow_type or self._info.workflow_type,
+            task_queue=task_queue or self._info.task_queue,
+            input=_encode_args("continue_as_new", args),
+        )
+        raise _ContinueAsNewRequest(command)

@@ -1,0 +1,170 @@
+"""The nondeterminism check: emitted commands against the command-events a history recorded.
+
+Commands and command-events are paired in order, kind by kind, by identity: activity type and
+seq, timer seq, marker name and seq, child type and seq, … (not by arguments or durations, so
+that changing an input or a timeout is not a nondeterminism). A recorded patch marker that the
+code no longer asks for is skipped: removing a ``patched()`` call is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from chronicle.history import commands as cmd
+from chronicle.history import events as ev
+from chronicle.sdk._activation import SeqIndex
+from chronicle.sdk._commands import Emitted
+from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk.errors import NondeterminismError
+
+__all__ = ["PATCH_MARKER", "check_commands", "command_identity", "event_identity"]
+
+PATCH_MARKER = "patch"
+"""``marker_name`` of the markers that ``workflow.patched()`` records."""
+
+_Identity = tuple[Any, ...]
+
+
+def command_identity(command: cmd.Command) -> _Identity:
+    """What must match between a command and its recorded event."""
+    match command:
+        case cmd.ScheduleActivity():
+            return ("activity", command.activity_type, command.seq)
+        case cmd.RequestCancelActivity():
+            return ("cancel activity", command.seq)
+        case cmd.StartTimer():
+            return ("timer", command.seq)
+        case cmd.CancelTimer():
+            return ("cancel timer", command.seq)
+        case cmd.RecordMarker():
+            return ("marker", command.marker_name, command.seq)
+        case cmd.StartChildWorkflow():
+            return ("child", command.workflow_type, command.seq)
+        case cmd.SignalExternalWorkflow():
+            return ("signal external", command.signal_name, command.seq)
+        case cmd.RequestCancelExternalWorkflow():
+            return ("cancel external", command.seq)
+        case cmd.CompleteUpdate():
+            return ("update", command.update_id)
+        case cmd.CompleteWorkflow():
+            return ("complete",)
+        case cmd.FailWorkflow():
+            return ("fail",)
+        case cmd.CancelWorkflow():
+            return ("cancel",)
+        case cmd.ContinueAsNew():
+            return ("continue as new",)
+    raise TypeError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def event_identity(event: ev.Event, index: SeqIndex) -> _Identity:
+    """What must match between a recorded command-event and the command that made it."""
+    a = event.attributes
+    match a:
+        case ev.ActivityScheduled():
+            return ("activity", a.activity_type, a.seq)
+        case ev.ActivityCancelRequested():
+            return ("cancel activity", index.activities.get(a.scheduled_event_id))
+        case ev.TimerStarted():
+            return ("timer", a.seq)
+        case ev.TimerCanceled():
+            return ("cancel timer", index.timers.get(a.started_event_id))
+        case ev.MarkerRecorded():
+            return ("marker", a.marker_name, a.seq)
+        case ev.ChildWorkflowInitiated():
+            return ("child", a.workflow_type, a.seq)
+        case ev.ExternalSignalInitiated():
+            return ("signal external", a.signal_name, a.seq)
+        case ev.ExternalCancelInitiated():
+            return ("cancel external", a.seq)
+        case ev.UpdateCompleted():
+            return ("update", a.update_id)
+        case ev.WorkflowCompleted():
+            return ("complete",)
+        case ev.WorkflowFailed():
+            return ("fail",)
+        case ev.WorkflowCanceled():
+            return ("cancel",)
+        case ev.WorkflowContinuedAsNew():
+            return ("continue as new",)
+    return ("event", event.type)
+
+
+_SHOWN = (
+    "activity_type",
+    "workflow_type",
+    "marker_name",
+    "signal_name",
+    "update_id",
+    "seq",
+    "workflow_id",
+)
+
+
+def _describe(value: object) -> str:
+    names = {f.name for f in fields(value)}  # type: ignore[arg-type]
+    shown = ", ".join(f"{n}={getattr(value, n)!r}" for n in _SHOWN if n in names)
+    return f"{type(value).__name__}({shown})"
+
+
+def _site(value: object) -> str:
+    site = getattr(value, "call_site", None)
+    return f" at {site}" if site is not None else " (call site unknown)"
+
+
+def check_commands(
+    emitted: Sequence[Emitted],
+    recorded: Sequence[ev.Event],
+    index: SeqIndex,
+    info: WorkflowInfo,
+    completed_event_id: int,
+) -> None:
+    """Raise ``NondeterminismError`` unless ``emitted`` matches ``recorded`` (see module doc)."""
+    i = j = 0
+    while i < len(emitted) or j < len(recorded):
+        command = emitted[i] if i < len(emitted) else None
+        event = recorded[j] if j < len(recorded) else None
+        if (
+            command is not None
+            and event is not None
+            and command_identity(command.command) == event_identity(event, index)
+        ):
+            i += 1
+            j += 1
+            continue
+        if (
+            event is not None
+            and isinstance(event.attributes, ev.MarkerRecorded)
+            and event.attributes.marker_name == PATCH_MARKER
+        ):
+            j += 1  # a patch the code no longer checks
+            continue
+        _raise(command, event, info, completed_event_id)
+
+
+def _raise(
+    command: Emitted | None, event: ev.Event | None, info: WorkflowInfo, completed_event_id: int
+) -> None:
+    where = f"workflow {info.workflow_id!r} (run {info.run_id}, type {info.workflow_type})"
+    if event is not None:
+        recorded = f"{_describe(event.attributes)} as event {event.id}{_site(event.attributes)}"
+        event_id = event.id
+    else:
+        recorded = f"nothing more after the workflow task completed at event {completed_event_id}"
+        event_id = completed_event_id
+    if command is not None:
+        site = f" at {command.call_site}" if command.call_site else " (call site unknown)"
+        attempted = f"{_describe(command.command)}{site}"
+    else:
+        attempted = "nothing (the code no longer issues this command)"
+    raise NondeterminismError(
+        f"{where} is nondeterministic at event {event_id}: the history recorded {recorded}, "
+        f"but the code attempted {attempted}",
+        workflow_id=info.workflow_id,
+        run_id=info.run_id,
+        event_id=event_id,
+        recorded=recorded,
+        attempted=attempted,
+    )

@@ -1,0 +1,448 @@
+"""The workflow half of a worker: poll workflow tasks, advance workflow code, answer commands.
+
+Sticky cache: an LRU map ``run_id → WorkflowInstance``. A task whose events start at event 1
+builds a fresh instance; one whose events continue right after a cached instance's
+``last_event_id`` feeds that instance; anything else (a cache miss after eviction or restart)
+fetches the whole history with ``GetWorkflowHistory`` and replays it into a fresh instance.
+
+``activate`` runs workflow code, which is user code: it runs in a thread pool so that the
+worker's own loop (polling, heartbeats) never blocks, under a deadlock timeout (2 s by default).
+A task that overruns fails with cause ``deadlock`` and the stuck thread's stack; the instance is
+dropped. Any error from ``activate`` fails the *task* (the server retries it, the run stays
+open) and evicts the instance: ``NondeterminismError`` and ``WorkflowTaskError`` with their own
+cause, anything else as ``workflow_error``. An instance whose workflow closed is evicted after
+its final commands are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from chronicle.history import wire
+from chronicle.history.commands import CLOSE_COMMAND_TYPES, Command
+from chronicle.history.events import (
+    Event,
+    WorkflowStarted,
+    WorkflowTaskFailedCause,
+    WorkflowTaskStarted,
+)
+from chronicle.history.values import Failure
+from chronicle.protos.v1 import service_pb2
+from chronicle.sdk import _grpc
+from chronicle.sdk._activity_worker import poll
+from chronicle.sdk._definitions import WorkflowDefinition
+from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk._instance import WorkflowInstance
+from chronicle.sdk.client import fetch_history
+from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
+
+__all__ = ["WorkflowWorker"]
+
+_log = structlog.get_logger("chronicle.sdk.worker")
+
+
+class _TaskFailure(Exception):
+    """The workflow task must be failed with ``cause`` and ``failure``."""
+
+    def __init__(self, cause: WorkflowTaskFailedCause, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.cause = cause
+        self.failure = failure
+
+
+def _thread_stack(thread_id: int | None) -> str:
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)"
+
+
+class WorkflowWorker:
+    """Polls one task queue for workflow tasks and runs them (see the module docstring)."""
+
+    def __init__(
+        self,
+        connection: _grpc.Connection,
+        *,
+        namespace: str,
+        task_queue: str,
+        identity: str,
+        workflows: Sequence[WorkflowDefinition],
+        max_concurrent: int,
+        max_cached: int = 1000,
+        deadlock_timeout: float | None = 2.0,
+    ) -> None:
+        self.connection = connection
+        self.namespace = namespace
+        self.task_queue = task_queue
+        self.identity = identity
+        self._workflows = {d.name: d for d in workflows}
+        self._max_cached = max_cached
+        self._deadlock_timeout = deadlock_timeout
+        self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
+        self._busy: set[str] = set()
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrent, thread_name_prefix="chronicle-workflow"
+        )
+        self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+
+    @property
+    def cached_runs(self) -> list[str]:
+        """Run ids in the sticky cache, least recently used first."""
+        return list(self._cache)
+
+    async def poll_forever(self) -> None:
+        """Poll and dispatch until cancelled; tasks being processed keep running."""
+        request = service_pb2.PollWorkflowTaskRequest(
+            namespace=self.namespace, task_queue=self.task_queue, identity=self.identity
+        )
+        while True:
+            await self._slots.acquire()
+            try:
+                task = await poll(self.connection, "PollWorkflowTask", request, self._log)
+            except BaseException:
+                self._slots.release()
+                raise
+            if task is None or not task.task_token:
+                self._slots.release()
+                continue
+            runner = asyncio.create_task(
+                self._handle(task), name=f"workflow task {task.workflow_execution.run_id}"
+            )
+            self._running.add(runner)
+            runner.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("workflow task handler crashed", exc_info=task.exception())
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` s for tasks in progress, then evict the whole cache."""
+        if self._running:
+            _, pending = await asyncio.wait(list(self._running), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for run_id in list(self._cache):
+            await self._evict(run_id)
+
+    def close(self) -> None:
+        """Release the thread pool (without waiting for threads stuck in workflow code)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ one task
+
+    async def _handle(self, task: service_pb2.PollWorkflowTaskResponse) -> None:
+        execution = task.workflow_execution
+        log = self._log.bind(
+            workflow_id=execution.workflow_id,
+            run_id=execution.run_id,
+            workflow_type=task.workflow_type,
+            attempt=task.attempt,
+        )
+        if task.HasField("query") and not task.events:
+            await self._answer_query(task, log)
+            return
+        run_id = execution.run_id
+        definition = self._workflows.get(task.workflow_type)
+        if definition is None:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            log.error("unknown workflow type")
+            await self._fail(
+                task,
+                log,
+                WorkflowTaskFailedCause.UNKNOWN_WORKFLOW_TYPE,
+                Failure(
+                    message=(
+                        f"workflow type {task.workflow_type!r} is not registered on worker "
+                        f"{self.identity} (task queue {self.task_queue!r}); it serves: {known}"
+                    ),
+                    type="WorkflowNotRegisteredError",
+                ),
+            )
+            return
+        instance: WorkflowInstance | None = None
+        shared = run_id not in self._busy
+        self._busy.add(run_id)
+        try:
+            events = wire.events_from_proto(task.events)
+            instance, events = await self._instance_for(task, definition, events, shared, log)
+            try:
+                commands = await self._activate(instance, events)
+            except StaleInstanceError:
+                log.info("cached instance is stale; replaying the full history")
+                await self._drop(run_id, instance)
+                instance, events = await self._replayed(task, definition, events, log)
+                commands = await self._activate(instance, events)
+        except _TaskFailure as exc:
+            log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
+            await self._fail(task, log, exc.cause, exc.failure)
+            return
+        except WorkflowTaskError as exc:
+            log.error("workflow task failed", cause=str(exc.cause), error=str(exc))
+            await self._drop(run_id, instance)
+            await self._fail(task, log, exc.cause, exc.failure)
+            return
+        except Exception as exc:
+            log.exception("workflow task failed", cause="workflow_error")
+            await self._drop(run_id, instance)
+            await self._fail(
+                task, log, WorkflowTaskFailedCause.WORKFLOW_ERROR, exception_to_failure(exc)
+            )
+            return
+        finally:
+            if shared:
+                self._busy.discard(run_id)
+        await self._complete(task, instance, commands, shared, log)
+
+    async def _instance_for(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        definition: WorkflowDefinition,
+        events: list[Event],
+        shared: bool,
+        log: Any,
+    ) -> tuple[WorkflowInstance, list[Event]]:
+        run_id = task.workflow_execution.run_id
+        cached = self._cache.get(run_id) if shared else None
+        if events and events[0].id == 1:
+            if cached is not None:
+                await self._evict(run_id)
+            return self._new_instance(task, definition, events), events
+        if cached is not None and events and cached.last_event_id == events[0].id - 1:
+            self._cache.move_to_end(run_id)
+            return cached, events
+        if cached is not None:
+            log.info(
+                "cached instance does not continue these events; replaying",
+                cached_last_event_id=cached.last_event_id,
+                first_event_id=events[0].id if events else None,
+            )
+            await self._evict(run_id)
+        return await self._replayed(task, definition, events, log)
+
+    async def _replayed(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        definition: WorkflowDefinition,
+        events: list[Event],
+        log: Any,
+    ) -> tuple[WorkflowInstance, list[Event]]:
+        """A fresh instance and the full history up to this task's ``WorkflowTaskStarted``."""
+        execution = task.workflow_execution
+        full = await fetch_history(
+            self.connection, self.namespace, execution.workflow_id, execution.run_id
+        )
+        if events:
+            last = events[-1].id
+        else:
+            started = [e.id for e in full if isinstance(e.attributes, WorkflowTaskStarted)]
+            last = started[-1] if started else (full[-1].id if full else 0)
+        history = [e for e in full if e.id <= last]
+        log.debug("fetched history for replay", events=len(history))
+        return self._new_instance(task, definition, history), history
+
+    def _new_instance(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        definition: WorkflowDefinition,
+        events: list[Event],
+    ) -> WorkflowInstance:
+        started = events[0].attributes if events else None
+        attempt = started.attempt if isinstance(started, WorkflowStarted) else 1
+        queue = started.task_queue if isinstance(started, WorkflowStarted) else ""
+        info = WorkflowInfo(
+            namespace=self.namespace,
+            workflow_id=task.workflow_execution.workflow_id,
+            run_id=task.workflow_execution.run_id,
+            workflow_type=task.workflow_type,
+            task_queue=queue or task.task_queue or self.task_queue,
+            attempt=attempt,
+        )
+        return WorkflowInstance(definition, info)
+
+    async def _activate(self, instance: WorkflowInstance, events: list[Event]) -> list[Command]:
+        """``instance.activate(events)`` in the thread pool, under the deadlock timeout."""
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        thread: list[int] = []
+
+        def run() -> list[Command]:
+            thread.append(threading.get_ident())
+            loop.call_soon_threadsafe(started.set)
+            return instance.activate(events)
+
+        future: asyncio.Future[list[Command]] = loop.run_in_executor(self._executor, run)
+        if self._deadlock_timeout is None:
+            return await future
+        # The timeout counts from when workflow code starts, not from when a thread frees up.
+        waiter = asyncio.ensure_future(started.wait())
+        try:
+            either: list[asyncio.Future[Any]] = [future, waiter]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        # A replay runs every recorded workflow task in one call: allow the timeout for each.
+        tasks = sum(isinstance(e.attributes, WorkflowTaskStarted) for e in events)
+        timeout = self._deadlock_timeout * max(1, tasks)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            stack = _thread_stack(thread[0] if thread else None)
+            info = instance_info(instance)
+            message = (
+                f"workflow task of {info} did not finish within "
+                f"{timeout:g} s: workflow code blocked the thread "
+                f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
+            )
+            self._forget(instance)
+            raise _TaskFailure(
+                WorkflowTaskFailedCause.DEADLOCK,
+                Failure(message=message, type="DeadlockError", stack=stack),
+            ) from None
+
+    async def _complete(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        instance: WorkflowInstance,
+        commands: list[Command],
+        shared: bool,
+        log: Any,
+    ) -> None:
+        run_id = task.workflow_execution.run_id
+        request = service_pb2.CompleteWorkflowTaskRequest(
+            namespace=self.namespace,
+            task_token=task.task_token,
+            commands=[wire.command_to_proto(c) for c in commands],
+            identity=self.identity,
+        )
+        try:
+            await self.connection.call("CompleteWorkflowTask", request)
+        except Exception as exc:
+            stale = isinstance(exc, _grpc.NotFoundError)
+            (log.info if stale else log.error)(
+                "workflow task completion not accepted; dropping the cached instance",
+                error=str(exc),
+            )
+            await self._drop(run_id, instance)
+            return
+        closing = any(isinstance(c, tuple(CLOSE_COMMAND_TYPES)) for c in commands)
+        log.debug("workflow task completed", commands=[type(c).__name__ for c in commands])
+        if closing or not shared:
+            await self._drop(run_id, instance)
+            return
+        self._cache[run_id] = instance
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self._max_cached:
+            oldest = next(iter(self._cache))
+            await self._evict(oldest)
+
+    async def _fail(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        log: Any,
+        cause: WorkflowTaskFailedCause,
+        failure: Failure,
+    ) -> None:
+        request = service_pb2.FailWorkflowTaskRequest(
+            namespace=self.namespace,
+            task_token=task.task_token,
+            cause=str(cause),
+            failure=wire.failure_to_proto(failure),
+            identity=self.identity,
+        )
+        try:
+            await self.connection.call("FailWorkflowTask", request)
+        except _grpc.NotFoundError as exc:
+            log.info("workflow task failure not recorded: the task is stale", detail=str(exc))
+        except Exception as exc:
+            log.error("could not report the workflow task failure", error=str(exc))
+
+    async def _answer_query(self, task: service_pb2.PollWorkflowTaskResponse, log: Any) -> None:
+        """Answer a query-only task from the cached instance, or from a replay of the history."""
+        run_id = task.workflow_execution.run_id
+        name = task.query.query_name
+        request = service_pb2.RespondQueryTaskRequest(
+            namespace=self.namespace, task_token=task.task_token
+        )
+        definition = self._workflows.get(task.workflow_type)
+        temporary: WorkflowInstance | None = None
+        try:
+            instance = self._cache.get(run_id) if run_id not in self._busy else None
+            if instance is None:
+                if definition is None:
+                    raise LookupError(f"workflow type {task.workflow_type!r} is not served here")
+                temporary, history = await self._replayed(task, definition, [], log)
+                await self._activate(temporary, history)
+                instance = temporary
+            args = wire.payloads_from_proto(task.query.args)
+            loop = asyncio.get_running_loop()
+            answer = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, instance.query, name, args),
+                self._deadlock_timeout or 10.0,
+            )
+            request.result.CopyFrom(wire.payload_to_proto(answer))
+        except Exception as exc:
+            log.info("query failed", query=name, error=str(exc))
+            failure = exc.failure if isinstance(exc, _TaskFailure) else exception_to_failure(exc)
+            request.failure.CopyFrom(wire.failure_to_proto(failure))
+        finally:
+            if temporary is not None:
+                await self._close(temporary)
+        try:
+            await self.connection.call("RespondQueryTask", request)
+        except Exception as exc:
+            log.warning("could not answer the query task", error=str(exc))
+
+    # ------------------------------------------------------------ eviction
+
+    def _forget(self, instance: WorkflowInstance) -> None:
+        """Drop an instance whose thread is stuck, without closing it (that would block too)."""
+        for run_id, cached in list(self._cache.items()):
+            if cached is instance:
+                del self._cache[run_id]
+
+    async def _drop(self, run_id: str, instance: WorkflowInstance | None) -> None:
+        """Evict ``instance`` (if it is the cached one) or just close it."""
+        if instance is None:
+            return
+        if self._cache.get(run_id) is instance:
+            await self._evict(run_id)
+        else:
+            await self._close(instance)
+
+    async def _evict(self, run_id: str) -> None:
+        instance = self._cache.pop(run_id, None)
+        if instance is not None:
+            await self._close(instance)
+
+    async def _close(self, instance: WorkflowInstance) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.run_in_executor(self._executor, instance.close), self._deadlock_timeout or 10.0
+            )
+        except Exception as exc:
+            self._log.warning("evicting a workflow instance failed", error=repr(exc))
+
+
+def instance_info(instance: WorkflowInstance) -> str:
+    """``workflow 'id' (run …)`` for messages, from the instance's info when it has one."""
+    info = getattr(instance, "info", None)
+    if callable(info):
+        info = info()
+    if isinstance(info, WorkflowInfo):
+        return f"workflow {info.workflow_id!r} (run {info.run_id}, type {info.workflow_type})"
+    return "workflow"

@@ -1,0 +1,334 @@
+"""``@workflow`` and the in-workflow API: ``workflow.sleep``, ``workflow.execute_activity`` …
+
+``workflow`` is one callable namespace object::
+
+    @workflow                                  # or @workflow(name="order-v2")
+    async def order(order_id: str) -> str:
+        receipt = await charge_card(order_id)  # an @activity: scheduled durably
+        await workflow.sleep(timedelta(hours=1))
+        return receipt
+
+Every function here delegates to the runtime of the running workflow (``_runtime.current()``)
+and raises ``RuntimeError`` outside workflow code. Plain ``asyncio`` works too and stays
+deterministic: ``asyncio.sleep``, ``asyncio.timeout`` and ``asyncio.wait_for`` become durable
+timers, ``asyncio.gather`` runs activities in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+import uuid as _uuid
+from collections.abc import Callable, Coroutine, MutableMapping
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, TypeVar, overload
+
+from chronicle.history.values import RetryPolicy
+from chronicle.sdk import _runtime
+from chronicle.sdk._definitions import (
+    WORKFLOW_ATTR,
+    ActivityOptions,
+    activity_definition,
+    make_workflow_definition,
+    workflow_definition,
+)
+from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk.activity import ActivityFunction
+
+__all__ = [
+    "continue_as_new",
+    "execute_activity",
+    "execute_child",
+    "info",
+    "is_replaying",
+    "logger",
+    "now",
+    "on_query",
+    "on_signal",
+    "on_update",
+    "patched",
+    "random",
+    "sleep",
+    "start_child",
+    "uuid4",
+    "wait_condition",
+    "wait_signal",
+    "workflow",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+
+def _seconds(duration: timedelta | float) -> float:
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {duration!r}")
+    return seconds
+
+
+async def sleep(duration: timedelta | float) -> None:
+    """Sleep durably: a timer recorded in the history (``duration`` in seconds if a number)."""
+    _runtime.current()
+    await asyncio.sleep(_seconds(duration))
+
+
+@overload
+def execute_activity(  # async first: its T is a Coroutine
+    activity: ActivityFunction[..., Coroutine[Any, Any, R]],
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    cancellation_type: str = "try_cancel",
+) -> Coroutine[Any, Any, R]: ...
+
+
+@overload
+def execute_activity(
+    activity: ActivityFunction[..., R],
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    cancellation_type: str = "try_cancel",
+) -> Coroutine[Any, Any, R]: ...
+
+
+@overload
+def execute_activity(
+    activity: str,
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    cancellation_type: str = "try_cancel",
+) -> Coroutine[Any, Any, Any]: ...
+
+
+def execute_activity(
+    activity: Any,
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    schedule_to_start_timeout: timedelta | None = None,
+    heartbeat_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    cancellation_type: str = "try_cancel",
+) -> Coroutine[Any, Any, Any]:
+    """Schedule an activity (an ``@activity`` function or a type name) now; await its result.
+
+    Options given here override the decorator's. Failures raise ``ActivityError``.
+    """
+    runtime = _runtime.current()
+    override = ActivityOptions(
+        task_queue=task_queue,
+        start_to_close_timeout=start_to_close_timeout,
+        schedule_to_close_timeout=schedule_to_close_timeout,
+        schedule_to_start_timeout=schedule_to_start_timeout,
+        heartbeat_timeout=heartbeat_timeout,
+        retry=retry,
+        cancellation_type=cancellation_type,
+    )
+    if isinstance(activity, str):
+        return runtime.start_activity(activity, args, override, Any)
+    definition = activity_definition(activity)
+    return runtime.start_activity(
+        definition.name, args, definition.options.merged(override), definition.return_hint
+    )
+
+
+def execute_child(
+    child: Any,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    parent_close_policy: str = "terminate",
+) -> Coroutine[Any, Any, Any]:
+    """Start a child workflow (a ``@workflow`` function or a type name) now; await its result.
+
+    ``id`` defaults to ``"<parent id>-child-<seq>"``; failures raise ``ChildWorkflowError``.
+    """
+    runtime = _runtime.current()
+    if isinstance(child, str):
+        name, hint = child, Any
+    else:
+        definition = workflow_definition(child)
+        name, hint = definition.name, definition.return_hint
+    return runtime.start_child(
+        name,
+        args,
+        workflow_id=id,
+        task_queue=task_queue,
+        execution_timeout=execution_timeout,
+        run_timeout=run_timeout,
+        parent_close_policy=parent_close_policy,
+        return_hint=hint,
+    )
+
+
+def start_child(*args: Any, **kwargs: Any) -> NoReturn:
+    """Not available yet: use ``asyncio.create_task(workflow.execute_child(...))``."""
+    raise NotImplementedError(
+        "workflow.start_child is not implemented yet; use "
+        "asyncio.create_task(workflow.execute_child(...)) to run a child in the background"
+    )
+
+
+async def wait_condition(predicate: Callable[[], bool], timeout: timedelta | None = None) -> None:
+    """Resume once ``predicate()`` is true (re-checked after every step); ``TimeoutError`` after
+    ``timeout`` (a durable timer)."""
+    await _runtime.current().wait_condition(predicate, timeout)
+
+
+async def wait_signal(name: str, timeout: timedelta | None = None) -> Any:
+    """The next signal ``name`` in arrival order (buffered until consumed): its single argument,
+    ``None`` for none, a tuple for several. ``TimeoutError`` after ``timeout``."""
+    return await _runtime.current().wait_signal(name, timeout)
+
+
+def on_signal(name: str, handler: Callable[..., Any] | None) -> None:
+    """Call ``handler(*args)`` (sync or async) for each signal ``name``; ``None`` removes it.
+
+    Signals that arrived before registration are delivered at once, in order.
+    """
+    _runtime.current().set_signal_handler(name, handler)
+
+
+def on_query(name: str, handler: Callable[..., Any] | None) -> None:
+    """Answer query ``name`` with ``handler(*args)``: synchronous and read-only."""
+    _runtime.current().set_query_handler(name, handler)
+
+
+def on_update(
+    name: str, handler: Callable[..., Any], validator: Callable[..., Any] | None = None
+) -> NoReturn:
+    """Not available yet: updates need a server protocol that is not designed."""
+    raise NotImplementedError(
+        "workflow.on_update is not implemented yet (use a signal and a query)"
+    )
+
+
+def now() -> datetime:
+    """Workflow time (UTC): the start time of the current workflow task, same on replay."""
+    return _runtime.current().now()
+
+
+def random() -> _random.Random:
+    """The run's ``random.Random``, seeded from the history: same draws on replay."""
+    return _runtime.current().random()
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID drawn from ``random()``: same value on replay."""
+    return _runtime.current().uuid4()
+
+
+def info() -> WorkflowInfo:
+    """The run: namespace, workflow id, run id, type, task queue, attempt."""
+    return _runtime.current().info()
+
+
+def is_replaying() -> bool:
+    """True while the code re-runs an already recorded workflow task."""
+    return _runtime.current().is_replaying()
+
+
+def patched(patch_id: str) -> bool:
+    """True on runs that reach this point after the change ``patch_id`` shipped; False when
+    replaying a history recorded before it. Keep both branches until old runs are closed."""
+    return _runtime.current().patched(patch_id)
+
+
+def continue_as_new(
+    *args: Any, workflow_type: str | None = None, task_queue: str | None = None
+) -> NoReturn:
+    """Close this run and start a fresh run of the same workflow id with ``args``."""
+    _runtime.current().continue_as_new(args, workflow_type, task_queue)
+
+
+class _WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
+    """Logs with the run's ids attached, and drops records while replaying (log once)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        """Attach ``workflow_id``, ``run_id`` and ``workflow_type`` to the record's extras."""
+        runtime = _runtime.current_or_none()
+        if runtime is not None:
+            run = runtime.info()
+            extra = dict(kwargs.get("extra") or {})
+            extra.update(
+                workflow_id=run.workflow_id, run_id=run.run_id, workflow_type=run.workflow_type
+            )
+            kwargs["extra"] = extra
+        return msg, kwargs
+
+    def isEnabledFor(self, level: int) -> bool:
+        """False while replaying, so records are not emitted twice."""
+        runtime = _runtime.current_or_none()
+        if runtime is not None and runtime.is_replaying():
+            return False
+        return self.logger.isEnabledFor(level)
+
+
+logger = _WorkflowLogger(logging.getLogger("chronicle.workflow"), {})
+"""Workflow logger: replay-aware (no duplicates), records carry workflow and run ids."""
+
+
+class _WorkflowNamespace:
+    """``@workflow`` / ``@workflow(name=...)``, plus the in-workflow API as attributes."""
+
+    def __init__(self) -> None:
+        self.sleep = sleep
+        self.execute_activity = execute_activity
+        self.execute_child = execute_child
+        self.start_child = start_child
+        self.wait_condition = wait_condition
+        self.wait_signal = wait_signal
+        self.on_signal = on_signal
+        self.on_query = on_query
+        self.on_update = on_update
+        self.now = now
+        self.random = random
+        self.uuid4 = uuid4
+        self.info = info
+        self.is_replaying = is_replaying
+        self.patched = patched
+        self.continue_as_new = continue_as_new
+        self.logger = logger
+
+    @overload
+    def __call__(self, fn: F, /) -> F: ...
+
+    @overload
+    def __call__(self, /, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def __call__(self, fn: Any = None, /, *, name: str | None = None) -> Any:
+        """Mark an async function as a workflow (type name: ``name`` or the function name).
+
+        Returns the same function, carrying its ``WorkflowDefinition``.
+        """
+
+        def decorate(function: F) -> F:
+            setattr(function, WORKFLOW_ATTR, make_workflow_definition(function, name))
+            return function
+
+        return decorate if fn is None else decorate(fn)
+
+
+workflow = _WorkflowNamespace()
+"""The workflow decorator and in-workflow API (``workflow.sleep``, ``workflow.now()`` …)."""

@@ -1,0 +1,138 @@
+"""Process wiring: pool, migrations, notifier, gRPC server and background loops; ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from chronicle.protos.v1 import service_pb2_grpc
+from chronicle.server import telemetry
+from chronicle.server.config import ServerConfig
+from chronicle.server.engine.services import Services
+from chronicle.server.frontend.service import WorkflowService
+from chronicle.server.store.migrate import run_migrations
+from chronicle.server.store.notify import Notifier
+from chronicle.server.store.pool import Pool, create_pool
+from chronicle.server.timers.loop import TimerLoop
+
+_MiB = 1024 * 1024
+
+
+class Server:
+    """One server process: ``await start()``, then ``port``, then ``await stop()``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._pool: Pool | None = None
+        self._notifier: Notifier | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._port = 0
+        self._log = telemetry.logger(component="server")
+
+    @property
+    def port(self) -> int:
+        """The bound port (meaningful after ``start``)."""
+        return self._port
+
+    @property
+    def services(self) -> Services:
+        """The engine's handles (for in-process tools and tests)."""
+        assert self._pool is not None, "server not started"
+        assert self._notifier is not None, "server not started"
+        return Services(self._pool, self.config, self._notifier)
+
+    async def start(self) -> None:
+        """Open the pool, apply migrations, bind gRPC and start the background loops."""
+        telemetry.configure()
+        try:
+            self._pool = await create_pool(self.config.database_url,
+                                           min_size=self.config.pool_min_size,
+                                           max_size=self.config.pool_max_size)
+            await run_migrations(self._pool)
+            self._notifier = Notifier(self.config.database_url)
+            await self._notifier.connect()
+            services = self.services
+            limit = max(64 * _MiB, 8 * self.config.max_payload_bytes)
+            self._grpc = grpc.aio.server(options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+            ])
+            service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]
+                WorkflowService(services), self._grpc)
+            address = f"{self.config.host}:{self.config.port}"
+            try:
+                self._port = self._grpc.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise OSError(f"cannot bind {address}: {exc}") from exc
+            if self._port == 0:
+                raise OSError(f"cannot bind {address}")
+            await self._grpc.start()
+            self._background = asyncio.create_task(self._run_background(services),
+                                                   name="chronicle-server-background")
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        self._log.info("server started", host=self.config.host, port=self._port)
+
+    async def _run_background(self, services: Services) -> None:
+        timers = TimerLoop(services)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._supervise("notifier", services.notifier.run),
+                              name="chronicle-notifier")
+            group.create_task(self._supervise("timers", timers.run), name="chronicle-timers")
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop forever: a crash is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                self._log.exception("background loop crashed; restarting", loop=name)
+                await asyncio.sleep(1.0)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting calls, end long polls at once, drain for ``grace`` s, close the pool."""
+        if self._notifier is not None:
+            self._notifier.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._background
+            self._background = None
+        if self._notifier is not None:
+            await self._notifier.close()
+            self._notifier = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
+            self._pool = None
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run a server until SIGTERM/SIGINT, then stop it cleanly.
+
+    Prints ``chronicle server listening on HOST:PORT`` on stdout once ready.
+    """
+    server = Server(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        print(f"chronicle server listening on {config.host}:{server.port}", flush=True)
+        await stopping.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+        sys.stdout.flush()

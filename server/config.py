@@ -1,0 +1,28 @@
+"""``ServerConfig``: everything a server process needs to know, validated once at start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pydantic
+
+
+class ServerConfig(pydantic.BaseModel):
+    """Settings of one server process.
+
+    ``port=0`` binds a free port (read it back from ``Server.port``). ``poll_timeout`` caps every
+    long poll (it is also capped by the caller's gRPC deadline).
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = pydantic.Field(default=7070, ge=0, le=65535)
+    poll_timeout: float = pydantic.Field(default=20.0, gt=0)
+    max_payload_bytes: int = pydantic.Field(default=2 * 1024 * 1024, gt=0)
+    default_workflow_task_timeout: timedelta = timedelta(seconds=10)
+    sticky_timeout: timedelta = timedelta(seconds=3)
+    default_activity_start_to_close: timedelta = timedelta(minutes=5)
+    pool_min_size: int = pydantic.Field(default=2, ge=1)
+    pool_max_size: int = pydantic.Field(default=20, ge=1)

@@ -1,0 +1,136 @@
+"""A workflow-task completion's commands → command-events. Pure.
+
+Validates the commands against the run (close command last and alone, positive timer
+durations, activity types) and turns each into its event, resolving ``seq`` references
+(``CancelTimer``, ``RequestCancelActivity``) against the pending operations, including those
+created earlier in the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from chronicle.history import commands as cmd
+from chronicle.history import events as ev
+from chronicle.history.state import WorkflowState
+from chronicle.history.values import RetryPolicy
+from chronicle.server import errors
+from chronicle.server.config import ServerConfig
+from chronicle.server.store.rows import ActivityInfo
+
+_UNSUPPORTED = (cmd.StartChildWorkflow, cmd.SignalExternalWorkflow,
+                cmd.RequestCancelExternalWorkflow, cmd.CompleteUpdate)
+
+
+def validate(commands: Sequence[cmd.Command]) -> None:
+    """Reject a malformed command list; ``InvalidArgument`` names ``commands[i].<field>``."""
+    for index, command in enumerate(commands):
+        where = f"commands[{index}]"
+        if type(command) in cmd.CLOSE_COMMAND_TYPES and index != len(commands) - 1:
+            raise errors.InvalidArgument(
+                f"{where}: {type(command).__name__} closes the workflow and must be the last "
+                "command", field=where)
+        if isinstance(command, _UNSUPPORTED):
+            raise errors.InvalidArgument(
+                f"{where}: {type(command).__name__} is not supported yet", field=where)
+        if isinstance(command, cmd.StartTimer) and command.duration <= timedelta(0):
+            raise errors.InvalidArgument(f"{where}.duration must be positive",
+                                         field=f"{where}.duration")
+        if isinstance(command, cmd.ScheduleActivity):
+            if not command.activity_type:
+                raise errors.InvalidArgument(f"{where}.activity_type is required",
+                                             field=f"{where}.activity_type")
+            for name in ("schedule_to_close_timeout", "schedule_to_start_timeout",
+                         "start_to_close_timeout", "heartbeat_timeout"):
+                value = getattr(command, name)
+                if value is not None and value <= timedelta(0):
+                    raise errors.InvalidArgument(f"{where}.{name} must be positive",
+                                                 field=f"{where}.{name}")
+
+
+def has_close(commands: Sequence[cmd.Command]) -> bool:
+    """Whether the commands close the run."""
+    return any(type(c) in cmd.CLOSE_COMMAND_TYPES for c in commands)
+
+
+def cancel_targets(state: WorkflowState, commands: Sequence[cmd.Command]) -> list[int]:
+    """Scheduled event ids of pending activities that ``RequestCancelActivity`` commands name."""
+    seqs = {c.seq for c in commands if isinstance(c, cmd.RequestCancelActivity)}
+    return [sid for sid, act in state.pending_activities.items() if act.seq in seqs]
+
+
+def to_events(state: WorkflowState, commands: Sequence[cmd.Command], *, completed_event_id: int,
+              activities: dict[int, ActivityInfo], new_run_id: str,
+              config: ServerConfig) -> list[ev.EventAttributes]:
+    """The command-events for ``commands``; the first gets id ``completed_event_id + 1``."""
+    out: list[ev.EventAttributes] = []
+    wtc = completed_event_id
+    timers = {t.seq: sid for sid, t in state.pending_timers.items()}
+    acts = {a.seq: sid for sid, a in state.pending_activities.items() if not a.cancel_requested}
+    fresh_activities: set[int] = set()
+
+    def next_id() -> int:
+        return completed_event_id + 1 + len(out)
+
+    for command in commands:
+        if isinstance(command, cmd.ScheduleActivity):
+            acts[command.seq] = next_id()
+            fresh_activities.add(next_id())
+            out.append(_activity(state, command, wtc, config))
+        elif isinstance(command, cmd.StartTimer):
+            timers[command.seq] = next_id()
+            out.append(ev.TimerStarted(seq=command.seq, duration=command.duration,
+                                       workflow_task_completed_event_id=wtc,
+                                       call_site=command.call_site))
+        elif isinstance(command, cmd.CancelTimer):
+            started = timers.pop(command.seq, None)
+            if started is not None:  # else it fired meanwhile; the workflow will see TimerFired
+                out.append(ev.TimerCanceled(started_event_id=started,
+                                            workflow_task_completed_event_id=wtc))
+        elif isinstance(command, cmd.RequestCancelActivity):
+            sid = acts.pop(command.seq, None)
+            if sid is None:  # already resolved (the workflow will see it) or already requested
+                continue
+            out.append(ev.ActivityCancelRequested(scheduled_event_id=sid,
+                                                  workflow_task_completed_event_id=wtc))
+            info = activities.get(sid)
+            if sid in fresh_activities or (info is not None and info.state != "started"):
+                out.append(ev.ActivityCanceled(scheduled_event_id=sid,
+                                               attempt=info.attempt if info else 1))
+        elif isinstance(command, cmd.RecordMarker):
+            out.append(ev.MarkerRecorded(seq=command.seq, marker_name=command.marker_name,
+                                         details=dict(command.details), failure=command.failure,
+                                         workflow_task_completed_event_id=wtc,
+                                         call_site=command.call_site))
+        elif isinstance(command, cmd.CompleteWorkflow):
+            out.append(ev.WorkflowCompleted(result=command.result,
+                                            workflow_task_completed_event_id=wtc))
+        elif isinstance(command, cmd.FailWorkflow):
+            out.append(ev.WorkflowFailed(failure=command.failure,
+                                         workflow_task_completed_event_id=wtc))
+        elif isinstance(command, cmd.CancelWorkflow):
+            out.append(ev.WorkflowCanceled(details=command.details,
+                                           workflow_task_completed_event_id=wtc))
+        elif isinstance(command, cmd.ContinueAsNew):
+            out.append(ev.WorkflowContinuedAsNew(
+                new_run_id=new_run_id, workflow_type=command.workflow_type or state.workflow_type,
+                task_queue=command.task_queue or state.task_queue, input=command.input,
+                workflow_task_completed_event_id=wtc))
+        else:  # validate() rejected the rest
+            raise errors.InvalidArgument(f"{type(command).__name__} is not supported yet")
+    return out
+
+
+def _activity(state: WorkflowState, command: cmd.ScheduleActivity, wtc: int,
+              config: ServerConfig) -> ev.ActivityScheduled:
+    start_to_close = (command.start_to_close_timeout or command.schedule_to_close_timeout
+                      or config.default_activity_start_to_close)
+    return ev.ActivityScheduled(
+        seq=command.seq, activity_id=command.activity_id or str(command.seq),
+        activity_type=command.activity_type, task_queue=command.task_queue or state.task_queue,
+        input=command.input, schedule_to_close_timeout=command.schedule_to_close_timeout,
+        schedule_to_start_timeout=command.schedule_to_start_timeout,
+        start_to_close_timeout=start_to_close, heartbeat_timeout=command.heartbeat_timeout,
+        retry_policy=command.retry_policy or RetryPolicy(),
+        workflow_task_completed_event_id=wtc, call_site=command.call_site)

@@ -1,0 +1,161 @@
+"""StartWorkflow (with signal-with-start and id policies) and creating a run (also for
+continue-as-new)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from chronicle.history import events as ev
+from chronicle.history.state import RunStatus, WorkflowState
+from chronicle.history.values import Payload, RetryPolicy
+from chronicle.server import errors, telemetry
+from chronicle.server.engine import transition as tr
+from chronicle.server.engine.services import Services
+from chronicle.server.store import pool as db
+from chronicle.server.store import sql
+from chronicle.server.store.pool import Conn
+from chronicle.server.store.rows import RunKey, memo_to_json
+
+CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
+REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate")
+_FAILED_STATUSES = {RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.TERMINATED.value,
+                    RunStatus.TIMED_OUT.value}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRequest:
+    """A decoded StartWorkflow request."""
+
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    input: tuple[Payload, ...] = ()
+    request_id: str = ""
+    id_conflict_policy: str = ""
+    id_reuse_policy: str = ""
+    execution_timeout: timedelta | None = None
+    run_timeout: timedelta | None = None
+    workflow_task_timeout: timedelta | None = None
+    retry_policy: RetryPolicy | None = None
+    memo: dict[str, Payload] = field(default_factory=dict)
+    search_attributes: dict[str, Payload] = field(default_factory=dict)
+    signal_name: str = ""
+    signal_input: tuple[Payload, ...] = ()
+    identity: str = ""
+
+
+def validate(request: StartRequest) -> None:
+    """Reject a malformed start before anything is read or written."""
+    for name in ("workflow_id", "workflow_type", "task_queue"):
+        if not getattr(request, name):
+            raise errors.InvalidArgument(f"{name} is required", field=name)
+    if request.id_conflict_policy and request.id_conflict_policy not in CONFLICT_POLICIES:
+        raise errors.InvalidArgument(
+            f"unknown id_conflict_policy {request.id_conflict_policy!r} "
+            f"(known: {', '.join(CONFLICT_POLICIES)})", field="id_conflict_policy")
+    if request.id_reuse_policy and request.id_reuse_policy not in REUSE_POLICIES:
+        raise errors.InvalidArgument(
+            f"unknown id_reuse_policy {request.id_reuse_policy!r} "
+            f"(known: {', '.join(REUSE_POLICIES)})", field="id_reuse_policy")
+    for name in ("execution_timeout", "run_timeout", "workflow_task_timeout"):
+        value = getattr(request, name)
+        if value is not None and value <= timedelta(0):
+            raise errors.InvalidArgument(f"{name} must be positive", field=name)
+
+
+async def start_workflow(services: Services, request: StartRequest) -> tuple[str, bool]:
+    """Start a run (or return the existing one per the policies): ``(run_id, started)``."""
+    validate(request)
+
+    async def body(conn: Conn) -> tuple[str, bool]:
+        return await _start(conn, services, request)
+
+    return await db.in_transaction(services.pool, body,
+                                   retry_on=(asyncpg.exceptions.UniqueViolationError,))
+
+
+async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple[str, bool]:
+    ns, wid = request.namespace, request.workflow_id
+    current = await conn.fetchrow(sql.LOCK_CURRENT, ns, wid)
+    if current is not None:
+        run_id, status = current["run_id"], current["status"]
+        if request.request_id and current["start_request_id"] == request.request_id:
+            return run_id, False
+        if status == RunStatus.RUNNING.value:
+            policy = request.id_conflict_policy or "fail"
+            if policy == "use_existing":
+                if request.signal_name:
+                    await _signal(conn, RunKey(ns, wid, run_id), request)
+                return run_id, False
+            if policy == "fail":
+                raise errors.AlreadyExists(
+                    f"workflow id '{wid}' is already running (run id {run_id})")
+            await tr.transition(conn, RunKey(ns, wid, run_id), _terminate_for(request))
+        else:
+            reuse = request.id_reuse_policy or "allow_duplicate"
+            if reuse == "reject_duplicate" or (
+                    reuse == "allow_duplicate_failed_only" and status not in _FAILED_STATUSES):
+                raise errors.AlreadyExists(
+                    f"workflow id '{wid}' was already used (run id {run_id}, status {status}) "
+                    f"and id_reuse_policy is {reuse}")
+    run_id = str(uuid.uuid4())
+    started = ev.WorkflowStarted(
+        workflow_type=request.workflow_type, task_queue=request.task_queue, input=request.input,
+        workflow_task_timeout=(request.workflow_task_timeout
+                               or services.config.default_workflow_task_timeout),
+        execution_timeout=request.execution_timeout, run_timeout=request.run_timeout,
+        retry_policy=request.retry_policy, random_seed=random.getrandbits(63),
+        memo=dict(request.memo), search_attributes=dict(request.search_attributes),
+        first_run_id=run_id, identity=request.identity, request_id=request.request_id)
+    extra: list[ev.EventAttributes] = []
+    if request.signal_name:
+        extra.append(ev.SignalReceived(signal_name=request.signal_name,
+                                       input=request.signal_input, identity=request.identity))
+    await create_run(conn, RunKey(ns, wid, run_id), started, extra, tr.utcnow())
+    telemetry.run_logger(ns, wid, run_id).info("workflow started",
+                                                workflow_type=request.workflow_type)
+    return run_id, True
+
+
+def _terminate_for(request: StartRequest) -> tr.Callback:
+    def callback(ctx: tr.Context) -> tr.Decision:
+        if not ctx.state.is_open:
+            return tr.Decision()
+        return tr.Decision(events=[ev.WorkflowTerminated(
+            reason="terminated by a start with id_conflict_policy terminate_existing",
+            identity=request.identity)])
+    return callback
+
+
+async def _signal(conn: Conn, key: RunKey, request: StartRequest) -> None:
+    def callback(ctx: tr.Context) -> tr.Decision:
+        return tr.Decision(events=[ev.SignalReceived(
+            signal_name=request.signal_name, input=request.signal_input,
+            identity=request.identity, request_id=request.request_id)])
+    await tr.transition(conn, key, callback)
+
+
+async def create_run(conn: Conn, key: RunKey, started: ev.WorkflowStarted,
+                     extra: list[ev.EventAttributes], now: datetime) -> WorkflowState:
+    """Insert a new run (execution + current execution rows, its first events and tasks).
+
+    Runs in the caller's transaction; the caller holds the current-execution lock or has just
+    closed the previous run.
+    """
+    planned = tr.plan(WorkflowState(), [started, *extra], now, sticky_identity="")
+    parent: Any = started.parent
+    await conn.execute(
+        sql.INSERT_EXECUTION, *key.params(), started.workflow_type, started.task_queue, now,
+        memo_to_json(started.memo), parent.namespace if parent else None,
+        parent.workflow_id if parent else None, parent.run_id if parent else None,
+        started.first_run_id or key.run_id, started.request_id)
+    await conn.execute(sql.UPSERT_CURRENT, *key.params(), started.request_id)
+    await tr.write(conn, key, planned, sticky_identity="", last_failure=None)
+    return planned.state

@@ -1,0 +1,103 @@
+"""What happens when a durable timer row falls due: one callback per timer kind.
+
+Each runs in the transaction that deleted the timer row, under the execution lock, and first
+checks that the timer still concerns the run's current state (a task that was since completed,
+an activity attempt that was since retried …); a moot timer changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from chronicle.history import events as ev
+from chronicle.history.values import TimeoutType
+from chronicle.server.engine import activity_task
+from chronicle.server.engine import tasks as rows
+from chronicle.server.engine import transition as tr
+from chronicle.server.store.pool import Conn
+from chronicle.server.store.rows import RunKey
+
+_ACTIVITY_TIMEOUTS = {
+    rows.ACT_START_TO_CLOSE: TimeoutType.START_TO_CLOSE,
+    rows.ACT_HEARTBEAT: TimeoutType.HEARTBEAT,
+    rows.ACT_SCHEDULE_TO_START: TimeoutType.SCHEDULE_TO_START,
+    rows.ACT_SCHEDULE_TO_CLOSE: TimeoutType.SCHEDULE_TO_CLOSE,
+}
+
+
+async def fire(conn: Conn, key: RunKey, kind: str, ref_id: int, attempt: int) -> None:
+    """Apply the timer ``kind`` about ``ref_id`` (attempt ``attempt``) to the run."""
+    activity_ids = [ref_id] if kind in rows.ACTIVITY_TIMER_KINDS else []
+    await tr.transition(conn, key, _callback(kind, ref_id, attempt), activity_ids=activity_ids)
+
+
+def _callback(kind: str, ref_id: int, attempt: int) -> tr.Callback:
+    def callback(ctx: tr.Context) -> tr.Decision:
+        state = ctx.state
+        if not state.is_open:
+            return tr.Decision()
+        if kind == rows.WFT_TIMEOUT:
+            return _workflow_task_timeout(ctx, ref_id)
+        if kind == rows.WFT_RETRY:
+            if state.workflow_task is not None:
+                return tr.Decision()
+            return tr.Decision(events=[ev.WorkflowTaskScheduled(
+                task_queue=state.task_queue, attempt=state.workflow_task_failures + 1,
+                start_to_close_timeout=state.workflow_task_timeout)])
+        if kind == rows.USER_TIMER:
+            if ref_id not in state.pending_timers:
+                return tr.Decision()
+            return tr.Decision(events=[ev.TimerFired(started_event_id=ref_id)])
+        if kind in (rows.RUN_TIMEOUT, rows.EXECUTION_TIMEOUT):
+            return tr.Decision(events=[ev.WorkflowTimedOut(
+                timeout="run" if kind == rows.RUN_TIMEOUT else "execution")])
+        if kind == rows.ACT_RETRY:
+            return _activity_retry(ctx, ref_id, attempt)
+        if kind in _ACTIVITY_TIMEOUTS:
+            return _activity_timeout(ctx, ref_id, attempt, _ACTIVITY_TIMEOUTS[kind])
+        return tr.Decision()
+    return callback
+
+
+def _workflow_task_timeout(ctx: tr.Context, started_event_id: int) -> tr.Decision:
+    task = ctx.state.workflow_task
+    if task is None or task.started_event_id != started_event_id:
+        return tr.Decision()
+    return tr.Decision(events=[
+        ev.WorkflowTaskTimedOut(scheduled_event_id=task.scheduled_event_id,
+                                started_event_id=started_event_id),
+        ev.WorkflowTaskScheduled(task_queue=ctx.state.task_queue,
+                                 attempt=ctx.state.workflow_task_failures + 2,
+                                 start_to_close_timeout=ctx.state.workflow_task_timeout),
+    ], sticky_identity="")
+
+
+def _activity_retry(ctx: tr.Context, sid: int, attempt: int) -> tr.Decision:
+    info = ctx.activities.get(sid)
+    if info is None or info.state != "backing_off" or info.attempt != attempt:
+        return tr.Decision()
+    decision = tr.Decision(activity_updates=[replace(info, state="scheduled",
+                                                     attempt_scheduled_time=ctx.now)])
+    decision.changes.add_task(rows.TaskRow(rows.ACTIVITY, info.attributes.task_queue, sid))
+    return decision
+
+
+def _activity_timeout(ctx: tr.Context, sid: int, attempt: int,
+                      timeout_type: TimeoutType) -> tr.Decision:
+    info = ctx.activities.get(sid)
+    if info is None:
+        return tr.Decision()
+    failure = activity_task.timeout_failure(timeout_type)
+    if timeout_type is TimeoutType.SCHEDULE_TO_CLOSE:
+        return tr.Decision(events=[ev.ActivityTimedOut(
+            scheduled_event_id=sid, failure=failure, timeout_type=timeout_type,
+            attempt=info.attempt)])
+    if timeout_type is TimeoutType.SCHEDULE_TO_START:
+        if info.state != "scheduled":
+            return tr.Decision()
+        return tr.Decision(events=[ev.ActivityTimedOut(
+            scheduled_event_id=sid, failure=failure, timeout_type=timeout_type,
+            attempt=info.attempt)])
+    if info.state != "started" or info.attempt != attempt:
+        return tr.Decision()
+    return activity_task.attempt_failed(ctx, info, failure)

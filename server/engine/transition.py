@@ -1,0 +1,177 @@
+"""The one state-transition helper: every change to a run goes through ``transition``.
+
+In the caller's transaction: lock the execution row → decode the state snapshot → run a pure
+callback that returns new event attributes (+ row changes) → number and fold the events → the
+generic rule (a workflow task is scheduled when the run has unseen events and no task is out
+and none is backing off) → derive task/timer/activity rows (``tasks.derive``) → one write
+statement (history, execution, current execution, rows, ``pg_notify``). A callback that raises
+(stale caller, bad command) leaves nothing written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from chronicle.history import codec
+from chronicle.history import events as ev
+from chronicle.history.fold import apply as fold_event
+from chronicle.history.state import WorkflowState
+from chronicle.history.values import Failure
+from chronicle.server import errors
+from chronicle.server.engine import tasks
+from chronicle.server.store import notify, sql
+from chronicle.server.store.pool import Conn
+from chronicle.server.store.rows import ActivityInfo, RunKey, failure_from_json, failure_to_json
+
+KEEP: Final = "keep"
+"""Decision value meaning "leave this execution column as it is"."""
+
+
+def utcnow() -> datetime:
+    """The server clock (aware UTC); every event time and timer comes from it."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What a transition callback may look at: the locked run as it is now."""
+
+    key: RunKey
+    state: WorkflowState
+    now: datetime
+    sticky_identity: str
+    last_workflow_task_failure: Failure | None
+    activities: dict[int, ActivityInfo]
+
+
+@dataclass(slots=True, kw_only=True)
+class Decision:
+    """What a transition callback returns: new events and the changes beside them."""
+
+    events: list[ev.EventAttributes] = field(default_factory=list)
+    changes: tasks.RowChanges = field(default_factory=tasks.RowChanges)
+    activity_updates: list[ActivityInfo] = field(default_factory=list)
+    sticky_identity: str | Literal["keep"] = KEEP
+    last_workflow_task_failure: Failure | Literal["keep"] | None = KEEP
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The outcome of ``plan``: numbered events, the new state and the row changes."""
+
+    events: list[ev.Event]
+    state: WorkflowState
+    changes: tasks.RowChanges
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``transition`` returns: the callback's decision, the new state, the new events."""
+
+    decision: Decision
+    state: WorkflowState
+    events: list[ev.Event]
+    previous: WorkflowState
+
+
+def plan(state: WorkflowState, new: Sequence[ev.EventAttributes], now: datetime, *,
+         sticky_identity: str) -> Planned:
+    """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure."""
+    steps: list[tuple[ev.Event, WorkflowState]] = []
+    for attributes in new:
+        event = ev.Event(id=state.next_event_id, time=now, attributes=attributes)
+        state = fold_event(state, event)
+        steps.append((event, state))
+    if state.needs_workflow_task and state.workflow_task_failures == 0:
+        event = ev.Event(id=state.next_event_id, time=now, attributes=ev.WorkflowTaskScheduled(
+            task_queue=state.task_queue, start_to_close_timeout=state.workflow_task_timeout))
+        state = fold_event(state, event)
+        steps.append((event, state))
+    changes = tasks.derive(steps, sticky_identity=sticky_identity)
+    return Planned([event for event, _ in steps], state, changes)
+
+
+async def write(conn: Conn, key: RunKey, planned: Planned, *, sticky_identity: str,
+                last_failure: Failure | None, write_execution: bool = True) -> None:
+    """Write a planned transition in one statement (in the caller's transaction)."""
+    events, state, changes = planned.events, planned.state, planned.changes
+    notes: dict[tuple[str, str], None] = {}
+    if events:
+        notes[(notify.RUN_CHANNEL, notify.run_key(*key.params()))] = None
+    for row in changes.insert_tasks.values():
+        channel_key = notify.task_key(row.kind, key.namespace, row.task_queue)
+        notes[(notify.TASK_CHANNEL, channel_key)] = None
+    if changes.insert_timers:
+        earliest = min(t.fire_at for t in changes.insert_timers.values())
+        notes[(notify.TIMER_CHANNEL, notify.timer_payload(earliest))] = None
+    tasks_in = list(changes.insert_tasks.values())
+    timers_in = list(changes.insert_timers.values())
+    acts_in = list(changes.insert_activities.values())
+    await conn.execute(
+        sql.APPLY_TRANSITION, *key.params(),
+        [e.id for e in events], [e.type for e in events], [e.time for e in events],
+        [codec.to_json(e.attributes).decode() for e in events],
+        state.next_event_id, state.status.value, codec.state_to_json(state).decode(),
+        state.close_time, sticky_identity, failure_to_json(last_failure), write_execution,
+        changes.delete_all,
+        [k for k, _ in changes.delete_tasks], [s for _, s in changes.delete_tasks],
+        [r.kind for r in tasks_in], [r.task_queue for r in tasks_in],
+        [r.scheduled_event_id for r in tasks_in], [r.sticky_identity for r in tasks_in],
+        [k for k, _ in changes.delete_timers], [r for _, r in changes.delete_timers],
+        [t.kind for t in timers_in], [t.ref_id for t in timers_in],
+        [t.attempt for t in timers_in], [t.fire_at for t in timers_in],
+        list(changes.delete_activities),
+        [a.scheduled_event_id for a in acts_in], [a.scheduled_time for a in acts_in],
+        [a.attributes_json for a in acts_in],
+        [c for c, _ in notes], [p for _, p in notes],
+    )
+
+
+Callback = Callable[[Context], Decision]
+"""A pure transition callback; raises ``ServerError`` to reject the request."""
+
+
+async def transition(conn: Conn, key: RunKey, callback: Callback, *,
+                     activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]] = (),
+                     now: datetime | None = None) -> Outcome:
+    """Apply ``callback`` to the run ``key`` in the caller's transaction.
+
+    ``activity_ids`` (or a function of the state giving them) selects ``activities`` rows to lock
+    and hand to the callback. ``NotFound`` when the run does not exist.
+    """
+    row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
+    if row is None:
+        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
+    state = codec.state_from_json(row["state"])
+    ids = activity_ids(state) if callable(activity_ids) else activity_ids
+    activities: dict[int, ActivityInfo] = {}
+    if ids:
+        for act in await conn.fetch(sql.LOCK_ACTIVITIES, *key.params(), list(ids)):
+            info = ActivityInfo.from_record(act)
+            activities[info.scheduled_event_id] = info
+    when = now or utcnow()
+    context = Context(key=key, state=state, now=when, sticky_identity=row["sticky_identity"],
+                      last_workflow_task_failure=failure_from_json(
+                          row["last_workflow_task_failure"]),
+                      activities=activities)
+    decision = callback(context)
+    sticky = (context.sticky_identity if decision.sticky_identity == KEEP
+              else str(decision.sticky_identity))
+    failure = (context.last_workflow_task_failure if decision.last_workflow_task_failure == KEEP
+               else decision.last_workflow_task_failure)
+    planned = plan(state, decision.events, when, sticky_identity=sticky)
+    if planned.state.is_open:
+        planned.changes.update(decision.changes)
+    for info in decision.activity_updates:
+        await conn.execute(sql.UPDATE_ACTIVITY, *info.update_params(key))
+    changed = bool(planned.events) or sticky != context.sticky_identity or (
+        failure != context.last_workflow_task_failure)
+    if changed or not planned.changes.empty:
+        await write(conn, key, planned, sticky_identity=sticky,
+                    last_failure=failure if isinstance(failure, Failure) else None,
+                    write_execution=changed)
+    return Outcome(decision, planned.state, planned.events, state)

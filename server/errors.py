@@ -1,0 +1,39 @@
+"""Domain errors of the server; the frontend maps each to one gRPC status (``frontend/_errors``).
+
+    ServerError
+    ├── InvalidArgument      a malformed request; ``field`` names the offending field
+    ├── NotFound             no such workflow / run, or a stale task token
+    ├── AlreadyExists        a workflow id that is already running
+    ├── FailedPrecondition   a request the run's current state does not allow
+    └── Unimplemented        a feature this server does not offer yet
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base of every error the server reports to callers."""
+
+
+class InvalidArgument(ServerError):
+    """A malformed request; ``field`` names the offending field when there is one."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(ServerError):
+    """The workflow, run or task does not exist (any more)."""
+
+
+class AlreadyExists(ServerError):
+    """The workflow id is already in use by a running run."""
+
+
+class FailedPrecondition(ServerError):
+    """The request cannot be applied in the run's current state."""
+
+
+class Unimplemented(ServerError):
+    """A feature this server does not implement yet."""

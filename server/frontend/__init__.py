@@ -1,0 +1,1 @@
+"""The gRPC frontend: the WorkflowService servicer and its error mapping."""

@@ -1,0 +1,82 @@
+"""Request checks shared by every RPC: payload sizes (naming the field) and required ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from chronicle.history.values import Payload
+from chronicle.server import errors
+
+_PAYLOAD = "chronicle.v1.Payload"
+
+
+def _too_big(path: str, size: int, limit: int) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        f"{path} is {size} bytes, over the {limit}-byte payload limit", field=path)
+
+
+def check_message(message: Message, limit: int, prefix: str = "") -> None:
+    """Reject any Payload inside ``message`` larger than ``limit`` bytes."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        path = prefix + field.name
+        if field.is_repeated:
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.message_type is None:
+                    continue
+                for key, item in value.items():
+                    _check_one(item, value_field.message_type.full_name,
+                               f"{path}[{key!r}]", limit)
+            else:
+                for index, item in enumerate(value):
+                    _check_one(item, field.message_type.full_name, f"{path}[{index}]", limit)
+        else:
+            _check_one(value, field.message_type.full_name, path, limit)
+
+
+def _check_one(message: Message, type_name: str, path: str, limit: int) -> None:
+    if type_name == _PAYLOAD:
+        size = len(message.data)  # type: ignore[attr-defined]
+        if size > limit:
+            raise _too_big(path, size, limit)
+    else:
+        check_message(message, limit, path + ".")
+
+
+def check_values(values: Sequence[Any], limit: int, prefix: str) -> None:
+    """Reject any ``Payload`` inside decoded dataclasses (e.g. commands) over ``limit`` bytes."""
+    for index, value in enumerate(values):
+        _walk(value, f"{prefix}[{index}]", limit)
+
+
+def _walk(value: Any, path: str, limit: int) -> None:
+    if isinstance(value, Payload):
+        if len(value.data) > limit:
+            raise _too_big(path, len(value.data), limit)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            _walk(getattr(value, field.name), f"{path}.{field.name}", limit)
+    elif isinstance(value, tuple | list):
+        for index, item in enumerate(value):
+            _walk(item, f"{path}[{index}]", limit)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk(item, f"{path}[{key!r}]", limit)
+
+
+def require(request: Any, *names: str) -> None:
+    """Reject a request whose string field ``name`` is empty."""
+    for name in names:
+        if not getattr(request, name):
+            raise errors.InvalidArgument(f"{name} is required", field=name)
+
+
+def namespace(request: Any) -> str:
+    """The request's namespace; empty means ``"default"``."""
+    return str(request.namespace) or "default"

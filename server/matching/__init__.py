@@ -1,0 +1,1 @@
+"""Matching: task queues in Postgres, handed to long-polling workers."""

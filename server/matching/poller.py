@@ -1,0 +1,36 @@
+"""Long polls for workflow and activity tasks: try to lease, else wait for a NOTIFY.
+
+The waiter is registered before the first attempt, so a task inserted between an empty attempt
+and the wait wakes the poller. Workflow-task polls also re-check every ``sticky_timeout``: a
+task sticky to another worker becomes available to anyone once it is that old, without any
+notification.
+"""
+
+from __future__ import annotations
+
+from chronicle.server.engine import activity_task, workflow_task
+from chronicle.server.engine import tasks as rows
+from chronicle.server.engine.services import Services
+from chronicle.server.store import notify
+
+
+async def poll_workflow_task(services: Services, namespace: str, task_queue: str, identity: str,
+                             timeout: float) -> workflow_task.WorkflowTaskGrant | None:
+    """The next workflow task of the queue, or None after ``timeout`` seconds."""
+    async def attempt() -> workflow_task.WorkflowTaskGrant | None:
+        return await workflow_task.dispatch(services, namespace, task_queue, identity)
+
+    return await services.notifier.long_poll(
+        notify.TASK_CHANNEL, notify.task_key(rows.WORKFLOW, namespace, task_queue), attempt,
+        timeout, recheck=services.config.sticky_timeout.total_seconds())
+
+
+async def poll_activity_task(services: Services, namespace: str, task_queue: str, identity: str,
+                             timeout: float) -> activity_task.ActivityTaskGrant | None:
+    """The next activity task of the queue, or None after ``timeout`` seconds."""
+    async def attempt() -> activity_task.ActivityTaskGrant | None:
+        return await activity_task.dispatch(services, namespace, task_queue, identity)
+
+    return await services.notifier.long_poll(
+        notify.TASK_CHANNEL, notify.task_key(rows.ACTIVITY, namespace, task_queue), attempt,
+        timeout)

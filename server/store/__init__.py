@@ -1,0 +1,1 @@
+"""Postgres storage: the pool, migrations, named SQL, row changes and LISTEN/NOTIFY."""

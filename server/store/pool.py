@@ -1,0 +1,51 @@
+"""The asyncpg pool and the one transaction helper (with retry of deadlocks/serialization)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+"""A connection, bare or borrowed from the pool."""
+
+Pool: TypeAlias = "asyncpg.Pool[Any]"
+"""The server's connection pool."""
+
+T = TypeVar("T")
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+"""Errors after which a transaction is simply run again."""
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
+    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable."""
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                     server_settings={"application_name": "chronicle-server"})
+    assert pool is not None
+    return pool
+
+
+async def in_transaction(pool: Pool, body: Callable[[Conn], Awaitable[T]], *,
+                         retry_on: tuple[type[BaseException], ...] = (),
+                         attempts: int = 6) -> T:
+    """Run ``body(conn)`` in one transaction; rerun it on deadlock/serialization failures.
+
+    ``body`` must be safe to rerun: everything it wrote was rolled back with the failed attempt.
+    """
+    retryable = RETRYABLE + retry_on
+    for attempt in range(attempts):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await body(conn)
+        except retryable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.002 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,98 @@
+-- Reference schema: the result of applying every migration in migrations/ in order.
+-- Never applied directly by the server; tests check it matches the migrations.
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE executions (
+    namespace                  text        NOT NULL,
+    workflow_id                text        NOT NULL,
+    run_id                     text        NOT NULL,
+    workflow_type              text        NOT NULL,
+    task_queue                 text        NOT NULL,
+    status                     text        NOT NULL,
+    next_event_id              bigint      NOT NULL,
+    state                      jsonb       NOT NULL,
+    start_time                 timestamptz NOT NULL,
+    close_time                 timestamptz,
+    sticky_identity            text        NOT NULL DEFAULT '',
+    last_workflow_task_failure jsonb,
+    memo                       jsonb       NOT NULL DEFAULT '{}',
+    parent_namespace           text,
+    parent_workflow_id         text,
+    parent_run_id              text,
+    first_run_id               text        NOT NULL,
+    start_request_id           text        NOT NULL DEFAULT '',
+    PRIMARY KEY (namespace, workflow_id, run_id)
+);
+CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);
+CREATE INDEX executions_by_type ON executions (namespace, workflow_type, start_time DESC);
+CREATE INDEX executions_by_start ON executions (namespace, start_time DESC);
+
+CREATE TABLE current_executions (
+    namespace        text NOT NULL,
+    workflow_id      text NOT NULL,
+    run_id           text NOT NULL,
+    status           text NOT NULL,
+    start_request_id text NOT NULL DEFAULT '',
+    PRIMARY KEY (namespace, workflow_id)
+);
+
+CREATE TABLE history_events (
+    namespace   text        NOT NULL,
+    workflow_id text        NOT NULL,
+    run_id      text        NOT NULL,
+    event_id    bigint      NOT NULL,
+    event_type  text        NOT NULL,
+    event_time  timestamptz NOT NULL,
+    attributes  jsonb       NOT NULL,
+    PRIMARY KEY (namespace, workflow_id, run_id, event_id)
+);
+
+CREATE TABLE tasks (
+    id                 bigserial   PRIMARY KEY,
+    kind               text        NOT NULL CHECK (kind IN ('workflow', 'activity')),
+    namespace          text        NOT NULL,
+    task_queue         text        NOT NULL,
+    workflow_id        text        NOT NULL,
+    run_id             text        NOT NULL,
+    scheduled_event_id bigint      NOT NULL,
+    sticky_identity    text        NOT NULL DEFAULT '',
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tasks_by_queue ON tasks (namespace, task_queue, kind, id);
+CREATE INDEX tasks_by_run ON tasks (namespace, workflow_id, run_id);
+
+CREATE TABLE timers (
+    id          bigserial   PRIMARY KEY,
+    kind        text        NOT NULL,
+    namespace   text        NOT NULL,
+    workflow_id text        NOT NULL,
+    run_id      text        NOT NULL,
+    ref_id      bigint      NOT NULL,
+    attempt     integer     NOT NULL DEFAULT 1,
+    fire_at     timestamptz NOT NULL
+);
+CREATE INDEX timers_by_fire_at ON timers (fire_at);
+CREATE INDEX timers_by_run ON timers (namespace, workflow_id, run_id, ref_id);
+
+CREATE TABLE activities (
+    namespace              text        NOT NULL,
+    workflow_id            text        NOT NULL,
+    run_id                 text        NOT NULL,
+    scheduled_event_id     bigint      NOT NULL,
+    state                  text        NOT NULL,
+    attempt                integer     NOT NULL DEFAULT 1,
+    scheduled_time         timestamptz NOT NULL,
+    attempt_scheduled_time timestamptz NOT NULL,
+    started_time           timestamptz,
+    last_heartbeat_time    timestamptz,
+    heartbeat_details      jsonb,
+    last_failure           jsonb,
+    last_worker_identity   text        NOT NULL DEFAULT '',
+    attributes             jsonb       NOT NULL,
+    PRIMARY KEY (namespace, workflow_id, run_id, scheduled_event_id)
+);

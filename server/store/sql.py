@@ -1,0 +1,240 @@
+"""Every SQL statement of the server, as named module-level constants.
+
+Only ``$n`` parameters vary; no statement text is ever built from request data. Statements that
+change several tables at once use data-modifying CTEs so that a transition costs few round trips.
+Run keys are always ``$1`` namespace, ``$2`` workflow_id, ``$3`` run_id.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATION_LOCK_KEY: Final = 7_370_453_207_141_229_388
+"""Advisory lock key held while migrations run (any constant unique to Chronicle)."""
+
+ADVISORY_LOCK: Final = "SELECT pg_advisory_lock($1)"
+ADVISORY_UNLOCK: Final = "SELECT pg_advisory_unlock($1)"
+CREATE_SCHEMA_MIGRATIONS: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+APPLIED_MIGRATIONS: Final = "SELECT version FROM schema_migrations ORDER BY version"
+RECORD_MIGRATION: Final = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+# ---------------------------------------------------------------- executions
+
+LOCK_EXECUTION: Final = """
+SELECT state, sticky_identity, last_workflow_task_failure
+FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+FOR UPDATE"""
+
+GET_EXECUTION: Final = """
+SELECT workflow_type, task_queue, status, next_event_id, state, start_time, close_time,
+       sticky_identity, last_workflow_task_failure, memo, parent_workflow_id, parent_run_id,
+       first_run_id
+FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
+
+GET_EXECUTION_STATUS: Final = """
+SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
+FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
+
+GET_CURRENT: Final = """
+SELECT run_id, status, start_request_id FROM current_executions
+WHERE namespace = $1 AND workflow_id = $2"""
+
+LOCK_CURRENT: Final = GET_CURRENT + " FOR UPDATE"
+
+INSERT_EXECUTION: Final = """
+INSERT INTO executions (namespace, workflow_id, run_id, workflow_type, task_queue, status,
+                        next_event_id, state, start_time, memo, parent_namespace,
+                        parent_workflow_id, parent_run_id, first_run_id, start_request_id)
+VALUES ($1, $2, $3, $4, $5, 'running', 1, '{}'::jsonb, $6, $7::jsonb, $8, $9, $10, $11, $12)"""
+
+UPSERT_CURRENT: Final = """
+INSERT INTO current_executions (namespace, workflow_id, run_id, status, start_request_id)
+VALUES ($1, $2, $3, 'running', $4)
+ON CONFLICT (namespace, workflow_id)
+DO UPDATE SET run_id = EXCLUDED.run_id, status = EXCLUDED.status,
+              start_request_id = EXCLUDED.start_request_id"""
+
+LIST_EXECUTIONS: Final = """
+SELECT workflow_id, run_id, workflow_type, task_queue, status, start_time, close_time,
+       next_event_id, memo, parent_workflow_id, parent_run_id, first_run_id
+FROM executions
+WHERE namespace = $1
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR workflow_type = $3)
+  AND ($4::text IS NULL OR task_queue = $4)
+  AND ($5::text IS NULL OR workflow_id = $5)
+  AND ($6::timestamptz IS NULL OR (start_time, run_id) < ($6, $7::text))
+ORDER BY start_time DESC, run_id DESC
+LIMIT $8"""
+
+# ---------------------------------------------------------------- history
+
+GET_EVENTS: Final = """
+SELECT event_id, event_type, event_time, attributes::text AS attributes
+FROM history_events
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND event_id >= $4 AND event_id < $5
+ORDER BY event_id
+LIMIT $6"""
+
+GET_EVENT: Final = """
+SELECT event_id, event_type, event_time, attributes::text AS attributes
+FROM history_events
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND event_id = $4"""
+
+# ---------------------------------------------------------------- the transition write
+
+APPLY_TRANSITION: Final = """
+WITH
+ins_events AS (
+    INSERT INTO history_events (namespace, workflow_id, run_id, event_id, event_type, event_time,
+                                attributes)
+    SELECT $1, $2, $3, e.id, e.type, e.time, e.attrs::jsonb
+    FROM unnest($4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS e(id, type, time, attrs)
+),
+upd_exec AS (
+    UPDATE executions
+    SET next_event_id = $8, status = $9, state = $10::jsonb, close_time = $11,
+        sticky_identity = $12, last_workflow_task_failure = $13::jsonb
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
+),
+upd_current AS (
+    UPDATE current_executions SET status = $9
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND status <> $9 AND $14::boolean
+),
+del_tasks AS (
+    DELETE FROM tasks WHERE id IN (
+        SELECT t.id FROM tasks t
+        WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+          AND ($15::boolean OR (t.kind, t.scheduled_event_id) IN (
+                SELECT k, s FROM unnest($16::text[], $17::bigint[]) AS d(k, s)))
+        FOR UPDATE SKIP LOCKED)
+),
+ins_tasks AS (
+    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
+                       sticky_identity)
+    SELECT t.k, $1, t.q, $2, $3, t.s, t.st
+    FROM unnest($18::text[], $19::text[], $20::bigint[], $21::text[]) AS t(k, q, s, st)
+),
+del_timers AS (
+    DELETE FROM timers t
+    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND ($15::boolean OR (t.kind, t.ref_id) IN (
+            SELECT k, r FROM unnest($22::text[], $23::bigint[]) AS d(k, r)))
+),
+ins_timers AS (
+    INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
+    SELECT t.k, $1, $2, $3, t.r, t.a, t.f
+    FROM unnest($24::text[], $25::bigint[], $26::integer[], $27::timestamptz[]) AS t(k, r, a, f)
+),
+del_activities AS (
+    DELETE FROM activities a
+    WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
+      AND ($15::boolean OR a.scheduled_event_id = ANY($28::bigint[]))
+),
+ins_activities AS (
+    INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
+                            scheduled_time, attempt_scheduled_time, attributes)
+    SELECT $1, $2, $3, a.s, 'scheduled', 1, a.t, a.t, a.attrs::jsonb
+    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[]) AS a(s, t, attrs)
+)
+SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
+
+# ---------------------------------------------------------------- activities
+
+LOCK_ACTIVITIES: Final = """
+SELECT scheduled_event_id, state, attempt, scheduled_time, attempt_scheduled_time, started_time,
+       last_heartbeat_time, heartbeat_details::text AS heartbeat_details,
+       last_failure::text AS last_failure, last_worker_identity, attributes::text AS attributes
+FROM activities
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND scheduled_event_id = ANY($4::bigint[])
+FOR UPDATE"""
+
+LIST_ACTIVITIES: Final = """
+SELECT scheduled_event_id, state, attempt, scheduled_time, attempt_scheduled_time, started_time,
+       last_heartbeat_time, heartbeat_details::text AS heartbeat_details,
+       last_failure::text AS last_failure, last_worker_identity, attributes::text AS attributes
+FROM activities
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+ORDER BY scheduled_event_id"""
+
+UPDATE_ACTIVITY: Final = """
+UPDATE activities
+SET state = $5, attempt = $6, attempt_scheduled_time = $7, started_time = $8,
+    last_heartbeat_time = $9, heartbeat_details = $10::jsonb, last_failure = $11::jsonb,
+    last_worker_identity = $12
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND scheduled_event_id = $4"""
+
+# ---------------------------------------------------------------- matching
+
+LEASE_TASK: Final = """
+DELETE FROM tasks WHERE id = (
+    SELECT id FROM tasks
+    WHERE namespace = $1 AND task_queue = $2 AND kind = $3
+      AND (sticky_identity = '' OR sticky_identity = $4 OR created_at < now() - $5::interval)
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING workflow_id, run_id, scheduled_event_id"""
+
+DISPATCH_ACTIVITY: Final = """
+WITH task AS (
+    DELETE FROM tasks WHERE id = (
+        SELECT id FROM tasks
+        WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity'
+        ORDER BY id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING workflow_id, run_id, scheduled_event_id
+),
+started AS (
+    UPDATE activities a
+    SET state = 'started', started_time = $3::timestamptz, last_worker_identity = $4::text
+    FROM task t
+    WHERE a.namespace = $1 AND a.workflow_id = t.workflow_id AND a.run_id = t.run_id
+      AND a.scheduled_event_id = t.scheduled_event_id AND a.state = 'scheduled'
+    RETURNING a.workflow_id, a.run_id, a.scheduled_event_id, a.attempt, a.scheduled_time,
+              a.attempt_scheduled_time, a.heartbeat_details, a.attributes,
+              $3::timestamptz + make_interval(secs => coalesce(
+                  (a.attributes->>'start_to_close_timeout')::float8,
+                  (a.attributes->>'schedule_to_close_timeout')::float8, 300)) AS close_at,
+              $3::timestamptz + make_interval(secs => (a.attributes->>'heartbeat_timeout')::float8)
+                  AS heartbeat_at
+),
+timers AS (
+    INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
+    SELECT 'activity_start_to_close', $1, s.workflow_id, s.run_id, s.scheduled_event_id,
+           s.attempt, s.close_at
+    FROM started s
+    UNION ALL
+    SELECT 'activity_heartbeat', $1, s.workflow_id, s.run_id, s.scheduled_event_id,
+           s.attempt, s.heartbeat_at
+    FROM started s WHERE s.heartbeat_at IS NOT NULL
+)
+SELECT t.workflow_id, t.run_id, t.scheduled_event_id, s.attempt, s.scheduled_time,
+       s.attempt_scheduled_time, s.heartbeat_details::text AS heartbeat_details,
+       s.attributes::text AS attributes, e.workflow_type,
+       CASE WHEN s.attempt IS NOT NULL THEN pg_notify('chronicle_timer',
+           extract(epoch FROM least(s.close_at, s.heartbeat_at))::text) END AS notified
+FROM task t
+LEFT JOIN started s ON true
+LEFT JOIN executions e
+  ON e.namespace = $1 AND e.workflow_id = t.workflow_id AND e.run_id = t.run_id"""
+"""Lease the next activity task, start its attempt and arm its timeouts: one statement."""
+
+# ---------------------------------------------------------------- timers
+
+DUE_TIMERS: Final = """
+SELECT id, namespace, workflow_id, run_id FROM timers
+WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2"""
+
+NEXT_TIMER: Final = "SELECT min(fire_at) FROM timers"
+
+TAKE_TIMER: Final = """
+DELETE FROM timers WHERE id = $1 RETURNING kind, ref_id, attempt, fire_at"""
+
+POSTPONE_TIMER: Final = "UPDATE timers SET fire_at = $2 WHERE id = $1"

@@ -1,0 +1,1 @@
+"""SDK core tests: pure, no server (hand-built histories drive WorkflowInstance)."""

@@ -1,0 +1,178 @@
+"""Bad input is rejected with INVALID_ARGUMENT naming the field, and nothing is written."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from chronicle.history import commands, wire
+from chronicle.protos.v1 import command_pb2
+from chronicle.protos.v1 import service_pb2 as pb
+from tests.server.conftest import command_protos, payload_proto, start_request
+
+
+async def _code(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details()
+
+
+async def _counts(db) -> tuple[int, int, int]:
+    return (await db.fetchval("SELECT count(*) FROM executions"),
+            await db.fetchval("SELECT count(*) FROM history_events"),
+            await db.fetchval("SELECT count(*) FROM tasks"))
+
+
+@pytest.mark.parametrize("field", ["workflow_id", "workflow_type", "task_queue"])
+async def test_start_requires_fields(stub, db, field: str) -> None:
+    request = start_request("v-1")
+    setattr(request, field, "")
+    code, details = await _code(stub.StartWorkflow(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in details
+    assert await _counts(db) == (0, 0, 0)
+
+
+async def test_oversize_payload(server, stub, db) -> None:
+    big = payload_proto("x" * (server.config.max_payload_bytes + 10))
+    code, details = await _code(stub.StartWorkflow(start_request("v-2", input=[big])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input[0]" in details
+    assert await _counts(db) == (0, 0, 0)
+
+
+async def test_unknown_policies(stub, db) -> None:
+    code, details = await _code(stub.StartWorkflow(start_request("v-3", id_reuse_policy="nope")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "id_reuse_policy" in details
+    code, details = await _code(stub.StartWorkflow(start_request("v-3",
+                                                                 id_conflict_policy="nope")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _counts(db) == (0, 0, 0)
+
+
+async def test_already_started_and_policies(stub) -> None:
+    first = await stub.StartWorkflow(start_request("dup", request_id="r1"))
+    code, details = await _code(stub.StartWorkflow(start_request("dup")))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert "'dup' is already running" in details
+    assert first.run_id in details
+    again = await stub.StartWorkflow(start_request("dup", request_id="r1"))
+    assert (again.run_id, again.started) == (first.run_id, False)
+    existing = await stub.StartWorkflow(start_request("dup", id_conflict_policy="use_existing"))
+    assert (existing.run_id, existing.started) == (first.run_id, False)
+    await stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="dup"))
+    code, _ = await _code(stub.StartWorkflow(start_request(
+        "dup", id_reuse_policy="reject_duplicate")))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    second = await stub.StartWorkflow(start_request("dup"))
+    assert second.started
+    assert second.run_id != first.run_id
+
+
+async def test_unknown_ids(stub) -> None:
+    for call in (
+        stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="ghost")),
+        stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="ghost", signal_name="s")),
+        stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="ghost")),
+        stub.RequestCancelWorkflow(pb.RequestCancelWorkflowRequest(workflow_id="ghost")),
+        stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="ghost")),
+        stub.GetWorkflowResult(pb.GetWorkflowResultRequest(workflow_id="ghost")),
+    ):
+        code, details = await _code(call)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert "'ghost'" in details
+
+
+async def test_signal_to_closed_run(stub) -> None:
+    await stub.StartWorkflow(start_request("closed"))
+    await stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="closed"))
+    code, details = await _code(stub.SignalWorkflow(pb.SignalWorkflowRequest(
+        workflow_id="closed", signal_name="s")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "'closed'" in details
+
+
+async def test_bad_tokens(stub) -> None:
+    for token in (b"", b"garbage", b'{"t": "act"}'):
+        code, details = await _code(stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(task_token=token)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "task_token" in details
+        code, _ = await _code(stub.CompleteActivityTask(
+            pb.CompleteActivityTaskRequest(task_token=token)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_bad_commands_write_nothing(stub, db) -> None:
+    await stub.StartWorkflow(start_request("cmds"))
+    task = await stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="q", identity="w"),
+                                       timeout=5)
+    before = await _counts(db)
+    bad_requests = {
+        "commands[0]": [command_pb2.Command(command_type="StartTimer", attributes=b"{not json")],
+        "commands[1]": [command_pb2.Command(command_type="StartTimer",
+                                            attributes=b'{"seq": 1, "duration": 1}'),
+                        command_pb2.Command(command_type="Bogus", attributes=b"{}")],
+        "commands[0].duration": command_protos(commands.StartTimer(seq=1,
+                                                                   duration=timedelta(0))),
+        "commands[0].activity_type": command_protos(commands.ScheduleActivity(
+            seq=1, activity_id="a", activity_type="")),
+        "commands[0]:": command_protos(commands.CompleteWorkflow(), commands.StartTimer(
+            seq=1, duration=timedelta(seconds=1))),
+    }
+    for field, protos in bad_requests.items():
+        code, details = await _code(stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, commands=protos)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field.rstrip(":") in details, (field, details)
+    assert await _counts(db) == before
+    # The task is still valid after all those rejections.
+    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
+        task_token=task.task_token, commands=command_protos(commands.CompleteWorkflow())))
+
+
+async def test_bad_list_query(stub) -> None:
+    for query in ("status = running", "color = 'red'", "status = 'running' OR type = 'x'",
+                  "status = 'bogus'", "type = 'x' AND"):
+        code, details = await _code(stub.ListWorkflows(pb.ListWorkflowsRequest(query=query)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, query
+        assert "query" in details
+
+
+async def test_list_paging(stub) -> None:
+    for index in range(5):
+        await stub.StartWorkflow(start_request(f"page-{index}", workflow_type="pager"))
+    seen: list[str] = []
+    token = b""
+    while True:
+        page = await stub.ListWorkflows(pb.ListWorkflowsRequest(
+            query="type = 'pager' AND status = 'running'", page_size=2, next_page_token=token))
+        seen += [e.workflow_id for e in page.executions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"page-{i}" for i in reversed(range(5))]
+
+
+async def test_unimplemented(stub) -> None:
+    code, details = await _code(stub.QueryWorkflow(pb.QueryWorkflowRequest(workflow_id="x")))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    assert "not implemented yet" in details
+
+
+async def test_long_polls_return_empty_at_deadline(stub) -> None:
+    empty = await stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="nothing"),
+                                        timeout=1.0)
+    assert not empty.task_token
+    await stub.StartWorkflow(start_request("waits"))
+    result = await stub.GetWorkflowResult(pb.GetWorkflowResultRequest(
+        workflow_id="waits", wait=wire.duration_to_proto(timedelta(seconds=0.3))), timeout=5)
+    assert not result.closed
+    history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(
+        workflow_id="waits", first_event_id=3,
+        wait=wire.duration_to_proto(timedelta(seconds=0.3))), timeout=5)
+    assert not history.events
+    assert not history.closed
