@@ -41,6 +41,17 @@ __all__ = [
 _SKIPPED_MODULES = ("chronicle.sdk", "asyncio", "contextlib", "functools")
 
 
+def _display_path(filename: str, module: str) -> str:
+    """The file as seen from its import root (``billing/charge.py`` for ``billing.charge``), so
+    recorded call sites do not depend on where the code is deployed; else the path as given."""
+    relative = module.replace(".", "/")
+    normalized = filename.replace("\\", "/")
+    for candidate in (f"{relative}.py", f"{relative}/__init__.py"):
+        if normalized.endswith("/" + candidate) or normalized == candidate:
+            return candidate
+    return filename
+
+
 def call_site() -> CallSite | None:
     """The innermost frame of workflow code on the stack: the first one outside the SDK and
     asyncio. ``None`` when only the driver is left (e.g. a timer created inside ``gather``)."""
@@ -51,7 +62,11 @@ def call_site() -> CallSite | None:
             return None
         if not module.startswith(_SKIPPED_MODULES):
             code = frame.f_code
-            return CallSite(file=code.co_filename, line=frame.f_lineno, function=code.co_name)
+            return CallSite(
+                file=_display_path(code.co_filename, module),
+                line=frame.f_lineno,
+                function=code.co_name,
+            )
         frame = frame.f_back
     return None
 
