@@ -15,7 +15,7 @@ from chronicle.history.codec import event_from_dict
 from chronicle.history.events import Event
 from chronicle.sdk.replay import replay
 
-__all__ = ["load_history", "replay_json"]
+__all__ = ["HISTORY_FORMAT", "HISTORY_VERSION", "load_history", "replay_json"]
 
 
 def _document(source: str | Path) -> Any:
@@ -27,9 +27,31 @@ def _document(source: str | Path) -> Any:
     return json.loads(text)
 
 
+HISTORY_FORMAT = "chronicle-history"
+"""The ``format`` field of an exported history (docs/history-format.md)."""
+
+HISTORY_VERSION = 1
+"""The export format version this SDK reads and writes."""
+
+
 def load_history(source: str | Path) -> list[Event]:
-    """Events from a JSON history file (a path) or JSON text (starting with ``[`` or ``{``)."""
+    """Events from a JSON history file (a path) or JSON text (starting with ``[`` or ``{``).
+
+    An exported document must name ``"format": "chronicle-history"`` and a version this SDK
+    reads; a bare list of events is accepted too. ``ValueError`` says what is wrong.
+    """
     data = _document(source)
+    if isinstance(data, dict):
+        if data.get("format", HISTORY_FORMAT) != HISTORY_FORMAT:
+            raise ValueError(
+                f"not a Chronicle history: format is {data.get('format')!r}, "
+                f"expected {HISTORY_FORMAT!r}"
+            )
+        if data.get("version", HISTORY_VERSION) != HISTORY_VERSION:
+            raise ValueError(
+                f"unsupported history format version {data.get('version')!r}; "
+                f"this Chronicle reads version {HISTORY_VERSION}"
+            )
     items: Any = data.get("events", []) if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError("a JSON history is a list of events or an object with an 'events' list")

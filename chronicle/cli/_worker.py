@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
-import json
 import signal
 import sys
 from pathlib import Path
@@ -53,8 +52,14 @@ def add_replay_parser(commands: Any) -> None:
 
 
 def load_module(spec: str) -> ModuleType:
-    """Import ``spec``: a ``.py`` file path (its folder joins ``sys.path``) or a dotted name."""
+    """Import ``spec``: a ``.py`` file path or a dotted name.
+
+    As with ``python FILE`` and ``python -m NAME``, the file's folder (for a path) and the
+    working directory join ``sys.path``, so the module can import its own project's packages.
+    """
     path = Path(spec)
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
             raise CommandError(f"no such file: {spec}")
@@ -69,8 +74,6 @@ def load_module(spec: str) -> ModuleType:
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
         return module
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
@@ -159,24 +162,17 @@ async def _serve(args: argparse.Namespace, workflows: list[Any], activities: lis
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from chronicle.history import codec
     from chronicle.history.errors import InvalidHistoryError
-    from chronicle.sdk.replay import replay
+    from chronicle.sdk.testing import load_history, replay_json
 
     try:
-        document = json.loads(args.history.read_text())
-        events = [codec.event_from_dict(e) for e in document["events"]]
+        events = load_history(args.history)
     except (OSError, ValueError, KeyError, TypeError, InvalidHistoryError) as exc:
         raise CommandError(f"cannot read the history in {args.history}: {exc}") from None
     module = load_module(args.module)
     workflows, _ = module_definitions(module)
     try:
-        replay(
-            events,
-            workflows,
-            workflow_id=str(document.get("workflow_id") or "replay"),
-            run_id=str(document.get("run_id") or "replay"),
-        )
+        replay_json(args.history, workflows)
     except LookupError as exc:
         raise CommandError(str(exc)) from None
     print(f"ok: {args.history} ({len(events)} events) replays against {args.module}")

@@ -18,11 +18,9 @@ from chronicle.sdk.errors import (
     WorkflowTerminated,
     WorkflowTimedOut,
 )
+from chronicle.sdk.testing import HISTORY_FORMAT, HISTORY_VERSION
 
 __all__ = ["add_parser"]
-
-HISTORY_FORMAT = "chronicle-history"
-HISTORY_VERSION = 1
 
 
 def add_parser(commands: Any) -> None:
