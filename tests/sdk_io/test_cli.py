@@ -10,7 +10,7 @@ import pytest
 
 from chronicle.cli import main
 from chronicle.cli._worker import load_module, module_definitions
-from tests.sdk_io.test_client_io import free_port
+from tests.sdk_io.helpers import free_port
 
 
 def test_no_server_is_one_clear_line_without_a_traceback() -> None:

