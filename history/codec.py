@@ -8,7 +8,7 @@ field.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -127,7 +127,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     """An event in the documented export form (docs/history-format.md)."""
     return {
         "id": event.id,
-        "time": event.time.isoformat(),
+        "time": event.time.astimezone(UTC).isoformat(),
         "type": event.type,
         "attributes": to_jsonable(event.attributes),
     }
@@ -142,6 +142,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         attributes = data.get("attributes", {})
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidHistoryError(f"malformed event {data!r:.200}: {exc}") from exc
+    if time.tzinfo is None:
+        raise InvalidHistoryError(f"event {event_id}: time {data['time']!r} has no UTC offset")
     if not isinstance(attributes, dict):
         raise InvalidHistoryError(f"event {event_id}: attributes must be an object")
     return Event(id=event_id, time=time, attributes=decode_attributes(event_type, attributes))

@@ -302,7 +302,7 @@ class UpdateCompleted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarkerRecorded:
-    """A recorded fact: a patch (``name="patch"``) or a local activity's outcome."""
+    """A recorded fact: a patch (``marker_name="patch"``) or a local activity's outcome."""
 
     seq: int
     marker_name: str

@@ -127,19 +127,28 @@ def _wft_started(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskStarte
     return replace(state, workflow_task=replace(task, started_event_id=event.id))
 
 
-def _check_started(state: WorkflowState, event: ev.Event, started_event_id: int) -> None:
+def _check_started(
+    state: WorkflowState, event: ev.Event, a: Any, *, may_be_unstarted: bool = False
+) -> None:
+    """The event ends the outstanding task: same scheduled and started ids. Only a timeout may
+    end a task that no worker started."""
     task = state.workflow_task
-    if task is None or task.started_event_id != started_event_id:
+    if (
+        task is None
+        or task.scheduled_event_id != a.scheduled_event_id
+        or task.started_event_id != a.started_event_id
+        or (not a.started_event_id and not may_be_unstarted)
+    ):
         raise InvalidHistoryError(
-            f"event {event.id} ({event.type}) answers workflow task started at "
-            f"{started_event_id}, which is not the started task"
+            f"event {event.id} ({event.type}) answers workflow task {a.scheduled_event_id} "
+            f"started at {a.started_event_id}, which is not the started task"
         )
 
 
 def _wft_completed(
     state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskCompleted
 ) -> WorkflowState:
-    _check_started(state, event, a.started_event_id)
+    _check_started(state, event, a)
     return replace(
         state,
         workflow_task=None,
@@ -149,7 +158,7 @@ def _wft_completed(
 
 
 def _wft_failed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
-    _check_started(state, event, a.started_event_id)
+    _check_started(state, event, a, may_be_unstarted=isinstance(a, ev.WorkflowTaskTimedOut))
     # The events the failed attempt saw are still unseen: the retry must see them.
     return replace(
         state,

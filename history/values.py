@@ -106,8 +106,14 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> timedelta:
         """The delay before attempt ``attempt + 1`` after attempt ``attempt`` (1-based) failed."""
-        delay = self.initial_interval * (self.backoff_coefficient ** (attempt - 1))
-        return min(delay, self.effective_maximum_interval())
+        cap = self.effective_maximum_interval()
+        try:
+            factor = self.backoff_coefficient ** (attempt - 1)
+        except OverflowError:  # unlimited attempts reach huge exponents; the cap holds there
+            return cap
+        if self.initial_interval.total_seconds() * factor >= cap.total_seconds():
+            return cap
+        return self.initial_interval * factor
 
     def allows_retry(self, attempt: int, failure: Failure) -> bool:
         """Whether a failure of attempt ``attempt`` (1-based) is retried under this policy."""

@@ -173,6 +173,7 @@ async def _history(args: argparse.Namespace) -> int:
         document = {
             "format": HISTORY_FORMAT,
             "version": HISTORY_VERSION,
+            "namespace": args.namespace,
             "workflow_id": args.workflow_id,
             "run_id": run_id or "",
             "events": [codec.event_to_dict(e) for e in events],
