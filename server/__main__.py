@@ -20,12 +20,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m chronicle.server", description="Run a Chronicle server.")
-    parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"),
-                        help="Postgres URL (default: $CHRONICLE_DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("CHRONICLE_DATABASE_URL"),
+        help="Postgres URL (default: $CHRONICLE_DATABASE_URL)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7070, help="0 picks a free port")
-    parser.add_argument("--dev", action="store_true",
-                        help="run an embedded Postgres (no --database-url needed)")
+    parser.add_argument(
+        "--dev", action="store_true", help="run an embedded Postgres (no --database-url needed)"
+    )
     parser.add_argument("--db-dir", type=Path, default=None, help="data directory for --dev")
     return parser
 
@@ -40,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dev(port=args.port, db_dir=args.db_dir)
             return 0
         if not args.database_url:
-            sys.stderr.write("chronicle server: error: --database-url (or "
-                             "$CHRONICLE_DATABASE_URL) is required\n")
+            sys.stderr.write(
+                "chronicle server: error: --database-url (or $CHRONICLE_DATABASE_URL) is required\n"
+            )
             return 2
         from chronicle.server.app import serve
         from chronicle.server.config import ServerConfig

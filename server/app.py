@@ -15,6 +15,7 @@ from chronicle.server import telemetry
 from chronicle.server.config import ServerConfig
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
+from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool, create_pool
@@ -29,7 +30,9 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._pool: Pool | None = None
+        self._unacked_pool: Pool | None = None
         self._notifier: Notifier | None = None
+        self._services: Services | None = None
         self._grpc: grpc.aio.Server | None = None
         self._background: asyncio.Task[None] | None = None
         self._port = 0
@@ -43,28 +46,46 @@ class Server:
     @property
     def services(self) -> Services:
         """The engine's handles (for in-process tools and tests)."""
-        assert self._pool is not None, "server not started"
-        assert self._notifier is not None, "server not started"
-        return Services(self._pool, self.config, self._notifier)
+        assert self._services is not None, "server not started"
+        return self._services
 
     async def start(self) -> None:
         """Open the pool, apply migrations, bind gRPC and start the background loops."""
         telemetry.configure()
         try:
-            self._pool = await create_pool(self.config.database_url,
-                                           min_size=self.config.pool_min_size,
-                                           max_size=self.config.pool_max_size)
+            self._pool = await create_pool(
+                self.config.database_url,
+                min_size=self.config.pool_min_size,
+                max_size=self.config.pool_max_size,
+            )
             await run_migrations(self._pool)
+            if not self.config.dispatch_synchronous_commit:
+                self._unacked_pool = await create_pool(
+                    self.config.database_url,
+                    min_size=1,
+                    max_size=max(self.config.pool_max_size // 2, 2),
+                    synchronous_commit=False,
+                )
             self._notifier = Notifier(self.config.database_url)
             await self._notifier.connect()
-            services = self.services
+            services = Services(
+                self._pool,
+                self.config,
+                self._notifier,
+                self._unacked_pool or self._pool,
+                QueryRouter(self._notifier),
+            )
+            self._services = services
             limit = max(64 * _MiB, 8 * self.config.max_payload_bytes)
-            self._grpc = grpc.aio.server(options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", -1),
-            ])
+            self._grpc = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", limit),
+                    ("grpc.max_send_message_length", -1),
+                ]
+            )
             service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]
-                WorkflowService(services), self._grpc)
+                WorkflowService(services), self._grpc
+            )
             address = f"{self.config.host}:{self.config.port}"
             try:
                 self._port = self._grpc.add_insecure_port(address)
@@ -73,8 +94,9 @@ class Server:
             if self._port == 0:
                 raise OSError(f"cannot bind {address}")
             await self._grpc.start()
-            self._background = asyncio.create_task(self._run_background(services),
-                                                   name="chronicle-server-background")
+            self._background = asyncio.create_task(
+                self._run_background(services), name="chronicle-server-background"
+            )
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -83,8 +105,9 @@ class Server:
     async def _run_background(self, services: Services) -> None:
         timers = TimerLoop(services)
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._supervise("notifier", services.notifier.run),
-                              name="chronicle-notifier")
+            group.create_task(
+                self._supervise("notifier", services.notifier.run), name="chronicle-notifier"
+            )
             group.create_task(self._supervise("timers", timers.run), name="chronicle-timers")
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -111,10 +134,12 @@ class Server:
         if self._notifier is not None:
             await self._notifier.close()
             self._notifier = None
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
-            self._pool = None
+        for pool in (self._unacked_pool, self._pool):
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pool.close(), timeout=max(grace, 1.0))
+        self._pool = self._unacked_pool = None
+        self._services = None
 
 
 async def serve(config: ServerConfig) -> None:

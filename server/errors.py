@@ -1,11 +1,12 @@
 """Domain errors of the server; the frontend maps each to one gRPC status (``frontend/_errors``).
 
-    ServerError
-    ├── InvalidArgument      a malformed request; ``field`` names the offending field
-    ├── NotFound             no such workflow / run, or a stale task token
-    ├── AlreadyExists        a workflow id that is already running
-    ├── FailedPrecondition   a request the run's current state does not allow
-    └── Unimplemented        a feature this server does not offer yet
+ServerError
+├── InvalidArgument      a malformed request; ``field`` names the offending field
+├── NotFound             no such workflow / run, or a stale task token
+├── AlreadyExists        a workflow id that is already running
+├── FailedPrecondition   a request the run's current state does not allow
+├── DeadlineExceeded     nobody answered in time (a query with no worker polling)
+└── Unimplemented        a feature this server does not offer yet
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class AlreadyExists(ServerError):
 
 class FailedPrecondition(ServerError):
     """The request cannot be applied in the run's current state."""
+
+
+class DeadlineExceeded(ServerError):
+    """Nobody answered in time (e.g. no worker polls the queue a query was sent to)."""
 
 
 class Unimplemented(ServerError):

@@ -8,11 +8,11 @@ requires the row to exist at the token's attempt in state ``started``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chronicle.history import codec
 from chronicle.history import events as ev
-from chronicle.history.values import Failure, FailureKind, Payload, TimeoutType
+from chronicle.history.values import Failure, FailureKind, Payload, RetryPolicy, TimeoutType
 from chronicle.server import errors
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
@@ -40,8 +40,9 @@ class ActivityTaskGrant:
     heartbeat_details: tuple[Payload, ...]
 
 
-async def dispatch(services: Services, namespace: str, task_queue: str,
-                   identity: str) -> ActivityTaskGrant | None:
+async def dispatch(
+    services: Services, namespace: str, task_queue: str, identity: str
+) -> ActivityTaskGrant | None:
     """Lease the next activity task of the queue and mark the attempt started (no event).
 
     One statement (its own transaction): delete the task row, start the attempt, insert its
@@ -49,8 +50,9 @@ async def dispatch(services: Services, namespace: str, task_queue: str,
     """
     while True:
         now = tr.utcnow()
-        row = await services.pool.fetchrow(sql.DISPATCH_ACTIVITY, namespace, task_queue, now,
-                                           identity)
+        row = await services.unacked_pool.fetchrow(
+            sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity
+        )
         if row is None:
             return None
         if row["attempt"] is None:
@@ -60,8 +62,14 @@ async def dispatch(services: Services, namespace: str, task_queue: str,
         key = RunKey(namespace, row["workflow_id"], row["run_id"])
         return ActivityTaskGrant(
             ActivityTaskToken(key, row["scheduled_event_id"], row["attempt"]),
-            row["workflow_type"] or "", attributes, row["attempt"], row["scheduled_time"],
-            row["attempt_scheduled_time"], now, payloads_from_json(row["heartbeat_details"]))
+            row["workflow_type"] or "",
+            attributes,
+            row["attempt"],
+            row["scheduled_time"],
+            row["attempt_scheduled_time"],
+            now,
+            payloads_from_json(row["heartbeat_details"]),
+        )
 
 
 def _started(ctx: tr.Context, token: ActivityTaskToken) -> ActivityInfo:
@@ -73,21 +81,31 @@ def _started(ctx: tr.Context, token: ActivityTaskToken) -> ActivityInfo:
 
 async def _run(services: Services, token: ActivityTaskToken, callback: tr.Callback) -> tr.Outcome:
     async def body(conn: Conn) -> tr.Outcome:
-        return await tr.transition(conn, token.key, callback,
-                                   activity_ids=[token.scheduled_event_id])
+        return await tr.transition(
+            conn, token.key, callback, activity_ids=[token.scheduled_event_id]
+        )
+
     return await db.in_transaction(services.pool, body)
 
 
-async def complete(services: Services, token_bytes: bytes, result: Payload | None,
-                   identity: str) -> None:
+async def complete(
+    services: Services, token_bytes: bytes, result: Payload | None, identity: str
+) -> None:
     """Record the activity's result (exactly once)."""
     token = decode_activity_token(token_bytes)
 
     def callback(ctx: tr.Context) -> tr.Decision:
         info = _started(ctx, token)
-        return tr.Decision(events=[ev.ActivityCompleted(
-            scheduled_event_id=info.scheduled_event_id, result=result, attempt=info.attempt,
-            identity=identity)])
+        return tr.Decision(
+            events=[
+                ev.ActivityCompleted(
+                    scheduled_event_id=info.scheduled_event_id,
+                    result=result,
+                    attempt=info.attempt,
+                    identity=identity,
+                )
+            ]
+        )
 
     await _run(services, token, callback)
 
@@ -103,20 +121,30 @@ async def fail(services: Services, token_bytes: bytes, failure: Failure, identit
     await _run(services, token, callback)
 
 
-async def heartbeat(services: Services, token_bytes: bytes, details: tuple[Payload, ...],
-                    identity: str) -> bool:
+async def heartbeat(
+    services: Services, token_bytes: bytes, details: tuple[Payload, ...], identity: str
+) -> bool:
     """Record progress and push the heartbeat timeout; returns whether cancel was requested."""
     token = decode_activity_token(token_bytes)
 
     def callback(ctx: tr.Context) -> tr.Decision:
         info = _started(ctx, token)
-        decision = tr.Decision(activity_updates=[replace(
-            info, last_heartbeat_time=ctx.now,
-            heartbeat_details=details or info.heartbeat_details)])
+        decision = tr.Decision(
+            activity_updates=[
+                replace(
+                    info,
+                    last_heartbeat_time=ctx.now,
+                    heartbeat_details=details or info.heartbeat_details,
+                )
+            ]
+        )
         timeout = info.attributes.heartbeat_timeout
         if timeout is not None:
-            decision.changes.add_timer(rows.TimerRow(
-                rows.ACT_HEARTBEAT, info.scheduled_event_id, ctx.now + timeout, info.attempt))
+            decision.changes.add_timer(
+                rows.TimerRow(
+                    rows.ACT_HEARTBEAT, info.scheduled_event_id, ctx.now + timeout, info.attempt
+                )
+            )
         pending = ctx.state.pending_activities.get(info.scheduled_event_id)
         decision.result = bool(pending and pending.cancel_requested)
         return decision
@@ -125,39 +153,77 @@ async def heartbeat(services: Services, token_bytes: bytes, details: tuple[Paylo
     return bool(outcome.decision.result)
 
 
-def attempt_failed(ctx: tr.Context, info: ActivityInfo, failure: Failure, *,
-                   identity: str = "") -> tr.Decision:
+def attempt_failed(
+    ctx: tr.Context, info: ActivityInfo, failure: Failure, *, identity: str = ""
+) -> tr.Decision:
     """The decision after an attempt failed or timed out: retry, or a final event. Pure."""
     sid = info.scheduled_event_id
     pending = ctx.state.pending_activities.get(sid)
     cancel_requested = bool(pending and pending.cancel_requested)
     if cancel_requested and failure.kind is FailureKind.CANCELLED:
-        return tr.Decision(events=[ev.ActivityCanceled(
-            scheduled_event_id=sid, details=failure.details, attempt=info.attempt)])
+        return tr.Decision(
+            events=[
+                ev.ActivityCanceled(
+                    scheduled_event_id=sid, details=failure.details, attempt=info.attempt
+                )
+            ]
+        )
     policy = info.attributes.retry_policy
     if not cancel_requested and policy.allows_retry(info.attempt, failure):
-        delay = policy.backoff(info.attempt)
+        delay = _backoff(policy, info.attempt)
         limit = info.attributes.schedule_to_close_timeout
         if limit is None or ctx.now + delay < info.scheduled_time + limit:
             retry_at = ctx.now + delay
-            decision = tr.Decision(activity_updates=[replace(
-                info, state="backing_off", attempt=info.attempt + 1, last_failure=failure,
-                attempt_scheduled_time=retry_at)])
+            decision = tr.Decision(
+                activity_updates=[
+                    replace(
+                        info,
+                        state="backing_off",
+                        attempt=info.attempt + 1,
+                        last_failure=failure,
+                        attempt_scheduled_time=retry_at,
+                    )
+                ]
+            )
             decision.changes.remove_timer(rows.ACT_START_TO_CLOSE, sid)
             decision.changes.remove_timer(rows.ACT_HEARTBEAT, sid)
-            decision.changes.add_timer(rows.TimerRow(rows.ACT_RETRY, sid, retry_at,
-                                                     info.attempt + 1))
+            decision.changes.add_timer(
+                rows.TimerRow(rows.ACT_RETRY, sid, retry_at, info.attempt + 1)
+            )
             return decision
     if failure.kind is FailureKind.TIMEOUT:
-        return tr.Decision(events=[ev.ActivityTimedOut(
-            scheduled_event_id=sid, failure=failure,
-            timeout_type=failure.timeout_type or TimeoutType.START_TO_CLOSE,
-            attempt=info.attempt)])
-    return tr.Decision(events=[ev.ActivityFailed(scheduled_event_id=sid, failure=failure,
-                                                 attempt=info.attempt, identity=identity)])
+        return tr.Decision(
+            events=[
+                ev.ActivityTimedOut(
+                    scheduled_event_id=sid,
+                    failure=failure,
+                    timeout_type=failure.timeout_type or TimeoutType.START_TO_CLOSE,
+                    attempt=info.attempt,
+                )
+            ]
+        )
+    return tr.Decision(
+        events=[
+            ev.ActivityFailed(
+                scheduled_event_id=sid, failure=failure, attempt=info.attempt, identity=identity
+            )
+        ]
+    )
+
+
+def _backoff(policy: RetryPolicy, attempt: int) -> timedelta:
+    """``policy.backoff`` that stays at the cap instead of overflowing on very long retries."""
+    try:
+        return policy.backoff(attempt)
+    except OverflowError:
+        return policy.effective_maximum_interval()
 
 
 def timeout_failure(timeout_type: TimeoutType) -> Failure:
     """The failure recorded when an activity timeout fires."""
-    return Failure(message=f"activity {timeout_type.value} timeout", type="TimeoutError",
-                   kind=FailureKind.TIMEOUT, timeout_type=timeout_type)
+    return Failure(
+        message=f"activity {timeout_type.value} timeout",
+        type="TimeoutError",
+        kind=FailureKind.TIMEOUT,
+        timeout_type=timeout_type,
+    )

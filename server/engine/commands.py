@@ -19,8 +19,8 @@ from chronicle.server import errors
 from chronicle.server.config import ServerConfig
 from chronicle.server.store.rows import ActivityInfo
 
-_UNSUPPORTED = (cmd.StartChildWorkflow, cmd.SignalExternalWorkflow,
-                cmd.RequestCancelExternalWorkflow, cmd.CompleteUpdate)
+_UNSUPPORTED = (cmd.CompleteUpdate,)
+_PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
 
 
 def validate(commands: Sequence[cmd.Command]) -> None:
@@ -30,23 +30,51 @@ def validate(commands: Sequence[cmd.Command]) -> None:
         if type(command) in cmd.CLOSE_COMMAND_TYPES and index != len(commands) - 1:
             raise errors.InvalidArgument(
                 f"{where}: {type(command).__name__} closes the workflow and must be the last "
-                "command", field=where)
+                "command",
+                field=where,
+            )
         if isinstance(command, _UNSUPPORTED):
             raise errors.InvalidArgument(
-                f"{where}: {type(command).__name__} is not supported yet", field=where)
+                f"{where}: {type(command).__name__} is not supported yet", field=where
+            )
+        if isinstance(command, cmd.StartChildWorkflow):
+            _require(command, where, "workflow_id", "workflow_type")
+            if command.parent_close_policy not in _PARENT_CLOSE_POLICIES:
+                raise errors.InvalidArgument(
+                    f"{where}.parent_close_policy must be one of "
+                    f"{', '.join(_PARENT_CLOSE_POLICIES)}",
+                    field=f"{where}.parent_close_policy",
+                )
+        if isinstance(command, cmd.SignalExternalWorkflow):
+            _require(command, where, "workflow_id", "signal_name")
+        if isinstance(command, cmd.RequestCancelExternalWorkflow):
+            _require(command, where, "workflow_id")
         if isinstance(command, cmd.StartTimer) and command.duration <= timedelta(0):
-            raise errors.InvalidArgument(f"{where}.duration must be positive",
-                                         field=f"{where}.duration")
+            raise errors.InvalidArgument(
+                f"{where}.duration must be positive", field=f"{where}.duration"
+            )
         if isinstance(command, cmd.ScheduleActivity):
             if not command.activity_type:
-                raise errors.InvalidArgument(f"{where}.activity_type is required",
-                                             field=f"{where}.activity_type")
-            for name in ("schedule_to_close_timeout", "schedule_to_start_timeout",
-                         "start_to_close_timeout", "heartbeat_timeout"):
+                raise errors.InvalidArgument(
+                    f"{where}.activity_type is required", field=f"{where}.activity_type"
+                )
+            for name in (
+                "schedule_to_close_timeout",
+                "schedule_to_start_timeout",
+                "start_to_close_timeout",
+                "heartbeat_timeout",
+            ):
                 value = getattr(command, name)
                 if value is not None and value <= timedelta(0):
-                    raise errors.InvalidArgument(f"{where}.{name} must be positive",
-                                                 field=f"{where}.{name}")
+                    raise errors.InvalidArgument(
+                        f"{where}.{name} must be positive", field=f"{where}.{name}"
+                    )
+
+
+def _require(command: cmd.Command, where: str, *names: str) -> None:
+    for name in names:
+        if not getattr(command, name):
+            raise errors.InvalidArgument(f"{where}.{name} is required", field=f"{where}.{name}")
 
 
 def has_close(commands: Sequence[cmd.Command]) -> bool:
@@ -60,9 +88,15 @@ def cancel_targets(state: WorkflowState, commands: Sequence[cmd.Command]) -> lis
     return [sid for sid, act in state.pending_activities.items() if act.seq in seqs]
 
 
-def to_events(state: WorkflowState, commands: Sequence[cmd.Command], *, completed_event_id: int,
-              activities: dict[int, ActivityInfo], new_run_id: str,
-              config: ServerConfig) -> list[ev.EventAttributes]:
+def to_events(
+    state: WorkflowState,
+    commands: Sequence[cmd.Command],
+    *,
+    completed_event_id: int,
+    activities: dict[int, ActivityInfo],
+    new_run_id: str,
+    config: ServerConfig,
+) -> list[ev.EventAttributes]:
     """The command-events for ``commands``; the first gets id ``completed_event_id + 1``."""
     out: list[ev.EventAttributes] = []
     wtc = completed_event_id
@@ -80,57 +114,127 @@ def to_events(state: WorkflowState, commands: Sequence[cmd.Command], *, complete
             out.append(_activity(state, command, wtc, config))
         elif isinstance(command, cmd.StartTimer):
             timers[command.seq] = next_id()
-            out.append(ev.TimerStarted(seq=command.seq, duration=command.duration,
-                                       workflow_task_completed_event_id=wtc,
-                                       call_site=command.call_site))
+            out.append(
+                ev.TimerStarted(
+                    seq=command.seq,
+                    duration=command.duration,
+                    workflow_task_completed_event_id=wtc,
+                    call_site=command.call_site,
+                )
+            )
         elif isinstance(command, cmd.CancelTimer):
             started = timers.pop(command.seq, None)
             if started is not None:  # else it fired meanwhile; the workflow will see TimerFired
-                out.append(ev.TimerCanceled(started_event_id=started,
-                                            workflow_task_completed_event_id=wtc))
+                out.append(
+                    ev.TimerCanceled(started_event_id=started, workflow_task_completed_event_id=wtc)
+                )
         elif isinstance(command, cmd.RequestCancelActivity):
             sid = acts.pop(command.seq, None)
             if sid is None:  # already resolved (the workflow will see it) or already requested
                 continue
-            out.append(ev.ActivityCancelRequested(scheduled_event_id=sid,
-                                                  workflow_task_completed_event_id=wtc))
+            out.append(
+                ev.ActivityCancelRequested(
+                    scheduled_event_id=sid, workflow_task_completed_event_id=wtc
+                )
+            )
             info = activities.get(sid)
             if sid in fresh_activities or (info is not None and info.state != "started"):
-                out.append(ev.ActivityCanceled(scheduled_event_id=sid,
-                                               attempt=info.attempt if info else 1))
+                out.append(
+                    ev.ActivityCanceled(scheduled_event_id=sid, attempt=info.attempt if info else 1)
+                )
         elif isinstance(command, cmd.RecordMarker):
-            out.append(ev.MarkerRecorded(seq=command.seq, marker_name=command.marker_name,
-                                         details=dict(command.details), failure=command.failure,
-                                         workflow_task_completed_event_id=wtc,
-                                         call_site=command.call_site))
+            out.append(
+                ev.MarkerRecorded(
+                    seq=command.seq,
+                    marker_name=command.marker_name,
+                    details=dict(command.details),
+                    failure=command.failure,
+                    workflow_task_completed_event_id=wtc,
+                    call_site=command.call_site,
+                )
+            )
         elif isinstance(command, cmd.CompleteWorkflow):
-            out.append(ev.WorkflowCompleted(result=command.result,
-                                            workflow_task_completed_event_id=wtc))
+            out.append(
+                ev.WorkflowCompleted(result=command.result, workflow_task_completed_event_id=wtc)
+            )
         elif isinstance(command, cmd.FailWorkflow):
-            out.append(ev.WorkflowFailed(failure=command.failure,
-                                         workflow_task_completed_event_id=wtc))
+            out.append(
+                ev.WorkflowFailed(failure=command.failure, workflow_task_completed_event_id=wtc)
+            )
         elif isinstance(command, cmd.CancelWorkflow):
-            out.append(ev.WorkflowCanceled(details=command.details,
-                                           workflow_task_completed_event_id=wtc))
+            out.append(
+                ev.WorkflowCanceled(details=command.details, workflow_task_completed_event_id=wtc)
+            )
+        elif isinstance(command, cmd.StartChildWorkflow):
+            out.append(
+                ev.ChildWorkflowInitiated(
+                    seq=command.seq,
+                    workflow_id=command.workflow_id,
+                    workflow_type=command.workflow_type,
+                    task_queue=command.task_queue or state.task_queue,
+                    input=command.input,
+                    parent_close_policy=command.parent_close_policy,
+                    execution_timeout=command.execution_timeout,
+                    run_timeout=command.run_timeout,
+                    workflow_task_completed_event_id=wtc,
+                    call_site=command.call_site,
+                )
+            )
+        elif isinstance(command, cmd.SignalExternalWorkflow):
+            out.append(
+                ev.ExternalSignalInitiated(
+                    seq=command.seq,
+                    workflow_id=command.workflow_id,
+                    run_id=command.run_id,
+                    signal_name=command.signal_name,
+                    input=command.input,
+                    workflow_task_completed_event_id=wtc,
+                    call_site=command.call_site,
+                )
+            )
+        elif isinstance(command, cmd.RequestCancelExternalWorkflow):
+            out.append(
+                ev.ExternalCancelInitiated(
+                    seq=command.seq,
+                    workflow_id=command.workflow_id,
+                    run_id=command.run_id,
+                    workflow_task_completed_event_id=wtc,
+                )
+            )
         elif isinstance(command, cmd.ContinueAsNew):
-            out.append(ev.WorkflowContinuedAsNew(
-                new_run_id=new_run_id, workflow_type=command.workflow_type or state.workflow_type,
-                task_queue=command.task_queue or state.task_queue, input=command.input,
-                workflow_task_completed_event_id=wtc))
+            out.append(
+                ev.WorkflowContinuedAsNew(
+                    new_run_id=new_run_id,
+                    workflow_type=command.workflow_type or state.workflow_type,
+                    task_queue=command.task_queue or state.task_queue,
+                    input=command.input,
+                    workflow_task_completed_event_id=wtc,
+                )
+            )
         else:  # validate() rejected the rest
             raise errors.InvalidArgument(f"{type(command).__name__} is not supported yet")
     return out
 
 
-def _activity(state: WorkflowState, command: cmd.ScheduleActivity, wtc: int,
-              config: ServerConfig) -> ev.ActivityScheduled:
-    start_to_close = (command.start_to_close_timeout or command.schedule_to_close_timeout
-                      or config.default_activity_start_to_close)
+def _activity(
+    state: WorkflowState, command: cmd.ScheduleActivity, wtc: int, config: ServerConfig
+) -> ev.ActivityScheduled:
+    start_to_close = (
+        command.start_to_close_timeout
+        or command.schedule_to_close_timeout
+        or config.default_activity_start_to_close
+    )
     return ev.ActivityScheduled(
-        seq=command.seq, activity_id=command.activity_id or str(command.seq),
-        activity_type=command.activity_type, task_queue=command.task_queue or state.task_queue,
-        input=command.input, schedule_to_close_timeout=command.schedule_to_close_timeout,
+        seq=command.seq,
+        activity_id=command.activity_id or str(command.seq),
+        activity_type=command.activity_type,
+        task_queue=command.task_queue or state.task_queue,
+        input=command.input,
+        schedule_to_close_timeout=command.schedule_to_close_timeout,
         schedule_to_start_timeout=command.schedule_to_start_timeout,
-        start_to_close_timeout=start_to_close, heartbeat_timeout=command.heartbeat_timeout,
+        start_to_close_timeout=start_to_close,
+        heartbeat_timeout=command.heartbeat_timeout,
         retry_policy=command.retry_policy or RetryPolicy(),
-        workflow_task_completed_event_id=wtc, call_site=command.call_site)
+        workflow_task_completed_event_id=wtc,
+        call_site=command.call_site,
+    )

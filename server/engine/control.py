@@ -9,19 +9,32 @@ from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
+from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 
 
-async def _apply(services: Services, namespace: str, workflow_id: str, run_id: str,
-                 make: tr.Callback) -> None:
+async def _apply(
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    make: tr.Callback,
+    *,
+    signal_request_id: str = "",
+) -> None:
     async def body(conn: Conn) -> None:
         key = await read.resolve_run(conn, namespace, workflow_id, run_id)
+        if signal_request_id:
+            await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
+            if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), signal_request_id):
+                return  # a retried signal: already recorded once
 
         def callback(ctx: tr.Context) -> tr.Decision:
             if not ctx.state.is_open:
                 raise errors.NotFound(
                     f"workflow '{workflow_id}' not found: run {key.run_id} is already closed "
-                    f"({ctx.state.status.value})")
+                    f"({ctx.state.status.value})"
+                )
             return make(ctx)
 
         try:
@@ -34,38 +47,66 @@ async def _apply(services: Services, namespace: str, workflow_id: str, run_id: s
     await db.in_transaction(services.pool, body)
 
 
-async def signal(services: Services, namespace: str, workflow_id: str, run_id: str, *,
-                 signal_name: str, input: tuple[Payload, ...], identity: str,
-                 request_id: str) -> None:
-    """Append ``SignalReceived`` to an open run."""
+async def signal(
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    *,
+    signal_name: str,
+    input: tuple[Payload, ...],
+    identity: str,
+    request_id: str,
+) -> None:
+    """Append ``SignalReceived`` to an open run (once per non-empty ``request_id``)."""
     if not signal_name:
         raise errors.InvalidArgument("signal_name is required", field="signal_name")
 
     def make(ctx: tr.Context) -> tr.Decision:
-        return tr.Decision(events=[ev.SignalReceived(signal_name=signal_name, input=input,
-                                                     identity=identity, request_id=request_id)])
+        return tr.Decision(
+            events=[
+                ev.SignalReceived(
+                    signal_name=signal_name, input=input, identity=identity, request_id=request_id
+                )
+            ]
+        )
 
-    await _apply(services, namespace, workflow_id, run_id, make)
+    await _apply(services, namespace, workflow_id, run_id, make, signal_request_id=request_id)
 
 
-async def request_cancel(services: Services, namespace: str, workflow_id: str, run_id: str, *,
-                         reason: str, identity: str, request_id: str) -> None:
+async def request_cancel(
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    *,
+    reason: str,
+    identity: str,
+    request_id: str,
+) -> None:
     """Append ``WorkflowCancelRequested`` (once: a repeated request changes nothing)."""
+
     def make(ctx: tr.Context) -> tr.Decision:
         if ctx.state.cancel_requested:
             return tr.Decision()
-        return tr.Decision(events=[ev.WorkflowCancelRequested(
-            reason=reason, identity=identity, request_id=request_id)])
+        return tr.Decision(
+            events=[
+                ev.WorkflowCancelRequested(reason=reason, identity=identity, request_id=request_id)
+            ]
+        )
 
     await _apply(services, namespace, workflow_id, run_id, make)
 
 
-async def terminate(services: Services, namespace: str, workflow_id: str, run_id: str, *,
-                    reason: str, identity: str) -> None:
+async def terminate(
+    services: Services, namespace: str, workflow_id: str, run_id: str, *, reason: str, identity: str
+) -> None:
     """Close the run as terminated, without running workflow code."""
+
     def make(ctx: tr.Context) -> tr.Decision:
         return tr.Decision(events=[ev.WorkflowTerminated(reason=reason, identity=identity)])
 
     await _apply(services, namespace, workflow_id, run_id, make)
     telemetry.logger(namespace=namespace, workflow_id=workflow_id).info(
-        "workflow terminated", reason=reason)
+        "workflow terminated", reason=reason
+    )

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from chronicle.history.state import RunStatus
 from chronicle.server import errors
 
-FIELDS = {"status": "status", "type": "workflow_type", "workflow_type": "workflow_type",
-          "task_queue": "task_queue", "workflow_id": "workflow_id"}
+FIELDS = {
+    "status": "status",
+    "type": "workflow_type",
+    "workflow_type": "workflow_type",
+    "task_queue": "task_queue",
+    "workflow_id": "workflow_id",
+}
 
 _TERM = re.compile(
-    r"""\s*([A-Za-z_][A-Za-z_0-9]*)\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")\s*""")
+    r"""\s*([A-Za-z_][A-Za-z_0-9]*)\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)")\s*"""
+)
 _AND = re.compile(r"AND\b\s*", re.IGNORECASE)
 
 
@@ -41,20 +47,24 @@ def parse(query: str) -> ListFilter:
         match = _TERM.match(text, position)
         if match is None:
             raise errors.InvalidArgument(
-                f"cannot parse list query at {text[position:position + 40]!r}: expected "
-                "field = 'value'", field="query")
+                f"cannot parse list query at {text[position : position + 40]!r}: expected "
+                "field = 'value'",
+                field="query",
+            )
         name = match[1].lower()
         column = FIELDS.get(name)
         if column is None:
             raise errors.InvalidArgument(
                 f"unknown list query field {match[1]!r} (known: {', '.join(sorted(FIELDS))})",
-                field="query")
-        value = (match[2].replace("''", "'") if match[2] is not None
-                 else match[3].replace('""', '"'))
+                field="query",
+            )
+        value = match[2].replace("''", "'") if match[2] is not None else match[3].replace('""', '"')
         if column == "status" and value not in {s.value for s in RunStatus}:
             raise errors.InvalidArgument(
                 f"unknown status {value!r} in list query (known: "
-                f"{', '.join(s.value for s in RunStatus)})", field="query")
+                f"{', '.join(s.value for s in RunStatus)})",
+                field="query",
+            )
         if column in values and values[column] != value:
             impossible = True
         values[column] = value
@@ -63,8 +73,9 @@ def parse(query: str) -> ListFilter:
             joiner = _AND.match(text, position)
             if joiner is None:
                 raise errors.InvalidArgument(
-                    f"expected AND at {text[position:position + 40]!r} in list query",
-                    field="query")
+                    f"expected AND at {text[position : position + 40]!r} in list query",
+                    field="query",
+                )
             position = joiner.end()
             if position >= len(text):
                 raise errors.InvalidArgument("list query ends with AND", field="query")

@@ -53,8 +53,9 @@ async def resolve_run(db: Conn | Pool, namespace: str, workflow_id: str, run_id:
     return RunKey(namespace, workflow_id, row["run_id"])
 
 
-async def fetch_events(db: Conn | Pool, key: RunKey, first: int, end: int,
-                       limit: int = _NO_LIMIT) -> list[StoredEvent]:
+async def fetch_events(
+    db: Conn | Pool, key: RunKey, first: int, end: int, limit: int = _NO_LIMIT
+) -> list[StoredEvent]:
     """Events with ``first <= id < end``, oldest first, at most ``limit``."""
     rows = await db.fetch(sql.GET_EVENTS, *key.params(), first, end, limit)
     return [StoredEvent.from_record(row) for row in rows]
@@ -62,9 +63,12 @@ async def fetch_events(db: Conn | Pool, key: RunKey, first: int, end: int,
 
 def event_to_proto(event: StoredEvent) -> history_pb2.HistoryEvent:
     """A stored event as its wire message (the JSON attributes are passed through)."""
-    return history_pb2.HistoryEvent(event_id=event.event_id, event_type=event.event_type,
-                                    time=wire.timestamp_to_proto(event.event_time),
-                                    attributes=event.attributes.encode())
+    return history_pb2.HistoryEvent(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        time=wire.timestamp_to_proto(event.event_time),
+        attributes=event.attributes.encode(),
+    )
 
 
 def _set_time(message: Any, name: str, value: datetime | None) -> None:
@@ -74,11 +78,16 @@ def _set_time(message: Any, name: str, value: datetime | None) -> None:
 
 def _execution_info(key: RunKey, row: Any) -> service_pb2.WorkflowExecutionInfo:
     info = service_pb2.WorkflowExecutionInfo(
-        workflow_id=key.workflow_id, run_id=key.run_id, workflow_type=row["workflow_type"],
-        task_queue=row["task_queue"], status=row["status"],
+        workflow_id=key.workflow_id,
+        run_id=key.run_id,
+        workflow_type=row["workflow_type"],
+        task_queue=row["task_queue"],
+        status=row["status"],
         history_length=row["next_event_id"] - 1,
         parent_workflow_id=row["parent_workflow_id"] or "",
-        parent_run_id=row["parent_run_id"] or "", first_run_id=row["first_run_id"])
+        parent_run_id=row["parent_run_id"] or "",
+        first_run_id=row["first_run_id"],
+    )
     _set_time(info, "start_time", row["start_time"])
     _set_time(info, "close_time", row["close_time"])
     for name, payload in memo_from_json(row["memo"]).items():
@@ -88,11 +97,14 @@ def _execution_info(key: RunKey, row: Any) -> service_pb2.WorkflowExecutionInfo:
 
 def _activity_info(info: ActivityInfo, cancel_requested: bool) -> service_pb2.PendingActivityInfo:
     message = service_pb2.PendingActivityInfo(
-        scheduled_event_id=info.scheduled_event_id, activity_id=info.attributes.activity_id,
+        scheduled_event_id=info.scheduled_event_id,
+        activity_id=info.attributes.activity_id,
         activity_type=info.attributes.activity_type,
-        state="cancel_requested" if cancel_requested else info.state, attempt=info.attempt,
+        state="cancel_requested" if cancel_requested else info.state,
+        attempt=info.attempt,
         heartbeat_details=wire.payloads_to_proto(info.heartbeat_details),
-        last_worker_identity=info.last_worker_identity)
+        last_worker_identity=info.last_worker_identity,
+    )
     _set_time(message, "scheduled_time", info.scheduled_time)
     _set_time(message, "last_started_time", info.started_time)
     _set_time(message, "last_heartbeat_time", info.last_heartbeat_time)
@@ -103,8 +115,9 @@ def _activity_info(info: ActivityInfo, cancel_requested: bool) -> service_pb2.Pe
     return message
 
 
-async def describe(services: Services, namespace: str, workflow_id: str,
-                   run_id: str) -> service_pb2.DescribeWorkflowResponse:
+async def describe(
+    services: Services, namespace: str, workflow_id: str, run_id: str
+) -> service_pb2.DescribeWorkflowResponse:
     """DescribeWorkflow: execution info, pending activities/children, workflow-task trouble."""
     pool = services.pool
     key = await resolve_run(pool, namespace, workflow_id, run_id)
@@ -119,11 +132,17 @@ async def describe(services: Services, namespace: str, workflow_id: str,
         info = ActivityInfo.from_record(activity_row)
         pending = state.pending_activities.get(info.scheduled_event_id)
         response.pending_activities.append(
-            _activity_info(info, bool(pending and pending.cancel_requested)))
+            _activity_info(info, bool(pending and pending.cancel_requested))
+        )
     for child in state.pending_children.values():
-        response.pending_children.append(service_pb2.PendingChildInfo(
-            workflow_id=child.workflow_id, run_id=child.run_id,
-            workflow_type=child.workflow_type, initiated_event_id=child.initiated_event_id))
+        response.pending_children.append(
+            service_pb2.PendingChildInfo(
+                workflow_id=child.workflow_id,
+                run_id=child.run_id,
+                workflow_type=child.workflow_type,
+                initiated_event_id=child.initiated_event_id,
+            )
+        )
     failure = failure_from_json(row["last_workflow_task_failure"])
     if failure is not None and state.workflow_task_failures:
         response.last_workflow_task_failure.CopyFrom(wire.failure_to_proto(failure))
@@ -132,9 +151,14 @@ async def describe(services: Services, namespace: str, workflow_id: str,
     return response
 
 
-async def get_history(services: Services, namespace: str, workflow_id: str, run_id: str,
-                      first_event_id: int, wait: timedelta | None
-                      ) -> service_pb2.GetWorkflowHistoryResponse:
+async def get_history(
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    first_event_id: int,
+    wait: timedelta | None,
+) -> service_pb2.GetWorkflowHistoryResponse:
     """GetWorkflowHistory: a page of events from ``first_event_id``; long-polls with ``wait``."""
     pool = services.pool
     key = await resolve_run(pool, namespace, workflow_id, run_id)
@@ -151,22 +175,31 @@ async def get_history(services: Services, namespace: str, workflow_id: str, run_
         if not events and not closed and wait:
             return None
         return service_pb2.GetWorkflowHistoryResponse(
-            events=[event_to_proto(e) for e in events], run_id=key.run_id,
-            closed=closed and last >= end - 1)
+            events=[event_to_proto(e) for e in events],
+            run_id=key.run_id,
+            closed=closed and last >= end - 1,
+        )
 
     if not wait:
         result = await attempt()
         assert result is not None
         return result
-    found = await services.notifier.long_poll(notify.RUN_CHANNEL, notify.run_key(*key.params()),
-                                              attempt, wait.total_seconds())
+    found = await services.notifier.long_poll(
+        notify.RUN_CHANNEL, notify.run_key(*key.params()), attempt, wait.total_seconds()
+    )
     if found is not None:
         return found
     return service_pb2.GetWorkflowHistoryResponse(run_id=key.run_id, closed=False)
 
 
-async def get_result(services: Services, namespace: str, workflow_id: str, run_id: str,
-                     follow_runs: bool, wait: float) -> service_pb2.GetWorkflowResultResponse:
+async def get_result(
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    follow_runs: bool,
+    wait: float,
+) -> service_pb2.GetWorkflowResultResponse:
     """GetWorkflowResult: long-poll until the run (or its last continued run) closes."""
     pool = services.pool
     key = await resolve_run(pool, namespace, workflow_id, run_id)
@@ -184,7 +217,8 @@ async def get_result(services: Services, namespace: str, workflow_id: str, run_i
             return row, current
 
         found = await services.notifier.long_poll(
-            notify.RUN_CHANNEL, notify.run_key(*current.params()), attempt, remaining)
+            notify.RUN_CHANNEL, notify.run_key(*current.params()), attempt, remaining
+        )
         if found is None:
             return service_pb2.GetWorkflowResultResponse(closed=False, run_id=current.run_id)
         row, _ = found
@@ -194,36 +228,48 @@ async def get_result(services: Services, namespace: str, workflow_id: str, run_i
         return await _result(pool, current, row)
 
 
+def close_failure(attributes: ev.EventAttributes) -> Failure | None:
+    """The failure a close event stands for (None for completion and continue-as-new)."""
+    if isinstance(attributes, ev.WorkflowFailed):
+        return attributes.failure
+    if isinstance(attributes, ev.WorkflowCanceled):
+        return Failure(
+            message="workflow cancelled", kind=FailureKind.CANCELLED, details=attributes.details
+        )
+    if isinstance(attributes, ev.WorkflowTerminated):
+        return Failure(
+            message=attributes.reason or "workflow terminated", kind=FailureKind.TERMINATED
+        )
+    if isinstance(attributes, ev.WorkflowTimedOut):
+        return Failure(message=f"workflow {attributes.timeout} timeout", kind=FailureKind.TIMEOUT)
+    return None
+
+
+async def close_event(db: Conn | Pool, key: RunKey, next_event_id: int) -> ev.EventAttributes:
+    """The attributes of a closed run's last event (its close event)."""
+    row = await db.fetchrow(sql.GET_EVENT, *key.params(), next_event_id - 1)
+    assert row is not None, f"closed run {key} has no event {next_event_id - 1}"
+    return StoredEvent.from_record(row).decode().attributes
+
+
 async def _result(pool: Pool, key: RunKey, row: Any) -> service_pb2.GetWorkflowResultResponse:
-    close_row = await pool.fetchrow(sql.GET_EVENT, *key.params(), row["next_event_id"] - 1)
-    assert close_row is not None
-    attributes = StoredEvent.from_record(close_row).decode().attributes
-    response = service_pb2.GetWorkflowResultResponse(closed=True, status=row["status"],
-                                                     run_id=key.run_id)
-    failure: Failure | None = None
-    if isinstance(attributes, ev.WorkflowCompleted):
-        if attributes.result is not None:
-            response.result.CopyFrom(wire.payload_to_proto(attributes.result))
-    elif isinstance(attributes, ev.WorkflowFailed):
-        failure = attributes.failure
-    elif isinstance(attributes, ev.WorkflowCanceled):
-        failure = Failure(message="workflow cancelled", kind=FailureKind.CANCELLED,
-                          details=attributes.details)
-    elif isinstance(attributes, ev.WorkflowTerminated):
-        failure = Failure(message=attributes.reason or "workflow terminated",
-                          kind=FailureKind.TERMINATED)
-    elif isinstance(attributes, ev.WorkflowTimedOut):
-        failure = Failure(message=f"workflow {attributes.timeout} timeout",
-                          kind=FailureKind.TIMEOUT)
+    attributes = await close_event(pool, key, row["next_event_id"])
+    response = service_pb2.GetWorkflowResultResponse(
+        closed=True, status=row["status"], run_id=key.run_id
+    )
+    if isinstance(attributes, ev.WorkflowCompleted) and attributes.result is not None:
+        response.result.CopyFrom(wire.payload_to_proto(attributes.result))
     elif isinstance(attributes, ev.WorkflowContinuedAsNew):
         response.next_run_id = attributes.new_run_id
+    failure = close_failure(attributes)
     if failure is not None:
         response.failure.CopyFrom(wire.failure_to_proto(failure))
     return response
 
 
-async def list_workflows(services: Services, namespace: str, query: str, page_size: int,
-                         page_token: bytes) -> service_pb2.ListWorkflowsResponse:
+async def list_workflows(
+    services: Services, namespace: str, query: str, page_size: int, page_token: bytes
+) -> service_pb2.ListWorkflowsResponse:
     """ListWorkflows: runs matching ``query``, newest first, paged by (start_time, run_id)."""
     where = list_query.parse(query)
     size = page_size if page_size > 0 else 100
@@ -234,20 +280,29 @@ async def list_workflows(services: Services, namespace: str, query: str, page_si
             data = json.loads(base64.urlsafe_b64decode(page_token))
             after_time, after_run = datetime.fromisoformat(data["t"]), str(data["r"])
         except (ValueError, KeyError, TypeError):
-            raise errors.InvalidArgument("next_page_token is malformed",
-                                         field="next_page_token") from None
+            raise errors.InvalidArgument(
+                "next_page_token is malformed", field="next_page_token"
+            ) from None
     response = service_pb2.ListWorkflowsResponse()
     if where.impossible:
         return response
-    rows = await services.pool.fetch(sql.LIST_EXECUTIONS, namespace, where.status,
-                                     where.workflow_type, where.task_queue, where.workflow_id,
-                                     after_time, after_run, size + 1)
+    rows = await services.pool.fetch(
+        sql.LIST_EXECUTIONS,
+        namespace,
+        where.status,
+        where.workflow_type,
+        where.task_queue,
+        where.workflow_id,
+        after_time,
+        after_run,
+        size + 1,
+    )
     for row in rows[:size]:
         key = RunKey(namespace, row["workflow_id"], row["run_id"])
         response.executions.append(_execution_info(key, row))
     if len(rows) > size:
         last = rows[size - 1]
-        response.next_page_token = base64.urlsafe_b64encode(json.dumps(
-            {"t": last["start_time"].isoformat(), "r": last["run_id"]}).encode())
+        response.next_page_token = base64.urlsafe_b64encode(
+            json.dumps({"t": last["start_time"].isoformat(), "r": last["run_id"]}).encode()
+        )
     return response
-

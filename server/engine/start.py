@@ -24,8 +24,12 @@ from chronicle.server.store.rows import RunKey, memo_to_json
 
 CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
 REUSE_POLICIES = ("allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate")
-_FAILED_STATUSES = {RunStatus.FAILED.value, RunStatus.CANCELED.value, RunStatus.TERMINATED.value,
-                    RunStatus.TIMED_OUT.value}
+_FAILED_STATUSES = {
+    RunStatus.FAILED.value,
+    RunStatus.CANCELED.value,
+    RunStatus.TERMINATED.value,
+    RunStatus.TIMED_OUT.value,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,11 +63,15 @@ def validate(request: StartRequest) -> None:
     if request.id_conflict_policy and request.id_conflict_policy not in CONFLICT_POLICIES:
         raise errors.InvalidArgument(
             f"unknown id_conflict_policy {request.id_conflict_policy!r} "
-            f"(known: {', '.join(CONFLICT_POLICIES)})", field="id_conflict_policy")
+            f"(known: {', '.join(CONFLICT_POLICIES)})",
+            field="id_conflict_policy",
+        )
     if request.id_reuse_policy and request.id_reuse_policy not in REUSE_POLICIES:
         raise errors.InvalidArgument(
             f"unknown id_reuse_policy {request.id_reuse_policy!r} "
-            f"(known: {', '.join(REUSE_POLICIES)})", field="id_reuse_policy")
+            f"(known: {', '.join(REUSE_POLICIES)})",
+            field="id_reuse_policy",
+        )
     for name in ("execution_timeout", "run_timeout", "workflow_task_timeout"):
         value = getattr(request, name)
         if value is not None and value <= timedelta(0):
@@ -77,8 +85,9 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
     async def body(conn: Conn) -> tuple[str, bool]:
         return await _start(conn, services, request)
 
-    return await db.in_transaction(services.pool, body,
-                                   retry_on=(asyncpg.exceptions.UniqueViolationError,))
+    return await db.in_transaction(
+        services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
+    )
 
 
 async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple[str, bool]:
@@ -96,31 +105,56 @@ async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple
                 return run_id, False
             if policy == "fail":
                 raise errors.AlreadyExists(
-                    f"workflow id '{wid}' is already running (run id {run_id})")
+                    f"workflow id '{wid}' is already running (run id {run_id})"
+                )
             await tr.transition(conn, RunKey(ns, wid, run_id), _terminate_for(request))
         else:
             reuse = request.id_reuse_policy or "allow_duplicate"
             if reuse == "reject_duplicate" or (
-                    reuse == "allow_duplicate_failed_only" and status not in _FAILED_STATUSES):
+                reuse == "allow_duplicate_failed_only" and status not in _FAILED_STATUSES
+            ):
                 raise errors.AlreadyExists(
                     f"workflow id '{wid}' was already used (run id {run_id}, status {status}) "
-                    f"and id_reuse_policy is {reuse}")
+                    f"and id_reuse_policy is {reuse}"
+                )
     run_id = str(uuid.uuid4())
     started = ev.WorkflowStarted(
-        workflow_type=request.workflow_type, task_queue=request.task_queue, input=request.input,
-        workflow_task_timeout=(request.workflow_task_timeout
-                               or services.config.default_workflow_task_timeout),
-        execution_timeout=request.execution_timeout, run_timeout=request.run_timeout,
-        retry_policy=request.retry_policy, random_seed=random.getrandbits(63),
-        memo=dict(request.memo), search_attributes=dict(request.search_attributes),
-        first_run_id=run_id, identity=request.identity, request_id=request.request_id)
+        workflow_type=request.workflow_type,
+        task_queue=request.task_queue,
+        input=request.input,
+        workflow_task_timeout=(
+            request.workflow_task_timeout or services.config.default_workflow_task_timeout
+        ),
+        execution_timeout=request.execution_timeout,
+        run_timeout=request.run_timeout,
+        retry_policy=request.retry_policy,
+        random_seed=random.getrandbits(63),
+        memo=dict(request.memo),
+        search_attributes=dict(request.search_attributes),
+        first_run_id=run_id,
+        identity=request.identity,
+        request_id=request.request_id,
+    )
     extra: list[ev.EventAttributes] = []
     if request.signal_name:
-        extra.append(ev.SignalReceived(signal_name=request.signal_name,
-                                       input=request.signal_input, identity=request.identity))
-    await create_run(conn, RunKey(ns, wid, run_id), started, extra, tr.utcnow())
-    telemetry.run_logger(ns, wid, run_id).info("workflow started",
-                                                workflow_type=request.workflow_type)
+        extra.append(
+            ev.SignalReceived(
+                signal_name=request.signal_name,
+                input=request.signal_input,
+                identity=request.identity,
+            )
+        )
+    await create_run(
+        conn,
+        RunKey(ns, wid, run_id),
+        started,
+        extra,
+        tr.utcnow(),
+        replace_current=current is not None,
+    )
+    telemetry.run_logger(ns, wid, run_id).info(
+        "workflow started", workflow_type=request.workflow_type
+    )
     return run_id, True
 
 
@@ -128,34 +162,69 @@ def _terminate_for(request: StartRequest) -> tr.Callback:
     def callback(ctx: tr.Context) -> tr.Decision:
         if not ctx.state.is_open:
             return tr.Decision()
-        return tr.Decision(events=[ev.WorkflowTerminated(
-            reason="terminated by a start with id_conflict_policy terminate_existing",
-            identity=request.identity)])
+        return tr.Decision(
+            events=[
+                ev.WorkflowTerminated(
+                    reason="terminated by a start with id_conflict_policy terminate_existing",
+                    identity=request.identity,
+                )
+            ]
+        )
+
     return callback
 
 
 async def _signal(conn: Conn, key: RunKey, request: StartRequest) -> None:
     def callback(ctx: tr.Context) -> tr.Decision:
-        return tr.Decision(events=[ev.SignalReceived(
-            signal_name=request.signal_name, input=request.signal_input,
-            identity=request.identity, request_id=request.request_id)])
+        return tr.Decision(
+            events=[
+                ev.SignalReceived(
+                    signal_name=request.signal_name,
+                    input=request.signal_input,
+                    identity=request.identity,
+                    request_id=request.request_id,
+                )
+            ]
+        )
+
     await tr.transition(conn, key, callback)
 
 
-async def create_run(conn: Conn, key: RunKey, started: ev.WorkflowStarted,
-                     extra: list[ev.EventAttributes], now: datetime) -> WorkflowState:
+async def create_run(
+    conn: Conn,
+    key: RunKey,
+    started: ev.WorkflowStarted,
+    extra: list[ev.EventAttributes],
+    now: datetime,
+    *,
+    replace_current: bool,
+) -> WorkflowState:
     """Insert a new run (execution + current execution rows, its first events and tasks).
 
-    Runs in the caller's transaction; the caller holds the current-execution lock or has just
-    closed the previous run.
+    Runs in the caller's transaction. ``replace_current``: the workflow id has a current row
+    (locked by the caller, or updated by it when the previous run closed) to point at this run;
+    otherwise one is inserted, and a concurrent start of the same id fails on it.
     """
     planned = tr.plan(WorkflowState(), [started, *extra], now, sticky_identity="")
     parent: Any = started.parent
     await conn.execute(
-        sql.INSERT_EXECUTION, *key.params(), started.workflow_type, started.task_queue, now,
-        memo_to_json(started.memo), parent.namespace if parent else None,
-        parent.workflow_id if parent else None, parent.run_id if parent else None,
-        started.first_run_id or key.run_id, started.request_id)
-    await conn.execute(sql.UPSERT_CURRENT, *key.params(), started.request_id)
+        sql.INSERT_EXECUTION,
+        *key.params(),
+        started.workflow_type,
+        started.task_queue,
+        now,
+        memo_to_json(started.memo),
+        parent.namespace if parent else None,
+        parent.workflow_id if parent else None,
+        parent.run_id if parent else None,
+        parent.initiated_event_id if parent else None,
+        started.first_run_id or key.run_id,
+        started.request_id,
+    )
+    await conn.execute(
+        sql.REPLACE_CURRENT if replace_current else sql.INSERT_CURRENT,
+        *key.params(),
+        started.request_id,
+    )
     await tr.write(conn, key, planned, sticky_identity="", last_failure=None)
     return planned.state

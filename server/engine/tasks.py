@@ -25,11 +25,18 @@ ACT_SCHEDULE_TO_START = "activity_schedule_to_start"
 ACT_SCHEDULE_TO_CLOSE = "activity_schedule_to_close"
 ACT_HEARTBEAT = "activity_heartbeat"
 ACT_RETRY = "activity_retry"
+CHILD_CLOSED = "child_closed"
+"""Timer row on a parent run, due at once: its child (``ref_id`` = initiated event) closed."""
 RUN_TIMEOUT = "run_timeout"
 EXECUTION_TIMEOUT = "execution_timeout"
 
-ACTIVITY_TIMER_KINDS = (ACT_START_TO_CLOSE, ACT_SCHEDULE_TO_START, ACT_SCHEDULE_TO_CLOSE,
-                        ACT_HEARTBEAT, ACT_RETRY)
+ACTIVITY_TIMER_KINDS = (
+    ACT_START_TO_CLOSE,
+    ACT_SCHEDULE_TO_START,
+    ACT_SCHEDULE_TO_CLOSE,
+    ACT_HEARTBEAT,
+    ACT_RETRY,
+)
 """Every timer kind whose ``ref_id`` is an activity's scheduled event id."""
 
 MAX_WFT_RETRY_DELAY = timedelta(seconds=60)
@@ -138,14 +145,21 @@ class RowChanges:
     @property
     def empty(self) -> bool:
         """True when nothing changes."""
-        return not (self.insert_tasks or self.delete_tasks or self.insert_timers
-                    or self.delete_timers or self.insert_activities or self.delete_activities
-                    or self.delete_all)
+        return not (
+            self.insert_tasks
+            or self.delete_tasks
+            or self.insert_timers
+            or self.delete_timers
+            or self.insert_activities
+            or self.delete_activities
+            or self.delete_all
+        )
 
 
 def wft_retry_delay(failures: int) -> timedelta:
     """Back-off before retrying a workflow task after ``failures`` consecutive failures."""
-    return min(timedelta(seconds=2 ** max(failures - 1, 0)), MAX_WFT_RETRY_DELAY)
+    exponent = min(max(failures - 1, 0), 10)  # 2**10 s is past the cap; never overflow
+    return min(timedelta(seconds=2**exponent), MAX_WFT_RETRY_DELAY)
 
 
 def derive(steps: list[tuple[ev.Event, WorkflowState]], *, sticky_identity: str) -> RowChanges:
@@ -179,19 +193,23 @@ def _derive_one(changes: RowChanges, event: ev.Event, state: WorkflowState, stic
         changes.remove_timer(WFT_TIMEOUT, a.started_event_id)
         if a.cause is not ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS:
             delay = wft_retry_delay(state.workflow_task_failures)
-            changes.add_timer(TimerRow(WFT_RETRY, a.scheduled_event_id, t + delay,
-                                       state.workflow_task_failures))
+            changes.add_timer(
+                TimerRow(WFT_RETRY, a.scheduled_event_id, t + delay, state.workflow_task_failures)
+            )
     elif isinstance(a, ev.ActivityScheduled):
         changes.add_activity(ActivityRow(event.id, t, codec.to_json(a).decode()))
         changes.add_task(TaskRow(ACTIVITY, a.task_queue, event.id))
         if a.schedule_to_start_timeout is not None:
-            changes.add_timer(TimerRow(ACT_SCHEDULE_TO_START, event.id,
-                                       t + a.schedule_to_start_timeout))
+            changes.add_timer(
+                TimerRow(ACT_SCHEDULE_TO_START, event.id, t + a.schedule_to_start_timeout)
+            )
         if a.schedule_to_close_timeout is not None:
-            changes.add_timer(TimerRow(ACT_SCHEDULE_TO_CLOSE, event.id,
-                                       t + a.schedule_to_close_timeout))
-    elif isinstance(a, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut
-                    | ev.ActivityCanceled):
+            changes.add_timer(
+                TimerRow(ACT_SCHEDULE_TO_CLOSE, event.id, t + a.schedule_to_close_timeout)
+            )
+    elif isinstance(
+        a, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled
+    ):
         changes.remove_activity(a.scheduled_event_id)
     elif isinstance(a, ev.TimerStarted):
         changes.add_timer(TimerRow(USER_TIMER, event.id, t + a.duration))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chronicle.history import codec
 from chronicle.history import events as ev
-from chronicle.history.values import TimeoutType
-from chronicle.server.engine import activity_task
+from chronicle.history.state import RunStatus
+from chronicle.history.values import Failure, FailureKind, TimeoutType
+from chronicle.server.engine import activity_task, read
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
+from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey
 
@@ -27,8 +30,48 @@ _ACTIVITY_TIMEOUTS = {
 
 async def fire(conn: Conn, key: RunKey, kind: str, ref_id: int, attempt: int) -> None:
     """Apply the timer ``kind`` about ``ref_id`` (attempt ``attempt``) to the run."""
+    if kind == rows.CHILD_CLOSED:
+        await _child_closed(conn, key, ref_id)
+        return
     activity_ids = [ref_id] if kind in rows.ACTIVITY_TIMER_KINDS else []
     await tr.transition(conn, key, _callback(kind, ref_id, attempt), activity_ids=activity_ids)
+
+
+async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
+    """Record the outcome of the child initiated at ``initiated`` once its last run closed."""
+    row = await conn.fetchrow(sql.LOCK_EXECUTION, *parent.params())
+    if row is None:
+        return
+    child = codec.state_from_json(row["state"]).pending_children.get(initiated)
+    if child is None:
+        return
+    current = await conn.fetchrow(sql.GET_CURRENT, parent.namespace, child.workflow_id)
+    if current is None:
+        return
+    child_key = RunKey(parent.namespace, child.workflow_id, current["run_id"])
+    status = await conn.fetchrow(sql.GET_EXECUTION_STATUS, *child_key.params())
+    if status is None or status["status"] in (RunStatus.RUNNING, RunStatus.CONTINUED_AS_NEW):
+        return  # the chain goes on: its last run reports again
+    attributes = await read.close_event(conn, child_key, status["next_event_id"])
+    outcome: ev.EventAttributes
+    if isinstance(attributes, ev.WorkflowCompleted):
+        outcome = ev.ChildWorkflowCompleted(initiated_event_id=initiated, result=attributes.result)
+    else:
+        outcome = ev.ChildWorkflowFailed(
+            initiated_event_id=initiated,
+            failure=Failure(
+                message=f"child workflow '{child.workflow_id}' {status['status']}",
+                kind=FailureKind.CHILD_WORKFLOW,
+                cause=read.close_failure(attributes),
+            ),
+        )
+
+    def callback(ctx: tr.Context) -> tr.Decision:
+        if not ctx.state.is_open or initiated not in ctx.state.pending_children:
+            return tr.Decision()
+        return tr.Decision(events=[outcome])
+
+    await tr.transition(conn, parent, callback)
 
 
 def _callback(kind: str, ref_id: int, attempt: int) -> tr.Callback:
@@ -41,21 +84,31 @@ def _callback(kind: str, ref_id: int, attempt: int) -> tr.Callback:
         if kind == rows.WFT_RETRY:
             if state.workflow_task is not None:
                 return tr.Decision()
-            return tr.Decision(events=[ev.WorkflowTaskScheduled(
-                task_queue=state.task_queue, attempt=state.workflow_task_failures + 1,
-                start_to_close_timeout=state.workflow_task_timeout)])
+            return tr.Decision(
+                events=[
+                    ev.WorkflowTaskScheduled(
+                        task_queue=state.task_queue,
+                        attempt=state.workflow_task_failures + 1,
+                        start_to_close_timeout=state.workflow_task_timeout,
+                    )
+                ]
+            )
         if kind == rows.USER_TIMER:
             if ref_id not in state.pending_timers:
                 return tr.Decision()
             return tr.Decision(events=[ev.TimerFired(started_event_id=ref_id)])
         if kind in (rows.RUN_TIMEOUT, rows.EXECUTION_TIMEOUT):
-            return tr.Decision(events=[ev.WorkflowTimedOut(
-                timeout="run" if kind == rows.RUN_TIMEOUT else "execution")])
+            return tr.Decision(
+                events=[
+                    ev.WorkflowTimedOut(timeout="run" if kind == rows.RUN_TIMEOUT else "execution")
+                ]
+            )
         if kind == rows.ACT_RETRY:
             return _activity_retry(ctx, ref_id, attempt)
         if kind in _ACTIVITY_TIMEOUTS:
             return _activity_timeout(ctx, ref_id, attempt, _ACTIVITY_TIMEOUTS[kind])
         return tr.Decision()
+
     return callback
 
 
@@ -63,41 +116,63 @@ def _workflow_task_timeout(ctx: tr.Context, started_event_id: int) -> tr.Decisio
     task = ctx.state.workflow_task
     if task is None or task.started_event_id != started_event_id:
         return tr.Decision()
-    return tr.Decision(events=[
-        ev.WorkflowTaskTimedOut(scheduled_event_id=task.scheduled_event_id,
-                                started_event_id=started_event_id),
-        ev.WorkflowTaskScheduled(task_queue=ctx.state.task_queue,
-                                 attempt=ctx.state.workflow_task_failures + 2,
-                                 start_to_close_timeout=ctx.state.workflow_task_timeout),
-    ], sticky_identity="")
+    return tr.Decision(
+        events=[
+            ev.WorkflowTaskTimedOut(
+                scheduled_event_id=task.scheduled_event_id, started_event_id=started_event_id
+            ),
+            ev.WorkflowTaskScheduled(
+                task_queue=ctx.state.task_queue,
+                attempt=ctx.state.workflow_task_failures + 2,
+                start_to_close_timeout=ctx.state.workflow_task_timeout,
+            ),
+        ],
+        sticky_identity="",
+    )
 
 
 def _activity_retry(ctx: tr.Context, sid: int, attempt: int) -> tr.Decision:
     info = ctx.activities.get(sid)
     if info is None or info.state != "backing_off" or info.attempt != attempt:
         return tr.Decision()
-    decision = tr.Decision(activity_updates=[replace(info, state="scheduled",
-                                                     attempt_scheduled_time=ctx.now)])
+    decision = tr.Decision(
+        activity_updates=[replace(info, state="scheduled", attempt_scheduled_time=ctx.now)]
+    )
     decision.changes.add_task(rows.TaskRow(rows.ACTIVITY, info.attributes.task_queue, sid))
     return decision
 
 
-def _activity_timeout(ctx: tr.Context, sid: int, attempt: int,
-                      timeout_type: TimeoutType) -> tr.Decision:
+def _activity_timeout(
+    ctx: tr.Context, sid: int, attempt: int, timeout_type: TimeoutType
+) -> tr.Decision:
     info = ctx.activities.get(sid)
     if info is None:
         return tr.Decision()
     failure = activity_task.timeout_failure(timeout_type)
     if timeout_type is TimeoutType.SCHEDULE_TO_CLOSE:
-        return tr.Decision(events=[ev.ActivityTimedOut(
-            scheduled_event_id=sid, failure=failure, timeout_type=timeout_type,
-            attempt=info.attempt)])
+        return tr.Decision(
+            events=[
+                ev.ActivityTimedOut(
+                    scheduled_event_id=sid,
+                    failure=failure,
+                    timeout_type=timeout_type,
+                    attempt=info.attempt,
+                )
+            ]
+        )
     if timeout_type is TimeoutType.SCHEDULE_TO_START:
         if info.state != "scheduled":
             return tr.Decision()
-        return tr.Decision(events=[ev.ActivityTimedOut(
-            scheduled_event_id=sid, failure=failure, timeout_type=timeout_type,
-            attempt=info.attempt)])
+        return tr.Decision(
+            events=[
+                ev.ActivityTimedOut(
+                    scheduled_event_id=sid,
+                    failure=failure,
+                    timeout_type=timeout_type,
+                    attempt=info.attempt,
+                )
+            ]
+        )
     if info.state != "started" or info.attempt != attempt:
         return tr.Decision()
     return activity_task.attempt_failed(ctx, info, failure)

@@ -19,9 +19,17 @@ class WorkflowTaskToken:
 
     def encode(self) -> bytes:
         """The opaque token handed to the worker."""
-        return json.dumps({"t": "wft", "ns": self.key.namespace, "wid": self.key.workflow_id,
-                           "rid": self.key.run_id, "sched": self.scheduled_event_id,
-                           "started": self.started_event_id}, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "t": "wft",
+                "ns": self.key.namespace,
+                "wid": self.key.workflow_id,
+                "rid": self.key.run_id,
+                "sched": self.scheduled_event_id,
+                "started": self.started_event_id,
+            },
+            separators=(",", ":"),
+        ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +42,17 @@ class ActivityTaskToken:
 
     def encode(self) -> bytes:
         """The opaque token handed to the worker."""
-        return json.dumps({"t": "act", "ns": self.key.namespace, "wid": self.key.workflow_id,
-                           "rid": self.key.run_id, "sched": self.scheduled_event_id,
-                           "attempt": self.attempt}, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "t": "act",
+                "ns": self.key.namespace,
+                "wid": self.key.workflow_id,
+                "rid": self.key.run_id,
+                "sched": self.scheduled_event_id,
+                "attempt": self.attempt,
+            },
+            separators=(",", ":"),
+        ).encode()
 
 
 def _parse(token: bytes, kind: str) -> dict[str, object]:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 from chronicle.history import codec
 from chronicle.history import events as ev
 from chronicle.history.fold import apply as fold_event
-from chronicle.history.state import WorkflowState
+from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure
 from chronicle.server import errors
 from chronicle.server.engine import tasks
@@ -78,8 +78,9 @@ class Outcome:
     previous: WorkflowState
 
 
-def plan(state: WorkflowState, new: Sequence[ev.EventAttributes], now: datetime, *,
-         sticky_identity: str) -> Planned:
+def plan(
+    state: WorkflowState, new: Sequence[ev.EventAttributes], now: datetime, *, sticky_identity: str
+) -> Planned:
     """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure."""
     steps: list[tuple[ev.Event, WorkflowState]] = []
     for attributes in new:
@@ -87,16 +88,28 @@ def plan(state: WorkflowState, new: Sequence[ev.EventAttributes], now: datetime,
         state = fold_event(state, event)
         steps.append((event, state))
     if state.needs_workflow_task and state.workflow_task_failures == 0:
-        event = ev.Event(id=state.next_event_id, time=now, attributes=ev.WorkflowTaskScheduled(
-            task_queue=state.task_queue, start_to_close_timeout=state.workflow_task_timeout))
+        event = ev.Event(
+            id=state.next_event_id,
+            time=now,
+            attributes=ev.WorkflowTaskScheduled(
+                task_queue=state.task_queue, start_to_close_timeout=state.workflow_task_timeout
+            ),
+        )
         state = fold_event(state, event)
         steps.append((event, state))
     changes = tasks.derive(steps, sticky_identity=sticky_identity)
     return Planned([event for event, _ in steps], state, changes)
 
 
-async def write(conn: Conn, key: RunKey, planned: Planned, *, sticky_identity: str,
-                last_failure: Failure | None, write_execution: bool = True) -> None:
+async def write(
+    conn: Conn,
+    key: RunKey,
+    planned: Planned,
+    *,
+    sticky_identity: str,
+    last_failure: Failure | None,
+    write_execution: bool = True,
+) -> None:
     """Write a planned transition in one statement (in the caller's transaction)."""
     events, state, changes = planned.events, planned.state, planned.changes
     notes: dict[tuple[str, str], None] = {}
@@ -112,22 +125,38 @@ async def write(conn: Conn, key: RunKey, planned: Planned, *, sticky_identity: s
     timers_in = list(changes.insert_timers.values())
     acts_in = list(changes.insert_activities.values())
     await conn.execute(
-        sql.APPLY_TRANSITION, *key.params(),
-        [e.id for e in events], [e.type for e in events], [e.time for e in events],
+        sql.APPLY_TRANSITION,
+        *key.params(),
+        [e.id for e in events],
+        [e.type for e in events],
+        [e.time for e in events],
         [codec.to_json(e.attributes).decode() for e in events],
-        state.next_event_id, state.status.value, codec.state_to_json(state).decode(),
-        state.close_time, sticky_identity, failure_to_json(last_failure), write_execution,
+        state.next_event_id,
+        state.status.value,
+        codec.state_to_json(state).decode(),
+        state.close_time,
+        sticky_identity,
+        failure_to_json(last_failure),
+        write_execution,
         changes.delete_all,
-        [k for k, _ in changes.delete_tasks], [s for _, s in changes.delete_tasks],
-        [r.kind for r in tasks_in], [r.task_queue for r in tasks_in],
-        [r.scheduled_event_id for r in tasks_in], [r.sticky_identity for r in tasks_in],
-        [k for k, _ in changes.delete_timers], [r for _, r in changes.delete_timers],
-        [t.kind for t in timers_in], [t.ref_id for t in timers_in],
-        [t.attempt for t in timers_in], [t.fire_at for t in timers_in],
+        [k for k, _ in changes.delete_tasks],
+        [s for _, s in changes.delete_tasks],
+        [r.kind for r in tasks_in],
+        [r.task_queue for r in tasks_in],
+        [r.scheduled_event_id for r in tasks_in],
+        [r.sticky_identity for r in tasks_in],
+        [k for k, _ in changes.delete_timers],
+        [r for _, r in changes.delete_timers],
+        [t.kind for t in timers_in],
+        [t.ref_id for t in timers_in],
+        [t.attempt for t in timers_in],
+        [t.fire_at for t in timers_in],
         list(changes.delete_activities),
-        [a.scheduled_event_id for a in acts_in], [a.scheduled_time for a in acts_in],
+        [a.scheduled_event_id for a in acts_in],
+        [a.scheduled_time for a in acts_in],
         [a.attributes_json for a in acts_in],
-        [c for c, _ in notes], [p for _, p in notes],
+        [c for c, _ in notes],
+        [p for _, p in notes],
     )
 
 
@@ -135,9 +164,14 @@ Callback = Callable[[Context], Decision]
 """A pure transition callback; raises ``ServerError`` to reject the request."""
 
 
-async def transition(conn: Conn, key: RunKey, callback: Callback, *,
-                     activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]] = (),
-                     now: datetime | None = None) -> Outcome:
+async def transition(
+    conn: Conn,
+    key: RunKey,
+    callback: Callback,
+    *,
+    activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]] = (),
+    now: datetime | None = None,
+) -> Outcome:
     """Apply ``callback`` to the run ``key`` in the caller's transaction.
 
     ``activity_ids`` (or a function of the state giving them) selects ``activities`` rows to lock
@@ -154,24 +188,86 @@ async def transition(conn: Conn, key: RunKey, callback: Callback, *,
             info = ActivityInfo.from_record(act)
             activities[info.scheduled_event_id] = info
     when = now or utcnow()
-    context = Context(key=key, state=state, now=when, sticky_identity=row["sticky_identity"],
-                      last_workflow_task_failure=failure_from_json(
-                          row["last_workflow_task_failure"]),
-                      activities=activities)
+    context = Context(
+        key=key,
+        state=state,
+        now=when,
+        sticky_identity=row["sticky_identity"],
+        last_workflow_task_failure=failure_from_json(row["last_workflow_task_failure"]),
+        activities=activities,
+    )
     decision = callback(context)
-    sticky = (context.sticky_identity if decision.sticky_identity == KEEP
-              else str(decision.sticky_identity))
-    failure = (context.last_workflow_task_failure if decision.last_workflow_task_failure == KEEP
-               else decision.last_workflow_task_failure)
+    sticky = (
+        context.sticky_identity
+        if decision.sticky_identity == KEEP
+        else str(decision.sticky_identity)
+    )
+    failure = (
+        context.last_workflow_task_failure
+        if decision.last_workflow_task_failure == KEEP
+        else decision.last_workflow_task_failure
+    )
     planned = plan(state, decision.events, when, sticky_identity=sticky)
     if planned.state.is_open:
         planned.changes.update(decision.changes)
     for info in decision.activity_updates:
         await conn.execute(sql.UPDATE_ACTIVITY, *info.update_params(key))
-    changed = bool(planned.events) or sticky != context.sticky_identity or (
-        failure != context.last_workflow_task_failure)
+    changed = (
+        bool(planned.events)
+        or sticky != context.sticky_identity
+        or (failure != context.last_workflow_task_failure)
+    )
     if changed or not planned.changes.empty:
-        await write(conn, key, planned, sticky_identity=sticky,
-                    last_failure=failure if isinstance(failure, Failure) else None,
-                    write_execution=changed)
+        await write(
+            conn,
+            key,
+            planned,
+            sticky_identity=sticky,
+            last_failure=failure if isinstance(failure, Failure) else None,
+            write_execution=changed,
+        )
+    if state.is_open and not planned.state.is_open:
+        await _after_close(conn, key, row, state, planned.state, when)
     return Outcome(decision, planned.state, planned.events, state)
+
+
+async def _after_close(
+    conn: Conn, key: RunKey, row: Any, before: WorkflowState, after: WorkflowState, now: datetime
+) -> None:
+    """Report a child's close to its parent and apply this run's parent-close policies.
+
+    The parent learns through a timer row on its own run (due now), so a child never locks its
+    parent; children are closed here, under this run's lock (always parent → child order).
+    """
+    if row["parent_workflow_id"] is not None and after.status is not RunStatus.CONTINUED_AS_NEW:
+        await conn.execute(
+            sql.INSERT_FOREIGN_TIMER,
+            tasks.CHILD_CLOSED,
+            row["parent_namespace"],
+            row["parent_workflow_id"],
+            row["parent_run_id"],
+            row["parent_initiated_event_id"],
+            now,
+            notify.timer_payload(now),
+        )
+    for child in before.pending_children.values():
+        policy = child.parent_close_policy
+        if not child.run_id or policy not in ("terminate", "request_cancel"):
+            continue
+        current = await conn.fetchrow(sql.GET_CURRENT, key.namespace, child.workflow_id)
+        if current is None or current["status"] != RunStatus.RUNNING.value:
+            continue
+        reason = f"parent workflow '{key.workflow_id}' closed ({after.status.value})"
+        child_key = RunKey(key.namespace, child.workflow_id, current["run_id"])
+        await transition(conn, child_key, _close_child(policy, reason), now=now)
+
+
+def _close_child(policy: str, reason: str) -> Callback:
+    def callback(ctx: Context) -> Decision:
+        if not ctx.state.is_open or (policy == "request_cancel" and ctx.state.cancel_requested):
+            return Decision()
+        if policy == "terminate":
+            return Decision(events=[ev.WorkflowTerminated(reason=reason)])
+        return Decision(events=[ev.WorkflowCancelRequested(reason=reason)])
+
+    return callback

@@ -6,6 +6,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from chronicle.history import codec
 from chronicle.history import commands as cmd
@@ -14,7 +15,7 @@ from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import commands as commands_mod
-from chronicle.server.engine import read, start
+from chronicle.server.engine import outbound, read, start
 from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
@@ -42,37 +43,48 @@ class _Stale(Exception):
     """The leased task row no longer matches the run (internal control flow)."""
 
 
-async def dispatch(services: Services, namespace: str, task_queue: str,
-                   identity: str) -> WorkflowTaskGrant | None:
+async def dispatch(
+    services: Services, namespace: str, task_queue: str, identity: str
+) -> WorkflowTaskGrant | None:
     """Lease the next workflow task of the queue and start it; None when the queue is empty."""
     sticky_timeout = services.config.sticky_timeout
 
     async def body(conn: Conn) -> WorkflowTaskGrant | None:
         while True:
-            row = await conn.fetchrow(sql.LEASE_TASK, namespace, task_queue,
-                                      task_rows.WORKFLOW, identity, sticky_timeout)
+            row = await conn.fetchrow(
+                sql.LEASE_TASK, namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout
+            )
             if row is None:
                 return None
             key = RunKey(namespace, row["workflow_id"], row["run_id"])
             try:
-                outcome = await tr.transition(conn, key, _start_callback(
-                    row["scheduled_event_id"], identity))
+                outcome = await tr.transition(
+                    conn, key, _start_callback(row["scheduled_event_id"], identity)
+                )
             except (_Stale, errors.NotFound):
                 continue  # the row is deleted with this transaction: it was stale
             return await _grant(conn, key, outcome, identity)
 
-    return await db.in_transaction(services.pool, body)
+    return await db.in_transaction(services.unacked_pool, body)
 
 
 def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
     def callback(ctx: tr.Context) -> tr.Decision:
         task = ctx.state.workflow_task
-        if (not ctx.state.is_open or task is None or task.started_event_id
-                or task.scheduled_event_id != scheduled_event_id):
+        if (
+            not ctx.state.is_open
+            or task is None
+            or task.started_event_id
+            or task.scheduled_event_id != scheduled_event_id
+        ):
             raise _Stale
-        return tr.Decision(events=[ev.WorkflowTaskStarted(scheduled_event_id=scheduled_event_id,
-                                                          identity=identity)],
-                           result=ctx.sticky_identity)
+        return tr.Decision(
+            events=[
+                ev.WorkflowTaskStarted(scheduled_event_id=scheduled_event_id, identity=identity)
+            ],
+            result=ctx.sticky_identity,
+        )
+
     return callback
 
 
@@ -89,13 +101,23 @@ async def _grant(conn: Conn, key: RunKey, outcome: tr.Outcome, identity: str) ->
 
 def _check_token(state: WorkflowState, token: WorkflowTaskToken) -> None:
     task = state.workflow_task
-    if (not state.is_open or task is None or task.started_event_id != token.started_event_id
-            or task.scheduled_event_id != token.scheduled_event_id):
+    if (
+        not state.is_open
+        or task is None
+        or task.started_event_id != token.started_event_id
+        or task.scheduled_event_id != token.scheduled_event_id
+    ):
         raise errors.NotFound(STALE_TASK)
 
 
-async def complete(services: Services, token_bytes: bytes, commands: Sequence[cmd.Command], *,
-                   identity: str, sdk_flags: Sequence[int] = ()) -> None:
+async def complete(
+    services: Services,
+    token_bytes: bytes,
+    commands: Sequence[cmd.Command],
+    *,
+    identity: str,
+    sdk_flags: Sequence[int] = (),
+) -> None:
     """Apply a worker's answer to a started workflow task (exactly once)."""
     token = decode_workflow_token(token_bytes)
     commands_mod.validate(commands)
@@ -108,29 +130,51 @@ async def complete(services: Services, token_bytes: bytes, commands: Sequence[cm
         task = state.workflow_task
         assert task is not None
         if closes and state.last_workflow_visible_event_id > task.started_event_id:
-            return tr.Decision(events=[
-                ev.WorkflowTaskFailed(scheduled_event_id=task.scheduled_event_id,
-                                      started_event_id=task.started_event_id,
-                                      cause=ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS,
-                                      identity=identity),
-                ev.WorkflowTaskScheduled(task_queue=state.task_queue,
-                                         start_to_close_timeout=state.workflow_task_timeout),
-            ], sticky_identity="")
-        completed = ev.WorkflowTaskCompleted(scheduled_event_id=task.scheduled_event_id,
-                                             started_event_id=task.started_event_id,
-                                             identity=identity, sdk_flags=tuple(sdk_flags))
+            return tr.Decision(
+                events=[
+                    ev.WorkflowTaskFailed(
+                        scheduled_event_id=task.scheduled_event_id,
+                        started_event_id=task.started_event_id,
+                        cause=ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS,
+                        identity=identity,
+                    ),
+                    ev.WorkflowTaskScheduled(
+                        task_queue=state.task_queue,
+                        start_to_close_timeout=state.workflow_task_timeout,
+                    ),
+                ],
+                sticky_identity="",
+            )
+        completed = ev.WorkflowTaskCompleted(
+            scheduled_event_id=task.scheduled_event_id,
+            started_event_id=task.started_event_id,
+            identity=identity,
+            sdk_flags=tuple(sdk_flags),
+        )
         command_events = commands_mod.to_events(
-            state, commands, completed_event_id=state.next_event_id,
-            activities=ctx.activities, new_run_id=new_run_id, config=services.config)
-        return tr.Decision(events=[completed, *command_events], sticky_identity=identity,
-                           last_workflow_task_failure=None)
+            state,
+            commands,
+            completed_event_id=state.next_event_id,
+            activities=ctx.activities,
+            new_run_id=new_run_id,
+            config=services.config,
+        )
+        return tr.Decision(
+            events=[completed, *command_events],
+            sticky_identity=identity,
+            last_workflow_task_failure=None,
+        )
 
     async def body(conn: Conn) -> None:
         outcome = await tr.transition(
-            conn, token.key, callback,
-            activity_ids=lambda state: commands_mod.cancel_targets(state, commands))
+            conn,
+            token.key,
+            callback,
+            activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+        )
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
+        await outbound.apply(conn, token.key, outcome, services.config)
 
     await db.in_transaction(services.pool, body)
     if closes:
@@ -144,39 +188,66 @@ async def _continue_as_new(conn: Conn, key: RunKey, outcome: tr.Outcome) -> None
     assert first is not None
     old = codec.decode_attributes("WorkflowStarted", first["attributes"])
     assert isinstance(old, ev.WorkflowStarted)
+    execution_timeout = old.execution_timeout
+    if execution_timeout is not None and outcome.previous.start_time is not None:
+        # The execution timeout spans the whole chain of runs: carry over what is left of it.
+        elapsed = outcome.events[-1].time - outcome.previous.start_time
+        execution_timeout = max(execution_timeout - elapsed, timedelta(milliseconds=1))
     started = ev.WorkflowStarted(
-        workflow_type=closing.workflow_type, task_queue=closing.task_queue, input=closing.input,
-        workflow_task_timeout=old.workflow_task_timeout, execution_timeout=old.execution_timeout,
-        run_timeout=old.run_timeout, retry_policy=old.retry_policy,
-        random_seed=random.getrandbits(63), memo=old.memo,
-        search_attributes=old.search_attributes, parent=old.parent,
-        first_run_id=old.first_run_id or key.run_id, continued_from_run_id=key.run_id)
+        workflow_type=closing.workflow_type,
+        task_queue=closing.task_queue,
+        input=closing.input,
+        workflow_task_timeout=old.workflow_task_timeout,
+        execution_timeout=execution_timeout,
+        run_timeout=old.run_timeout,
+        retry_policy=old.retry_policy,
+        random_seed=random.getrandbits(63),
+        memo=old.memo,
+        search_attributes=old.search_attributes,
+        parent=old.parent,
+        first_run_id=old.first_run_id or key.run_id,
+        continued_from_run_id=key.run_id,
+    )
     new_key = RunKey(key.namespace, key.workflow_id, closing.new_run_id)
-    await start.create_run(conn, new_key, started, [], outcome.events[-1].time)
+    await start.create_run(
+        conn, new_key, started, [], outcome.events[-1].time, replace_current=True
+    )
 
 
-async def fail(services: Services, token_bytes: bytes, *, cause: str, failure: Failure | None,
-               identity: str) -> None:
+async def fail(
+    services: Services, token_bytes: bytes, *, cause: str, failure: Failure | None, identity: str
+) -> None:
     """Record a failed workflow task; a retry is scheduled after a back-off (tasks.derive)."""
     token = decode_workflow_token(token_bytes)
     try:
         reason = ev.WorkflowTaskFailedCause(cause or "workflow_error")
     except ValueError:
         known = ", ".join(c.value for c in ev.WorkflowTaskFailedCause)
-        raise errors.InvalidArgument(f"unknown cause {cause!r} (known: {known})",
-                                     field="cause") from None
+        raise errors.InvalidArgument(
+            f"unknown cause {cause!r} (known: {known})", field="cause"
+        ) from None
     stored = failure or Failure(message=f"workflow task failed: {reason.value}")
 
     def callback(ctx: tr.Context) -> tr.Decision:
         _check_token(ctx.state, token)
-        return tr.Decision(events=[ev.WorkflowTaskFailed(
-            scheduled_event_id=token.scheduled_event_id, started_event_id=token.started_event_id,
-            cause=reason, failure=failure, identity=identity)],
-            sticky_identity="", last_workflow_task_failure=stored)
+        return tr.Decision(
+            events=[
+                ev.WorkflowTaskFailed(
+                    scheduled_event_id=token.scheduled_event_id,
+                    started_event_id=token.started_event_id,
+                    cause=reason,
+                    failure=failure,
+                    identity=identity,
+                )
+            ],
+            sticky_identity="",
+            last_workflow_task_failure=stored,
+        )
 
     async def body(conn: Conn) -> None:
         await tr.transition(conn, token.key, callback)
 
     await db.in_transaction(services.pool, body)
     telemetry.run_logger(*token.key.params()).warning(
-        "workflow task failed", cause=reason.value, message=stored.message)
+        "workflow task failed", cause=reason.value, message=stored.message
+    )

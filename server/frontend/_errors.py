@@ -18,6 +18,7 @@ _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 R = TypeVar("R")
@@ -30,8 +31,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return _CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc)
     if isinstance(exc, InvalidCommandError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError
-                  | asyncpg.exceptions.CannotConnectNowError):
+    if isinstance(
+        exc,
+        OSError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.CannotConnectNowError,
+    ):
         return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
     return None
 
@@ -44,8 +49,13 @@ def rpc(handler: Handler[R]) -> Handler[R]:
     async def wrapper(self: Any, request: Any, context: Any) -> R:
         try:
             return await handler(self, request, context)
-        except (errors.ServerError, InvalidCommandError, OSError,
-                asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError) as exc:
+        except (
+            errors.ServerError,
+            InvalidCommandError,
+            OSError,
+            asyncpg.exceptions.PostgresError,
+            asyncpg.exceptions.InterfaceError,
+        ) as exc:
             mapped = status_of(exc)
             if mapped is None:
                 telemetry.logger(rpc=name).exception("database error")

@@ -16,7 +16,8 @@ _PAYLOAD = "chronicle.v1.Payload"
 
 def _too_big(path: str, size: int, limit: int) -> errors.InvalidArgument:
     return errors.InvalidArgument(
-        f"{path} is {size} bytes, over the {limit}-byte payload limit", field=path)
+        f"{path} is {size} bytes, over the {limit}-byte payload limit", field=path
+    )
 
 
 def check_message(message: Message, limit: int, prefix: str = "") -> None:
@@ -31,8 +32,7 @@ def check_message(message: Message, limit: int, prefix: str = "") -> None:
                 if value_field.message_type is None:
                     continue
                 for key, item in value.items():
-                    _check_one(item, value_field.message_type.full_name,
-                               f"{path}[{key!r}]", limit)
+                    _check_one(item, value_field.message_type.full_name, f"{path}[{key!r}]", limit)
             else:
                 for index, item in enumerate(value):
                     _check_one(item, field.message_type.full_name, f"{path}[{index}]", limit)

@@ -13,11 +13,15 @@ from chronicle.history import wire
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import common_pb2, service_pb2, service_pb2_grpc
 from chronicle.server import errors
-from chronicle.server.engine import activity_task, control, read, start, workflow_task
+from chronicle.server.engine import activity_task, control, query, read, start, workflow_task
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
 from chronicle.server.matching import poller
+from chronicle.server.matching.queries import QueryTask
+
+QUERY_TIMEOUT = 30.0
+"""Seconds a query waits for a worker's answer at most (also capped by the deadline)."""
 
 DEADLINE_MARGIN = 0.2
 """Seconds a long poll leaves before the caller's deadline, to answer in time."""
@@ -47,8 +51,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     # ---------------------------------------------------------------- client RPCs
 
     @rpc
-    async def StartWorkflow(self, request: service_pb2.StartWorkflowRequest,
-                            context: Any) -> service_pb2.StartWorkflowResponse:
+    async def StartWorkflow(
+        self, request: service_pb2.StartWorkflowRequest, context: Any
+    ) -> service_pb2.StartWorkflowResponse:
         """Start a workflow run (or return an existing one per the id policies)."""
         self._check(request)
         if request.HasField("start_delay") and request.start_delay.ToTimedelta() > timedelta(0):
@@ -59,40 +64,71 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 retry_policy = wire.retry_policy_from_proto(request.retry_policy)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"retry_policy: {exc}", field="retry_policy") from exc
-        run_id, started = await start.start_workflow(self._services, start.StartRequest(
-            namespace=namespace(request), workflow_id=request.workflow_id,
-            workflow_type=request.workflow_type, task_queue=request.task_queue,
-            input=wire.payloads_from_proto(request.input), request_id=request.request_id,
-            id_conflict_policy=request.id_conflict_policy,
-            id_reuse_policy=request.id_reuse_policy,
-            execution_timeout=_duration(request, "execution_timeout"),
-            run_timeout=_duration(request, "run_timeout"),
-            workflow_task_timeout=_duration(request, "workflow_task_timeout"),
-            retry_policy=retry_policy,
-            memo={k: wire.payload_from_proto(v) for k, v in request.memo.items()},
-            search_attributes={k: wire.payload_from_proto(v)
-                               for k, v in request.search_attributes.items()},
-            signal_name=request.signal_name,
-            signal_input=wire.payloads_from_proto(request.signal_input),
-            identity=request.identity))
+        run_id, started = await start.start_workflow(
+            self._services,
+            start.StartRequest(
+                namespace=namespace(request),
+                workflow_id=request.workflow_id,
+                workflow_type=request.workflow_type,
+                task_queue=request.task_queue,
+                input=wire.payloads_from_proto(request.input),
+                request_id=request.request_id,
+                id_conflict_policy=request.id_conflict_policy,
+                id_reuse_policy=request.id_reuse_policy,
+                execution_timeout=_duration(request, "execution_timeout"),
+                run_timeout=_duration(request, "run_timeout"),
+                workflow_task_timeout=_duration(request, "workflow_task_timeout"),
+                retry_policy=retry_policy,
+                memo={k: wire.payload_from_proto(v) for k, v in request.memo.items()},
+                search_attributes={
+                    k: wire.payload_from_proto(v) for k, v in request.search_attributes.items()
+                },
+                signal_name=request.signal_name,
+                signal_input=wire.payloads_from_proto(request.signal_input),
+                identity=request.identity,
+            ),
+        )
         return service_pb2.StartWorkflowResponse(run_id=run_id, started=started)
 
     @rpc
-    async def SignalWorkflow(self, request: service_pb2.SignalWorkflowRequest,
-                             context: Any) -> service_pb2.SignalWorkflowResponse:
+    async def SignalWorkflow(
+        self, request: service_pb2.SignalWorkflowRequest, context: Any
+    ) -> service_pb2.SignalWorkflowResponse:
         """Deliver a signal to an open run."""
         require(request, "workflow_id", "signal_name")
         self._check(request)
-        await control.signal(self._services, namespace(request), request.workflow_id,
-                             request.run_id, signal_name=request.signal_name,
-                             input=wire.payloads_from_proto(request.input),
-                             identity=request.identity, request_id=request.request_id)
+        await control.signal(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            signal_name=request.signal_name,
+            input=wire.payloads_from_proto(request.input),
+            identity=request.identity,
+            request_id=request.request_id,
+        )
         return service_pb2.SignalWorkflowResponse()
 
     @rpc
-    async def QueryWorkflow(self, request: Any, context: Any) -> Any:
-        """Not implemented yet."""
-        raise errors.Unimplemented("QueryWorkflow is not implemented yet")
+    async def QueryWorkflow(
+        self, request: service_pb2.QueryWorkflowRequest, context: Any
+    ) -> service_pb2.QueryWorkflowResponse:
+        """Run a query handler on a worker; waits for its answer (up to the deadline)."""
+        require(request, "workflow_id", "query_name")
+        self._check(request)
+        result = await query.query(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            name=request.query_name,
+            args=wire.payloads_from_proto(request.args),
+            timeout=self._wait(context, QUERY_TIMEOUT),
+        )
+        response = service_pb2.QueryWorkflowResponse()
+        if result is not None:
+            response.result.CopyFrom(wire.payload_to_proto(result))
+        return response
 
     @rpc
     async def UpdateWorkflow(self, request: Any, context: Any) -> Any:
@@ -100,162 +136,259 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         raise errors.Unimplemented("UpdateWorkflow is not implemented yet")
 
     @rpc
-    async def RespondQueryTask(self, request: Any, context: Any) -> Any:
-        """Not implemented yet."""
-        raise errors.Unimplemented("RespondQueryTask is not implemented yet")
+    async def RespondQueryTask(
+        self, request: service_pb2.RespondQueryTaskRequest, context: Any
+    ) -> service_pb2.RespondQueryTaskResponse:
+        """A worker's answer to a query task."""
+        self._check(request)
+        result = wire.optional_payload_from_proto(request, "result")
+        failure = wire.failure_from_proto(request.failure) if request.HasField("failure") else None
+        self._services.queries.respond(request.task_token, result, failure)
+        return service_pb2.RespondQueryTaskResponse()
 
     @rpc
-    async def RequestCancelWorkflow(self, request: service_pb2.RequestCancelWorkflowRequest,
-                                    context: Any) -> service_pb2.RequestCancelWorkflowResponse:
+    async def RequestCancelWorkflow(
+        self, request: service_pb2.RequestCancelWorkflowRequest, context: Any
+    ) -> service_pb2.RequestCancelWorkflowResponse:
         """Ask an open run to cancel."""
         require(request, "workflow_id")
-        await control.request_cancel(self._services, namespace(request), request.workflow_id,
-                                     request.run_id, reason=request.reason,
-                                     identity=request.identity, request_id=request.request_id)
+        await control.request_cancel(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            reason=request.reason,
+            identity=request.identity,
+            request_id=request.request_id,
+        )
         return service_pb2.RequestCancelWorkflowResponse()
 
     @rpc
-    async def TerminateWorkflow(self, request: service_pb2.TerminateWorkflowRequest,
-                                context: Any) -> service_pb2.TerminateWorkflowResponse:
+    async def TerminateWorkflow(
+        self, request: service_pb2.TerminateWorkflowRequest, context: Any
+    ) -> service_pb2.TerminateWorkflowResponse:
         """Close an open run without running workflow code."""
         require(request, "workflow_id")
-        await control.terminate(self._services, namespace(request), request.workflow_id,
-                                request.run_id, reason=request.reason, identity=request.identity)
+        await control.terminate(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            reason=request.reason,
+            identity=request.identity,
+        )
         return service_pb2.TerminateWorkflowResponse()
 
     @rpc
-    async def DescribeWorkflow(self, request: service_pb2.DescribeWorkflowRequest,
-                               context: Any) -> service_pb2.DescribeWorkflowResponse:
+    async def DescribeWorkflow(
+        self, request: service_pb2.DescribeWorkflowRequest, context: Any
+    ) -> service_pb2.DescribeWorkflowResponse:
         """Execution info, pending activities and children, workflow-task trouble."""
         require(request, "workflow_id")
-        return await read.describe(self._services, namespace(request), request.workflow_id,
-                                   request.run_id)
+        return await read.describe(
+            self._services, namespace(request), request.workflow_id, request.run_id
+        )
 
     @rpc
-    async def GetWorkflowHistory(self, request: service_pb2.GetWorkflowHistoryRequest,
-                                 context: Any) -> service_pb2.GetWorkflowHistoryResponse:
+    async def GetWorkflowHistory(
+        self, request: service_pb2.GetWorkflowHistoryRequest, context: Any
+    ) -> service_pb2.GetWorkflowHistoryResponse:
         """A page of history events; long-polls for new ones when ``wait`` is set."""
         require(request, "workflow_id")
         wait = _duration(request, "wait")
         if wait is not None:
             wait = timedelta(seconds=self._wait(context, wait.total_seconds()))
-        return await read.get_history(self._services, namespace(request), request.workflow_id,
-                                      request.run_id, request.first_event_id, wait)
+        return await read.get_history(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            request.first_event_id,
+            wait,
+        )
 
     @rpc
-    async def GetWorkflowResult(self, request: service_pb2.GetWorkflowResultRequest,
-                                context: Any) -> service_pb2.GetWorkflowResultResponse:
+    async def GetWorkflowResult(
+        self, request: service_pb2.GetWorkflowResultRequest, context: Any
+    ) -> service_pb2.GetWorkflowResultResponse:
         """Long-poll until the run closes (``closed=false`` when ``wait`` runs out)."""
         require(request, "workflow_id")
         wait = _duration(request, "wait")
         seconds = self._wait(context, wait.total_seconds() if wait is not None else None)
-        return await read.get_result(self._services, namespace(request), request.workflow_id,
-                                     request.run_id, request.follow_runs, seconds)
+        return await read.get_result(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            request.follow_runs,
+            seconds,
+        )
 
     @rpc
-    async def ListWorkflows(self, request: service_pb2.ListWorkflowsRequest,
-                            context: Any) -> service_pb2.ListWorkflowsResponse:
+    async def ListWorkflows(
+        self, request: service_pb2.ListWorkflowsRequest, context: Any
+    ) -> service_pb2.ListWorkflowsResponse:
         """Runs matching a query, newest first."""
-        return await read.list_workflows(self._services, namespace(request), request.query,
-                                         request.page_size, request.next_page_token)
+        return await read.list_workflows(
+            self._services,
+            namespace(request),
+            request.query,
+            request.page_size,
+            request.next_page_token,
+        )
 
     # ---------------------------------------------------------------- worker RPCs
 
     @rpc
-    async def PollWorkflowTask(self, request: service_pb2.PollWorkflowTaskRequest,
-                               context: Any) -> service_pb2.PollWorkflowTaskResponse:
+    async def PollWorkflowTask(
+        self, request: service_pb2.PollWorkflowTaskRequest, context: Any
+    ) -> service_pb2.PollWorkflowTaskResponse:
         """Long-poll a workflow task; an empty response when none arrives in time."""
         require(request, "task_queue")
-        grant = await poller.poll_workflow_task(self._services, namespace(request),
-                                                request.task_queue, request.identity,
-                                                self._wait(context))
+        grant = await poller.poll_workflow_task(
+            self._services,
+            namespace(request),
+            request.task_queue,
+            request.identity,
+            self._wait(context),
+        )
         if grant is None:
             return service_pb2.PollWorkflowTaskResponse()
+        if isinstance(grant, QueryTask):
+            return service_pb2.PollWorkflowTaskResponse(
+                task_token=grant.token(),
+                workflow_execution=common_pb2.WorkflowExecution(
+                    workflow_id=grant.key.workflow_id, run_id=grant.key.run_id
+                ),
+                workflow_type=grant.workflow_type,
+                query=service_pb2.QueryRequest(
+                    query_id=grant.query_id,
+                    query_name=grant.name,
+                    args=wire.payloads_to_proto(grant.args),
+                ),
+                task_queue=grant.task_queue,
+            )
         key = grant.token.key
         return service_pb2.PollWorkflowTaskResponse(
             task_token=grant.token.encode(),
-            workflow_execution=common_pb2.WorkflowExecution(workflow_id=key.workflow_id,
-                                                            run_id=key.run_id),
+            workflow_execution=common_pb2.WorkflowExecution(
+                workflow_id=key.workflow_id, run_id=key.run_id
+            ),
             workflow_type=grant.workflow_type,
             events=[read.event_to_proto(e) for e in grant.events],
-            attempt=grant.attempt, task_queue=grant.task_queue)
+            attempt=grant.attempt,
+            task_queue=grant.task_queue,
+        )
 
     @rpc
-    async def CompleteWorkflowTask(self, request: service_pb2.CompleteWorkflowTaskRequest,
-                                   context: Any) -> service_pb2.CompleteWorkflowTaskResponse:
+    async def CompleteWorkflowTask(
+        self, request: service_pb2.CompleteWorkflowTaskRequest, context: Any
+    ) -> service_pb2.CompleteWorkflowTaskResponse:
         """Apply the worker's commands to the run (a stale or repeated answer: NOT_FOUND)."""
         commands = wire.commands_from_proto(request.commands)
         check_values(commands, self._limit, "commands")
-        await workflow_task.complete(self._services, request.task_token, commands,
-                                     identity=request.identity,
-                                     sdk_flags=list(request.sdk_flags))
+        await workflow_task.complete(
+            self._services,
+            request.task_token,
+            commands,
+            identity=request.identity,
+            sdk_flags=list(request.sdk_flags),
+        )
         return service_pb2.CompleteWorkflowTaskResponse()
 
     @rpc
-    async def FailWorkflowTask(self, request: service_pb2.FailWorkflowTaskRequest,
-                               context: Any) -> service_pb2.FailWorkflowTaskResponse:
+    async def FailWorkflowTask(
+        self, request: service_pb2.FailWorkflowTaskRequest, context: Any
+    ) -> service_pb2.FailWorkflowTaskResponse:
         """Record a failed workflow task; it is retried after a back-off."""
         failure = wire.failure_from_proto(request.failure) if request.HasField("failure") else None
-        await workflow_task.fail(self._services, request.task_token, cause=request.cause,
-                                 failure=failure, identity=request.identity)
+        await workflow_task.fail(
+            self._services,
+            request.task_token,
+            cause=request.cause,
+            failure=failure,
+            identity=request.identity,
+        )
         return service_pb2.FailWorkflowTaskResponse()
 
     @rpc
-    async def PollActivityTask(self, request: service_pb2.PollActivityTaskRequest,
-                               context: Any) -> service_pb2.PollActivityTaskResponse:
+    async def PollActivityTask(
+        self, request: service_pb2.PollActivityTaskRequest, context: Any
+    ) -> service_pb2.PollActivityTaskResponse:
         """Long-poll an activity task; an empty response when none arrives in time."""
         require(request, "task_queue")
-        grant = await poller.poll_activity_task(self._services, namespace(request),
-                                                request.task_queue, request.identity,
-                                                self._wait(context))
+        grant = await poller.poll_activity_task(
+            self._services,
+            namespace(request),
+            request.task_queue,
+            request.identity,
+            self._wait(context),
+        )
         if grant is None:
             return service_pb2.PollActivityTaskResponse()
         key, a = grant.token.key, grant.attributes
         response = service_pb2.PollActivityTaskResponse(
             task_token=grant.token.encode(),
-            workflow_execution=common_pb2.WorkflowExecution(workflow_id=key.workflow_id,
-                                                            run_id=key.run_id),
-            workflow_type=grant.workflow_type, activity_id=a.activity_id,
-            activity_type=a.activity_type, input=wire.payloads_to_proto(a.input),
-            attempt=grant.attempt, scheduled_time=wire.timestamp_to_proto(grant.scheduled_time),
+            workflow_execution=common_pb2.WorkflowExecution(
+                workflow_id=key.workflow_id, run_id=key.run_id
+            ),
+            workflow_type=grant.workflow_type,
+            activity_id=a.activity_id,
+            activity_type=a.activity_type,
+            input=wire.payloads_to_proto(a.input),
+            attempt=grant.attempt,
+            scheduled_time=wire.timestamp_to_proto(grant.scheduled_time),
             started_time=wire.timestamp_to_proto(grant.started_time),
             heartbeat_details=wire.payloads_to_proto(grant.heartbeat_details),
             task_queue=a.task_queue,
-            current_attempt_scheduled_time=wire.timestamp_to_proto(
-                grant.attempt_scheduled_time))
+            current_attempt_scheduled_time=wire.timestamp_to_proto(grant.attempt_scheduled_time),
+        )
         if a.start_to_close_timeout is not None:
             response.start_to_close_timeout.CopyFrom(
-                wire.duration_to_proto(a.start_to_close_timeout))
+                wire.duration_to_proto(a.start_to_close_timeout)
+            )
         if a.heartbeat_timeout is not None:
             response.heartbeat_timeout.CopyFrom(wire.duration_to_proto(a.heartbeat_timeout))
         return response
 
     @rpc
-    async def CompleteActivityTask(self, request: service_pb2.CompleteActivityTaskRequest,
-                                   context: Any) -> service_pb2.CompleteActivityTaskResponse:
+    async def CompleteActivityTask(
+        self, request: service_pb2.CompleteActivityTaskRequest, context: Any
+    ) -> service_pb2.CompleteActivityTaskResponse:
         """Record an activity result (a stale or repeated answer: NOT_FOUND)."""
         self._check(request)
-        await activity_task.complete(self._services, request.task_token,
-                                     wire.optional_payload_from_proto(request, "result"),
-                                     request.identity)
+        await activity_task.complete(
+            self._services,
+            request.task_token,
+            wire.optional_payload_from_proto(request, "result"),
+            request.identity,
+        )
         return service_pb2.CompleteActivityTaskResponse()
 
     @rpc
-    async def FailActivityTask(self, request: service_pb2.FailActivityTaskRequest,
-                               context: Any) -> service_pb2.FailActivityTaskResponse:
+    async def FailActivityTask(
+        self, request: service_pb2.FailActivityTaskRequest, context: Any
+    ) -> service_pb2.FailActivityTaskResponse:
         """An attempt failed: retried per the activity's policy, or recorded as failed."""
         self._check(request)
-        failure = (wire.failure_from_proto(request.failure) if request.HasField("failure")
-                   else Failure(message="activity failed"))
+        failure = (
+            wire.failure_from_proto(request.failure)
+            if request.HasField("failure")
+            else Failure(message="activity failed")
+        )
         await activity_task.fail(self._services, request.task_token, failure, request.identity)
         return service_pb2.FailActivityTaskResponse()
 
     @rpc
-    async def HeartbeatActivityTask(self, request: service_pb2.HeartbeatActivityTaskRequest,
-                                    context: Any) -> service_pb2.HeartbeatActivityTaskResponse:
+    async def HeartbeatActivityTask(
+        self, request: service_pb2.HeartbeatActivityTaskRequest, context: Any
+    ) -> service_pb2.HeartbeatActivityTaskResponse:
         """Record progress; answers whether cancellation was requested."""
         self._check(request)
-        cancel = await activity_task.heartbeat(self._services, request.task_token,
-                                               wire.payloads_from_proto(request.details),
-                                               request.identity)
+        cancel = await activity_task.heartbeat(
+            self._services,
+            request.task_token,
+            wire.payloads_from_proto(request.details),
+            request.identity,
+        )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)

@@ -11,26 +11,38 @@ from __future__ import annotations
 from chronicle.server.engine import activity_task, workflow_task
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
+from chronicle.server.matching.queries import QueryTask
 from chronicle.server.store import notify
 
 
-async def poll_workflow_task(services: Services, namespace: str, task_queue: str, identity: str,
-                             timeout: float) -> workflow_task.WorkflowTaskGrant | None:
-    """The next workflow task of the queue, or None after ``timeout`` seconds."""
-    async def attempt() -> workflow_task.WorkflowTaskGrant | None:
+async def poll_workflow_task(
+    services: Services, namespace: str, task_queue: str, identity: str, timeout: float
+) -> workflow_task.WorkflowTaskGrant | QueryTask | None:
+    """The next query or workflow task of the queue, or None after ``timeout`` seconds."""
+
+    async def attempt() -> workflow_task.WorkflowTaskGrant | QueryTask | None:
+        query = services.queries.take(namespace, task_queue)
+        if query is not None:
+            return query
         return await workflow_task.dispatch(services, namespace, task_queue, identity)
 
     return await services.notifier.long_poll(
-        notify.TASK_CHANNEL, notify.task_key(rows.WORKFLOW, namespace, task_queue), attempt,
-        timeout, recheck=services.config.sticky_timeout.total_seconds())
+        notify.TASK_CHANNEL,
+        notify.task_key(rows.WORKFLOW, namespace, task_queue),
+        attempt,
+        timeout,
+        recheck=services.config.sticky_timeout.total_seconds(),
+    )
 
 
-async def poll_activity_task(services: Services, namespace: str, task_queue: str, identity: str,
-                             timeout: float) -> activity_task.ActivityTaskGrant | None:
+async def poll_activity_task(
+    services: Services, namespace: str, task_queue: str, identity: str, timeout: float
+) -> activity_task.ActivityTaskGrant | None:
     """The next activity task of the queue, or None after ``timeout`` seconds."""
+
     async def attempt() -> activity_task.ActivityTaskGrant | None:
         return await activity_task.dispatch(services, namespace, task_queue, identity)
 
     return await services.notifier.long_poll(
-        notify.TASK_CHANNEL, notify.task_key(rows.ACTIVITY, namespace, task_queue), attempt,
-        timeout)
+        notify.TASK_CHANNEL, notify.task_key(rows.ACTIVITY, namespace, task_queue), attempt, timeout
+    )

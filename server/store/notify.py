@@ -150,6 +150,11 @@ class Notifier:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def wake(self, channel: str, key: str) -> None:
+        """Wake this process's waiters for ``(channel, key)`` (no database round trip)."""
+        for waiter in self._waiters.get((channel, key), ()):
+            waiter.set()
+
     def wake_all(self) -> None:
         """Wake every waiter (after a reconnect or at shutdown)."""
         for waiters in self._waiters.values():
@@ -188,8 +193,15 @@ class Notifier:
             if not waiters:
                 self._waiters.pop((channel, key), None)
 
-    async def long_poll(self, channel: str, key: str, attempt: Callable[[], Awaitable[T | None]],
-                        timeout: float, *, recheck: float | None = None) -> T | None:
+    async def long_poll(
+        self,
+        channel: str,
+        key: str,
+        attempt: Callable[[], Awaitable[T | None]],
+        timeout: float,
+        *,
+        recheck: float | None = None,
+    ) -> T | None:
         """Call ``attempt`` until it returns a value, waking on notifications for ``key``.
 
         Returns None when ``timeout`` seconds pass (or the server stops) first. ``recheck``

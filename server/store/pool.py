@@ -24,17 +24,31 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 """Errors after which a transaction is simply run again."""
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
-    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable."""
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
-                                     server_settings={"application_name": "chronicle-server"})
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, synchronous_commit: bool = True
+) -> Pool:
+    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable.
+
+    ``synchronous_commit=False`` gives a pool whose commits return before the WAL is flushed
+    (see ``Services.unacked_pool`` for when that is safe).
+    """
+    settings = {"application_name": "chronicle-server"}
+    if not synchronous_commit:
+        settings["synchronous_commit"] = "off"
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, timeout=10, server_settings=settings
+    )
     assert pool is not None
     return pool
 
 
-async def in_transaction(pool: Pool, body: Callable[[Conn], Awaitable[T]], *,
-                         retry_on: tuple[type[BaseException], ...] = (),
-                         attempts: int = 6) -> T:
+async def in_transaction(
+    pool: Pool,
+    body: Callable[[Conn], Awaitable[T]],
+    *,
+    retry_on: tuple[type[BaseException], ...] = (),
+    attempts: int = 6,
+) -> T:
     """Run ``body(conn)`` in one transaction; rerun it on deadlock/serialization failures.
 
     ``body`` must be safe to rerun: everything it wrote was rolled back with the failed attempt.

@@ -98,10 +98,18 @@ class ActivityInfo:
 
     def update_params(self, key: RunKey) -> tuple[Any, ...]:
         """The parameters of ``UPDATE_ACTIVITY`` writing this row's mutable columns."""
-        return (*key.params(), self.scheduled_event_id, self.state, self.attempt,
-                self.attempt_scheduled_time, self.started_time, self.last_heartbeat_time,
-                payloads_to_json(self.heartbeat_details) if self.heartbeat_details else None,
-                failure_to_json(self.last_failure), self.last_worker_identity)
+        return (
+            *key.params(),
+            self.scheduled_event_id,
+            self.state,
+            self.attempt,
+            self.attempt_scheduled_time,
+            self.started_time,
+            self.last_heartbeat_time,
+            payloads_to_json(self.heartbeat_details) if self.heartbeat_details else None,
+            failure_to_json(self.last_failure),
+            self.last_worker_identity,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,5 +128,8 @@ class StoredEvent:
 
     def decode(self) -> ev.Event:
         """The event as a history dataclass."""
-        return ev.Event(id=self.event_id, time=self.event_time,
-                        attributes=codec.decode_attributes(self.event_type, self.attributes))
+        return ev.Event(
+            id=self.event_id,
+            time=self.event_time,
+            attributes=codec.decode_attributes(self.event_type, self.attributes),
+        )

@@ -26,6 +26,7 @@ CREATE TABLE executions (
     parent_run_id              text,
     first_run_id               text        NOT NULL,
     start_request_id           text        NOT NULL DEFAULT '',
+    parent_initiated_event_id  bigint,
     PRIMARY KEY (namespace, workflow_id, run_id)
 );
 CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);

@@ -26,7 +26,8 @@ RECORD_MIGRATION: Final = "INSERT INTO schema_migrations (version, name) VALUES 
 # ---------------------------------------------------------------- executions
 
 LOCK_EXECUTION: Final = """
-SELECT state, sticky_identity, last_workflow_task_failure
+SELECT state, sticky_identity, last_workflow_task_failure, parent_namespace,
+       parent_workflow_id, parent_run_id, parent_initiated_event_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
 FOR UPDATE"""
 
@@ -49,15 +50,21 @@ LOCK_CURRENT: Final = GET_CURRENT + " FOR UPDATE"
 INSERT_EXECUTION: Final = """
 INSERT INTO executions (namespace, workflow_id, run_id, workflow_type, task_queue, status,
                         next_event_id, state, start_time, memo, parent_namespace,
-                        parent_workflow_id, parent_run_id, first_run_id, start_request_id)
-VALUES ($1, $2, $3, $4, $5, 'running', 1, '{}'::jsonb, $6, $7::jsonb, $8, $9, $10, $11, $12)"""
+                        parent_workflow_id, parent_run_id, parent_initiated_event_id,
+                        first_run_id, start_request_id)
+VALUES ($1, $2, $3, $4, $5, 'running', 1, '{}'::jsonb, $6, $7::jsonb, $8, $9, $10, $11, $12,
+        $13)"""
 
-UPSERT_CURRENT: Final = """
+INSERT_CURRENT: Final = """
 INSERT INTO current_executions (namespace, workflow_id, run_id, status, start_request_id)
-VALUES ($1, $2, $3, 'running', $4)
-ON CONFLICT (namespace, workflow_id)
-DO UPDATE SET run_id = EXCLUDED.run_id, status = EXCLUDED.status,
-              start_request_id = EXCLUDED.start_request_id"""
+VALUES ($1, $2, $3, 'running', $4)"""
+"""A plain insert: a concurrent start of the same id fails with a unique violation (and is
+retried, then sees the run this one created)."""
+
+REPLACE_CURRENT: Final = """
+UPDATE current_executions SET run_id = $3, status = 'running', start_request_id = $4
+WHERE namespace = $1 AND workflow_id = $2"""
+"""Point an existing (locked) current-execution row at a new run."""
 
 LIST_EXECUTIONS: Final = """
 SELECT workflow_id, run_id, workflow_type, task_queue, status, start_time, close_time,
@@ -85,6 +92,12 @@ GET_EVENT: Final = """
 SELECT event_id, event_type, event_time, attributes::text AS attributes
 FROM history_events
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND event_id = $4"""
+
+SIGNAL_SEEN: Final = """
+SELECT EXISTS (
+    SELECT 1 FROM history_events
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+      AND event_type = 'SignalReceived' AND attributes->>'request_id' = $4)"""
 
 # ---------------------------------------------------------------- the transition write
 
@@ -143,6 +156,14 @@ ins_activities AS (
     FROM unnest($29::bigint[], $30::timestamptz[], $31::text[]) AS a(s, t, attrs)
 )
 SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
+
+INSERT_FOREIGN_TIMER: Final = """
+WITH ins AS (
+    INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
+    VALUES ($1, $2, $3, $4, $5, 1, $6)
+)
+SELECT pg_notify('chronicle_timer', $7)"""
+"""A timer row for another run (a child's close reported to its parent), due now."""
 
 # ---------------------------------------------------------------- activities
 

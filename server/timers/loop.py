@@ -84,13 +84,16 @@ class TimerLoop:
         async with self._limit:
             key = RunKey(row["namespace"], row["workflow_id"], row["run_id"])
             try:
-                await db.in_transaction(self._services.pool,
-                                        lambda conn: self._fire(conn, key, row["id"]))
+                await db.in_transaction(
+                    self._services.pool, lambda conn: self._fire(conn, key, row["id"])
+                )
             except Exception:
-                telemetry.run_logger(*key.params()).exception("timer failed; postponed",
-                                                               timer_id=row["id"])
-                await self._services.pool.execute(sql.POSTPONE_TIMER, row["id"],
-                                                  tr.utcnow() + POSTPONE)
+                telemetry.run_logger(*key.params()).exception(
+                    "timer failed; postponed", timer_id=row["id"]
+                )
+                await self._services.pool.execute(
+                    sql.POSTPONE_TIMER, row["id"], tr.utcnow() + POSTPONE
+                )
 
     async def _fire(self, conn: Conn, key: RunKey, timer_id: int) -> None:
         await conn.execute(sql.LOCK_EXECUTION, *key.params())

@@ -26,8 +26,11 @@ T = TypeVar("T")
 @pytest.fixture
 async def server(database_url: str) -> AsyncIterator[Server]:
     """A started server on a fresh database, port 0; stopped afterwards."""
-    instance = Server(ServerConfig(database_url=database_url, port=0, poll_timeout=5.0,
-                                   sticky_timeout=timedelta(seconds=1)))
+    instance = Server(
+        ServerConfig(
+            database_url=database_url, port=0, poll_timeout=5.0, sticky_timeout=timedelta(seconds=1)
+        )
+    )
     await instance.start()
     try:
         yield instance
@@ -72,8 +75,12 @@ def command_protos(*items: commands.Command) -> list[Any]:
 
 def start_request(workflow_id: str, **extra: Any) -> pb.StartWorkflowRequest:
     """A StartWorkflow request on task queue ``q`` for type ``wf``."""
-    fields: dict[str, Any] = {"workflow_id": workflow_id, "workflow_type": "wf",
-                              "task_queue": "q", "identity": "client"}
+    fields: dict[str, Any] = {
+        "workflow_id": workflow_id,
+        "workflow_type": "wf",
+        "task_queue": "q",
+        "identity": "client",
+    }
     fields.update(extra)
     return pb.StartWorkflowRequest(**fields)
 
@@ -88,8 +95,9 @@ def attributes(event: Any) -> Any:
     return codec.decode_attributes(event.event_type, event.attributes)
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 10.0,
-                     interval: float = 0.05) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 10.0, interval: float = 0.05
+) -> T:
     """Poll ``check`` until it returns a value (test helper with a hard timeout)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -14,7 +14,8 @@ from chronicle.server.store.pool import create_pool
 
 _CATALOG = {
     "columns": """
-        SELECT table_name, column_name, data_type, is_nullable, column_default
+        SELECT table_name, column_name, ordinal_position, data_type, is_nullable,
+               column_default
         FROM information_schema.columns WHERE table_schema = 'public'
         ORDER BY table_name, column_name""",
     "indexes": """
@@ -30,8 +31,10 @@ _CATALOG = {
 async def _catalog(url: str) -> dict[str, list[tuple[object, ...]]]:
     conn = await asyncpg.connect(url)
     try:
-        return {name: [tuple(row) for row in await conn.fetch(query)]
-                for name, query in _CATALOG.items()}
+        return {
+            name: [tuple(row) for row in await conn.fetch(query)]
+            for name, query in _CATALOG.items()
+        }
     finally:
         await conn.close()
 

@@ -15,8 +15,13 @@ from tests.server.conftest import start_request
 
 async def _run(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chronicle.server", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "chronicle.server",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def test_serves_and_stops_on_sigterm(database_url: str) -> None:
@@ -29,8 +34,9 @@ async def test_serves_and_stops_on_sigterm(database_url: str) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = service_pb2_grpc.WorkflowServiceStub(channel)
             assert (await stub.StartWorkflow(start_request("proc-1"))).started
-            poll = asyncio.ensure_future(stub.PollWorkflowTask(
-                pb.PollWorkflowTaskRequest(task_queue="idle"), timeout=30))
+            poll = asyncio.ensure_future(
+                stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="idle"), timeout=30)
+            )
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 15) == 0

@@ -24,14 +24,16 @@ from tests.server.conftest import (
 
 async def _poll_wft(stub, identity: str = "w1", timeout: float = 10):
     task = await stub.PollWorkflowTask(
-        pb.PollWorkflowTaskRequest(task_queue="q", identity=identity), timeout=timeout)
+        pb.PollWorkflowTaskRequest(task_queue="q", identity=identity), timeout=timeout
+    )
     assert task.task_token, "expected a workflow task"
     return task
 
 
 async def _poll_activity(stub, timeout: float = 10):
     task = await stub.PollActivityTask(
-        pb.PollActivityTaskRequest(task_queue="q", identity="aw"), timeout=timeout)
+        pb.PollActivityTaskRequest(task_queue="q", identity="aw"), timeout=timeout
+    )
     assert task.task_token, "expected an activity task"
     return task
 
@@ -44,17 +46,25 @@ async def _history(stub, workflow_id: str) -> list[str]:
 async def _schedule(stub, workflow_id: str, **options) -> None:
     await stub.StartWorkflow(start_request(workflow_id))
     task = await _poll_wft(stub)
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1", commands=command_protos(
-            commands.ScheduleActivity(seq=1, activity_id="a", activity_type="act", **options))))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(
+                commands.ScheduleActivity(seq=1, activity_id="a", activity_type="act", **options)
+            ),
+        )
+    )
 
 
 async def test_duplicate_workflow_task_completion_is_rejected(stub) -> None:
     await stub.StartWorkflow(start_request("dup-wft"))
     task = await _poll_wft(stub)
     request = pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1",
-        commands=command_protos(commands.StartTimer(seq=1, duration=timedelta(hours=1))))
+        task_token=task.task_token,
+        identity="w1",
+        commands=command_protos(commands.StartTimer(seq=1, duration=timedelta(hours=1))),
+    )
     await stub.CompleteWorkflowTask(request)
     before = await _history(stub, "dup-wft")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -70,8 +80,9 @@ async def test_duplicate_workflow_task_completion_is_rejected(stub) -> None:
 async def test_duplicate_activity_completion_is_rejected(stub) -> None:
     await _schedule(stub, "dup-act")
     activity = await _poll_activity(stub)
-    request = pb.CompleteActivityTaskRequest(task_token=activity.task_token,
-                                             result=payload_proto(1))
+    request = pb.CompleteActivityTaskRequest(
+        task_token=activity.task_token, result=payload_proto(1)
+    )
     await stub.CompleteActivityTask(request)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.CompleteActivityTask(request)
@@ -86,9 +97,12 @@ async def test_retryable_failure_redispatches_then_non_retryable_fails(stub, db)
     activity = await _poll_activity(stub)
     assert activity.attempt == 1
     failed_at = time.monotonic()
-    await stub.FailActivityTask(pb.FailActivityTaskRequest(
-        task_token=activity.task_token,
-        failure=common_pb2.Failure(message="boom", type="ValueError")))
+    await stub.FailActivityTask(
+        pb.FailActivityTaskRequest(
+            task_token=activity.task_token,
+            failure=common_pb2.Failure(message="boom", type="ValueError"),
+        )
+    )
     assert "ActivityFailed" not in await _history(stub, "retry-1")
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="retry-1"))
     pending = described.pending_activities[0]
@@ -100,15 +114,28 @@ async def test_retryable_failure_redispatches_then_non_retryable_fails(stub, db)
     assert time.monotonic() - failed_at >= 0.25
     # The old attempt's token is stale now.
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.CompleteActivityTask(pb.CompleteActivityTaskRequest(
-            task_token=json.dumps({"t": "act", "ns": "default", "wid": "retry-1",
-                                   "rid": activity.workflow_execution.run_id, "sched": 5,
-                                   "attempt": 1}).encode()))
+        await stub.CompleteActivityTask(
+            pb.CompleteActivityTaskRequest(
+                task_token=json.dumps(
+                    {
+                        "t": "act",
+                        "ns": "default",
+                        "wid": "retry-1",
+                        "rid": activity.workflow_execution.run_id,
+                        "sched": 5,
+                        "attempt": 1,
+                    }
+                ).encode()
+            )
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
-    await stub.FailActivityTask(pb.FailActivityTaskRequest(
-        task_token=activity.task_token,
-        failure=common_pb2.Failure(message="fatal", type="ValueError", non_retryable=True)))
+    await stub.FailActivityTask(
+        pb.FailActivityTaskRequest(
+            task_token=activity.task_token,
+            failure=common_pb2.Failure(message="fatal", type="ValueError", non_retryable=True),
+        )
+    )
     history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="retry-1"))
     failed = [e for e in history.events if e.event_type == "ActivityFailed"]
     assert len(failed) == 1
@@ -119,8 +146,12 @@ async def test_retryable_failure_redispatches_then_non_retryable_fails(stub, db)
 
 
 async def test_activity_start_to_close_timeout(stub) -> None:
-    await _schedule(stub, "s2c-1", start_to_close_timeout=timedelta(milliseconds=300),
-                    retry_policy=RetryPolicy(maximum_attempts=1))
+    await _schedule(
+        stub,
+        "s2c-1",
+        start_to_close_timeout=timedelta(milliseconds=300),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
     await _poll_activity(stub)
     task = await _poll_wft(stub)
     timed_out = [e for e in task.events if e.event_type == "ActivityTimedOut"]
@@ -131,44 +162,60 @@ async def test_activity_start_to_close_timeout(stub) -> None:
 async def test_heartbeat_and_cancel_request(stub) -> None:
     await _schedule(stub, "hb-1", heartbeat_timeout=timedelta(seconds=5))
     activity = await _poll_activity(stub)
-    beat = await stub.HeartbeatActivityTask(pb.HeartbeatActivityTaskRequest(
-        task_token=activity.task_token, details=[payload_proto(50)]))
+    beat = await stub.HeartbeatActivityTask(
+        pb.HeartbeatActivityTaskRequest(task_token=activity.task_token, details=[payload_proto(50)])
+    )
     assert not beat.cancel_requested
     await stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="hb-1", signal_name="stop"))
     task = await _poll_wft(stub)
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1",
-        commands=command_protos(commands.RequestCancelActivity(seq=1))))
-    beat = await stub.HeartbeatActivityTask(pb.HeartbeatActivityTaskRequest(
-        task_token=activity.task_token))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(commands.RequestCancelActivity(seq=1)),
+        )
+    )
+    beat = await stub.HeartbeatActivityTask(
+        pb.HeartbeatActivityTaskRequest(task_token=activity.task_token)
+    )
     assert beat.cancel_requested
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="hb-1"))
     assert described.pending_activities[0].state == "cancel_requested"
     assert wire.payloads_from_proto(described.pending_activities[0].heartbeat_details)
-    await stub.FailActivityTask(pb.FailActivityTaskRequest(
-        task_token=activity.task_token,
-        failure=common_pb2.Failure(message="cancelled", kind="cancelled")))
+    await stub.FailActivityTask(
+        pb.FailActivityTaskRequest(
+            task_token=activity.task_token,
+            failure=common_pb2.Failure(message="cancelled", kind="cancelled"),
+        )
+    )
     assert (await _history(stub, "hb-1"))[-2:] == ["ActivityCanceled", "WorkflowTaskScheduled"]
 
 
 async def test_cancel_of_unstarted_activity_is_immediate(stub) -> None:
     await _schedule(stub, "cancel-early")
-    await stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="cancel-early",
-                                                       signal_name="stop"))
+    await stub.SignalWorkflow(
+        pb.SignalWorkflowRequest(workflow_id="cancel-early", signal_name="stop")
+    )
     task = await _poll_wft(stub)
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1",
-        commands=command_protos(commands.RequestCancelActivity(seq=1))))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(commands.RequestCancelActivity(seq=1)),
+        )
+    )
     history = await _history(stub, "cancel-early")
-    assert history[-3:] == ["ActivityCancelRequested", "ActivityCanceled",
-                            "WorkflowTaskScheduled"]
+    assert history[-3:] == ["ActivityCancelRequested", "ActivityCanceled", "WorkflowTaskScheduled"]
     empty = await stub.PollActivityTask(pb.PollActivityTaskRequest(task_queue="q"), timeout=1.5)
     assert not empty.task_token
 
 
 async def test_workflow_task_timeout_redispatches(stub) -> None:
-    await stub.StartWorkflow(start_request(
-        "wft-timeout", workflow_task_timeout=wire.duration_to_proto(timedelta(seconds=1))))
+    await stub.StartWorkflow(
+        start_request(
+            "wft-timeout", workflow_task_timeout=wire.duration_to_proto(timedelta(seconds=1))
+        )
+    )
     first = await _poll_wft(stub, identity="dies")
     started = time.monotonic()
     second = await _poll_wft(stub, identity="w2")  # the first worker never answers
@@ -176,28 +223,39 @@ async def test_workflow_task_timeout_redispatches(stub) -> None:
     assert second.attempt == 2
     assert "WorkflowTaskTimedOut" in event_types(second.events)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-            task_token=first.task_token, identity="dies"))
+        await stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(task_token=first.task_token, identity="dies")
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=second.task_token, identity="w2",
-        commands=command_protos(commands.CompleteWorkflow())))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=second.task_token,
+            identity="w2",
+            commands=command_protos(commands.CompleteWorkflow()),
+        )
+    )
 
 
 async def test_failed_workflow_task_is_retried_and_described(stub) -> None:
     await stub.StartWorkflow(start_request("wft-fail"))
     task = await _poll_wft(stub)
-    await stub.FailWorkflowTask(pb.FailWorkflowTaskRequest(
-        task_token=task.task_token, cause="nondeterminism", identity="w1",
-        failure=common_pb2.Failure(message="boom at line 3")))
+    await stub.FailWorkflowTask(
+        pb.FailWorkflowTaskRequest(
+            task_token=task.task_token,
+            cause="nondeterminism",
+            identity="w1",
+            failure=common_pb2.Failure(message="boom at line 3"),
+        )
+    )
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="wft-fail"))
     assert described.last_workflow_task_failure.message == "boom at line 3"
     task = await _poll_wft(stub)  # retried after a 1 s back-off
     assert task.attempt == 2
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="wft-fail"))
     assert described.workflow_task_attempt == 2
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1"))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(task_token=task.task_token, identity="w1")
+    )
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="wft-fail"))
     assert not described.HasField("last_workflow_task_failure")
 
@@ -205,9 +263,13 @@ async def test_failed_workflow_task_is_retried_and_described(stub) -> None:
 async def test_durable_timer_fires_on_time(stub) -> None:
     await stub.StartWorkflow(start_request("timer-1"))
     task = await _poll_wft(stub)
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1",
-        commands=command_protos(commands.StartTimer(seq=1, duration=timedelta(seconds=1)))))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(commands.StartTimer(seq=1, duration=timedelta(seconds=1))),
+        )
+    )
     task = await _poll_wft(stub)
     fired = next(e for e in task.events if e.event_type == "TimerFired")
     started = next(e for e in task.events if e.event_type == "TimerStarted")
@@ -218,9 +280,15 @@ async def test_durable_timer_fires_on_time(stub) -> None:
 async def test_timer_cancelled_in_the_same_completion(stub, db) -> None:
     await stub.StartWorkflow(start_request("timer-2"))
     task = await _poll_wft(stub)
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, identity="w1", commands=command_protos(
-            commands.StartTimer(seq=1, duration=timedelta(seconds=30)),
-            commands.CancelTimer(seq=1))))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(
+                commands.StartTimer(seq=1, duration=timedelta(seconds=30)),
+                commands.CancelTimer(seq=1),
+            ),
+        )
+    )
     assert (await _history(stub, "timer-2"))[-2:] == ["TimerStarted", "TimerCanceled"]
     assert await db.fetchval("SELECT count(*) FROM timers WHERE kind = 'user_timer'") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -20,9 +21,11 @@ async def _code(call) -> tuple[grpc.StatusCode, str]:
 
 
 async def _counts(db) -> tuple[int, int, int]:
-    return (await db.fetchval("SELECT count(*) FROM executions"),
-            await db.fetchval("SELECT count(*) FROM history_events"),
-            await db.fetchval("SELECT count(*) FROM tasks"))
+    return (
+        await db.fetchval("SELECT count(*) FROM executions"),
+        await db.fetchval("SELECT count(*) FROM history_events"),
+        await db.fetchval("SELECT count(*) FROM tasks"),
+    )
 
 
 @pytest.mark.parametrize("field", ["workflow_id", "workflow_type", "task_queue"])
@@ -47,8 +50,7 @@ async def test_unknown_policies(stub, db) -> None:
     code, details = await _code(stub.StartWorkflow(start_request("v-3", id_reuse_policy="nope")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "id_reuse_policy" in details
-    code, details = await _code(stub.StartWorkflow(start_request("v-3",
-                                                                 id_conflict_policy="nope")))
+    code, details = await _code(stub.StartWorkflow(start_request("v-3", id_conflict_policy="nope")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert await _counts(db) == (0, 0, 0)
 
@@ -64,8 +66,9 @@ async def test_already_started_and_policies(stub) -> None:
     existing = await stub.StartWorkflow(start_request("dup", id_conflict_policy="use_existing"))
     assert (existing.run_id, existing.started) == (first.run_id, False)
     await stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="dup"))
-    code, _ = await _code(stub.StartWorkflow(start_request(
-        "dup", id_reuse_policy="reject_duplicate")))
+    code, _ = await _code(
+        stub.StartWorkflow(start_request("dup", id_reuse_policy="reject_duplicate"))
+    )
     assert code == grpc.StatusCode.ALREADY_EXISTS
     second = await stub.StartWorkflow(start_request("dup"))
     assert second.started
@@ -89,54 +92,71 @@ async def test_unknown_ids(stub) -> None:
 async def test_signal_to_closed_run(stub) -> None:
     await stub.StartWorkflow(start_request("closed"))
     await stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="closed"))
-    code, details = await _code(stub.SignalWorkflow(pb.SignalWorkflowRequest(
-        workflow_id="closed", signal_name="s")))
+    code, details = await _code(
+        stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="closed", signal_name="s"))
+    )
     assert code == grpc.StatusCode.NOT_FOUND
     assert "'closed'" in details
 
 
 async def test_bad_tokens(stub) -> None:
     for token in (b"", b"garbage", b'{"t": "act"}'):
-        code, details = await _code(stub.CompleteWorkflowTask(
-            pb.CompleteWorkflowTaskRequest(task_token=token)))
+        code, details = await _code(
+            stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(task_token=token))
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert "task_token" in details
-        code, _ = await _code(stub.CompleteActivityTask(
-            pb.CompleteActivityTaskRequest(task_token=token)))
+        code, _ = await _code(
+            stub.CompleteActivityTask(pb.CompleteActivityTaskRequest(task_token=token))
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_bad_commands_write_nothing(stub, db) -> None:
     await stub.StartWorkflow(start_request("cmds"))
-    task = await stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="q", identity="w"),
-                                       timeout=5)
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w"), timeout=5
+    )
     before = await _counts(db)
     bad_requests = {
         "commands[0]": [command_pb2.Command(command_type="StartTimer", attributes=b"{not json")],
-        "commands[1]": [command_pb2.Command(command_type="StartTimer",
-                                            attributes=b'{"seq": 1, "duration": 1}'),
-                        command_pb2.Command(command_type="Bogus", attributes=b"{}")],
-        "commands[0].duration": command_protos(commands.StartTimer(seq=1,
-                                                                   duration=timedelta(0))),
-        "commands[0].activity_type": command_protos(commands.ScheduleActivity(
-            seq=1, activity_id="a", activity_type="")),
-        "commands[0]:": command_protos(commands.CompleteWorkflow(), commands.StartTimer(
-            seq=1, duration=timedelta(seconds=1))),
+        "commands[1]": [
+            command_pb2.Command(command_type="StartTimer", attributes=b'{"seq": 1, "duration": 1}'),
+            command_pb2.Command(command_type="Bogus", attributes=b"{}"),
+        ],
+        "commands[0].duration": command_protos(commands.StartTimer(seq=1, duration=timedelta(0))),
+        "commands[0].activity_type": command_protos(
+            commands.ScheduleActivity(seq=1, activity_id="a", activity_type="")
+        ),
+        "commands[0]:": command_protos(
+            commands.CompleteWorkflow(), commands.StartTimer(seq=1, duration=timedelta(seconds=1))
+        ),
     }
     for field, protos in bad_requests.items():
-        code, details = await _code(stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-            task_token=task.task_token, commands=protos)))
+        code, details = await _code(
+            stub.CompleteWorkflowTask(
+                pb.CompleteWorkflowTaskRequest(task_token=task.task_token, commands=protos)
+            )
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, field
         assert field.rstrip(":") in details, (field, details)
     assert await _counts(db) == before
     # The task is still valid after all those rejections.
-    await stub.CompleteWorkflowTask(pb.CompleteWorkflowTaskRequest(
-        task_token=task.task_token, commands=command_protos(commands.CompleteWorkflow())))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, commands=command_protos(commands.CompleteWorkflow())
+        )
+    )
 
 
 async def test_bad_list_query(stub) -> None:
-    for query in ("status = running", "color = 'red'", "status = 'running' OR type = 'x'",
-                  "status = 'bogus'", "type = 'x' AND"):
+    for query in (
+        "status = running",
+        "color = 'red'",
+        "status = 'running' OR type = 'x'",
+        "status = 'bogus'",
+        "type = 'x' AND",
+    ):
         code, details = await _code(stub.ListWorkflows(pb.ListWorkflowsRequest(query=query)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, query
         assert "query" in details
@@ -148,8 +168,11 @@ async def test_list_paging(stub) -> None:
     seen: list[str] = []
     token = b""
     while True:
-        page = await stub.ListWorkflows(pb.ListWorkflowsRequest(
-            query="type = 'pager' AND status = 'running'", page_size=2, next_page_token=token))
+        page = await stub.ListWorkflows(
+            pb.ListWorkflowsRequest(
+                query="type = 'pager' AND status = 'running'", page_size=2, next_page_token=token
+            )
+        )
         seen += [e.workflow_id for e in page.executions]
         token = page.next_page_token
         if not token:
@@ -158,21 +181,72 @@ async def test_list_paging(stub) -> None:
 
 
 async def test_unimplemented(stub) -> None:
-    code, details = await _code(stub.QueryWorkflow(pb.QueryWorkflowRequest(workflow_id="x")))
+    code, details = await _code(stub.UpdateWorkflow(pb.UpdateWorkflowRequest(workflow_id="x")))
     assert code == grpc.StatusCode.UNIMPLEMENTED
     assert "not implemented yet" in details
 
 
 async def test_long_polls_return_empty_at_deadline(stub) -> None:
-    empty = await stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="nothing"),
-                                        timeout=1.0)
+    empty = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="nothing"), timeout=1.0
+    )
     assert not empty.task_token
     await stub.StartWorkflow(start_request("waits"))
-    result = await stub.GetWorkflowResult(pb.GetWorkflowResultRequest(
-        workflow_id="waits", wait=wire.duration_to_proto(timedelta(seconds=0.3))), timeout=5)
+    result = await stub.GetWorkflowResult(
+        pb.GetWorkflowResultRequest(
+            workflow_id="waits", wait=wire.duration_to_proto(timedelta(seconds=0.3))
+        ),
+        timeout=5,
+    )
     assert not result.closed
-    history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(
-        workflow_id="waits", first_event_id=3,
-        wait=wire.duration_to_proto(timedelta(seconds=0.3))), timeout=5)
+    history = await stub.GetWorkflowHistory(
+        pb.GetWorkflowHistoryRequest(
+            workflow_id="waits",
+            first_event_id=3,
+            wait=wire.duration_to_proto(timedelta(seconds=0.3)),
+        ),
+        timeout=5,
+    )
     assert not history.events
     assert not history.closed
+
+
+async def test_terminate_existing_and_memo(stub) -> None:
+    first = await stub.StartWorkflow(start_request("term-ex"))
+    second = await stub.StartWorkflow(
+        start_request(
+            "term-ex", id_conflict_policy="terminate_existing", memo={"owner": payload_proto("me")}
+        )
+    )
+    assert second.started
+    old = await stub.GetWorkflowResult(
+        pb.GetWorkflowResultRequest(workflow_id="term-ex", run_id=first.run_id), timeout=5
+    )
+    assert old.status == "terminated"
+    described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="term-ex"))
+    assert described.info.run_id == second.run_id
+    assert wire.payload_from_proto(described.info.memo["owner"]).data == b'"me"'
+
+
+async def test_signal_request_id_deduplicates(stub) -> None:
+    await stub.StartWorkflow(start_request("sig-dedupe"))
+    for _ in range(2):
+        await stub.SignalWorkflow(
+            pb.SignalWorkflowRequest(workflow_id="sig-dedupe", signal_name="s", request_id="once")
+        )
+    history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="sig-dedupe"))
+    assert [e.event_type for e in history.events].count("SignalReceived") == 1
+
+
+async def test_concurrent_starts_of_one_id(stub, db) -> None:
+    results = await asyncio.gather(
+        *(stub.StartWorkflow(start_request("race")) for _ in range(6)), return_exceptions=True
+    )
+    started = [r for r in results if not isinstance(r, BaseException)]
+    assert len(started) == 1
+    assert all(
+        isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.ALREADY_EXISTS
+        for r in results
+        if isinstance(r, BaseException)
+    )
+    assert await db.fetchval("SELECT count(*) FROM executions WHERE workflow_id = 'race'") == 1

@@ -1,0 +1,138 @@
+"""Child workflows, parent-close policies, and signals/cancels to other workflows."""
+
+from __future__ import annotations
+
+from chronicle.history import commands
+from chronicle.history.values import Failure
+from chronicle.protos.v1 import service_pb2 as pb
+from tests.server.conftest import attributes, command_protos, event_types, payload, start_request
+
+
+async def _poll(stub, queue: str) -> pb.PollWorkflowTaskResponse:
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue=queue, identity=f"w-{queue}"), timeout=10
+    )
+    assert task.task_token, f"expected a workflow task on {queue}"
+    return task
+
+
+async def _complete(stub, task, *cmds: commands.Command) -> None:
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, identity="w", commands=command_protos(*cmds)
+        )
+    )
+
+
+async def _history(stub, workflow_id: str, run_id: str = "") -> list[str]:
+    response = await stub.GetWorkflowHistory(
+        pb.GetWorkflowHistoryRequest(workflow_id=workflow_id, run_id=run_id)
+    )
+    return event_types(response.events)
+
+
+async def test_child_runs_and_reports_its_result(stub) -> None:
+    parent = await stub.StartWorkflow(start_request("parent-1"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="child-1", workflow_type="cwf", task_queue="cq", input=(payload(7),)
+        ),
+    )
+    assert (await _history(stub, "parent-1"))[-3:] == [
+        "ChildWorkflowInitiated",
+        "ChildWorkflowStarted",
+        "WorkflowTaskScheduled",
+    ]
+    child_task = await _poll(stub, "cq")
+    started = attributes(child_task.events[0])
+    assert started.parent.workflow_id == "parent-1"
+    assert started.parent.run_id == parent.run_id
+    assert started.input == (payload(7),)
+    await _complete(stub, await _poll(stub, "q"))  # the parent saw ChildWorkflowStarted
+    described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="parent-1"))
+    assert [c.workflow_id for c in described.pending_children] == ["child-1"]
+
+    await _complete(stub, child_task, commands.CompleteWorkflow(result=payload("child done")))
+    task = await _poll(stub, "q")
+    done = [e for e in task.events if e.event_type == "ChildWorkflowCompleted"]
+    assert attributes(done[0]).result == payload("child done")
+    await _complete(stub, task, commands.CompleteWorkflow())
+
+
+async def test_child_failure_and_start_conflict(stub) -> None:
+    await stub.StartWorkflow(start_request("busy", task_queue="other"))
+    await stub.StartWorkflow(start_request("parent-2"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(seq=1, workflow_id="busy", workflow_type="cwf"),
+        commands.StartChildWorkflow(
+            seq=2, workflow_id="child-2", workflow_type="cwf", task_queue="cq"
+        ),
+    )
+    history = await _history(stub, "parent-2")
+    assert "ChildWorkflowStartFailed" in history
+    child_task = await _poll(stub, "cq")
+    await _complete(stub, child_task, commands.FailWorkflow(failure=Failure(message="child broke")))
+    while True:
+        task = await _poll(stub, "q")
+        failed = [e for e in task.events if e.event_type == "ChildWorkflowFailed"]
+        if failed:
+            break
+        await _complete(stub, task)
+    failure = attributes(failed[0]).failure
+    assert failure.kind == "child_workflow"
+    assert failure.cause.message == "child broke"
+
+
+async def test_parent_close_terminates_children(stub) -> None:
+    await stub.StartWorkflow(start_request("parent-3"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="child-3", workflow_type="cwf", task_queue="cq"
+        ),
+        commands.StartChildWorkflow(
+            seq=2,
+            workflow_id="child-3b",
+            workflow_type="cwf",
+            task_queue="cq",
+            parent_close_policy="abandon",
+        ),
+    )
+    await _complete(stub, await _poll(stub, "q"), commands.CompleteWorkflow())
+    result = await stub.GetWorkflowResult(
+        pb.GetWorkflowResultRequest(workflow_id="child-3"), timeout=5
+    )
+    assert result.status == "terminated"
+    assert "parent workflow 'parent-3' closed" in result.failure.message
+    described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="child-3b"))
+    assert described.info.status == "running"
+    assert described.info.parent_workflow_id == "parent-3"
+
+
+async def test_signal_and_cancel_other_workflows(stub) -> None:
+    await stub.StartWorkflow(start_request("target", task_queue="tq"))
+    await stub.StartWorkflow(start_request("source"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.SignalExternalWorkflow(
+            seq=1, workflow_id="target", signal_name="hello", input=(payload(1),)
+        ),
+        commands.SignalExternalWorkflow(seq=2, workflow_id="ghost", signal_name="hello"),
+        commands.RequestCancelExternalWorkflow(seq=3, workflow_id="target"),
+    )
+    history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="source"))
+    resolved = [
+        attributes(e)
+        for e in history.events
+        if e.event_type in ("ExternalSignalResolved", "ExternalCancelResolved")
+    ]
+    assert [r.failure is None for r in resolved] == [True, False, True]
+    target = await _history(stub, "target")
+    assert "SignalReceived" in target
+    assert "WorkflowCancelRequested" in target
