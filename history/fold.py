@@ -159,11 +159,14 @@ def _wft_completed(
 
 def _wft_failed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     _check_started(state, event, a, may_be_unstarted=isinstance(a, ev.WorkflowTaskTimedOut))
+    # A task refused because events arrived while it ran (it tried to close the run) is no
+    # failure of the code: the next task, with those events, is due at once.
+    unhandled = getattr(a, "cause", None) is ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS
     # The events the failed attempt saw are still unseen: the retry must see them.
     return replace(
         state,
         workflow_task=None,
-        workflow_task_failures=state.workflow_task_failures + 1,
+        workflow_task_failures=0 if unhandled else state.workflow_task_failures + 1,
         last_workflow_visible_event_id=max(
             state.last_workflow_visible_event_id, a.started_event_id
         ),

@@ -30,7 +30,6 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._pool: Pool | None = None
-        self._unacked_pool: Pool | None = None
         self._notifier: Notifier | None = None
         self._services: Services | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -59,20 +58,12 @@ class Server:
                 max_size=self.config.pool_max_size,
             )
             await run_migrations(self._pool)
-            if not self.config.dispatch_synchronous_commit:
-                self._unacked_pool = await create_pool(
-                    self.config.database_url,
-                    min_size=1,
-                    max_size=max(self.config.pool_max_size // 2, 2),
-                    synchronous_commit=False,
-                )
             self._notifier = Notifier(self.config.database_url)
             await self._notifier.connect()
             services = Services(
                 self._pool,
                 self.config,
                 self._notifier,
-                self._unacked_pool or self._pool,
                 QueryRouter(self._notifier),
             )
             self._services = services
@@ -134,11 +125,10 @@ class Server:
         if self._notifier is not None:
             await self._notifier.close()
             self._notifier = None
-        for pool in (self._unacked_pool, self._pool):
-            if pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pool.close(), timeout=max(grace, 1.0))
-        self._pool = self._unacked_pool = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
+        self._pool = None
         self._services = None
 
 

@@ -24,7 +24,5 @@ class ServerConfig(pydantic.BaseModel):
     default_workflow_task_timeout: timedelta = timedelta(seconds=10)
     sticky_timeout: timedelta = timedelta(seconds=3)
     default_activity_start_to_close: timedelta = timedelta(minutes=5)
-    dispatch_synchronous_commit: bool = False
-    """Wait for the WAL flush when dispatching tasks too (see ``Services.unacked_pool``)."""
     pool_min_size: int = pydantic.Field(default=2, ge=1)
     pool_max_size: int = pydantic.Field(default=20, ge=1)

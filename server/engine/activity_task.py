@@ -50,7 +50,7 @@ async def dispatch(
     """
     while True:
         now = tr.utcnow()
-        row = await services.unacked_pool.fetchrow(
+        row = await services.pool.fetchrow(
             sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity
         )
         if row is None:

@@ -65,7 +65,7 @@ async def dispatch(
                 continue  # the row is deleted with this transaction: it was stale
             return await _grant(conn, key, outcome, identity)
 
-    return await db.in_transaction(services.unacked_pool, body)
+    return await db.in_transaction(services.pool, body)
 
 
 def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
@@ -132,15 +132,12 @@ async def complete(
         if closes and state.last_workflow_visible_event_id > task.started_event_id:
             return tr.Decision(
                 events=[
+                    # the generic rule schedules the next task (fold: not a code failure)
                     ev.WorkflowTaskFailed(
                         scheduled_event_id=task.scheduled_event_id,
                         started_event_id=task.started_event_id,
                         cause=ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS,
                         identity=identity,
-                    ),
-                    ev.WorkflowTaskScheduled(
-                        task_queue=state.task_queue,
-                        start_to_close_timeout=state.workflow_task_timeout,
                     ),
                 ],
                 sticky_identity="",

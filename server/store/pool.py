@@ -24,17 +24,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 """Errors after which a transaction is simply run again."""
 
 
-async def create_pool(
-    url: str, *, min_size: int = 2, max_size: int = 20, synchronous_commit: bool = True
-) -> Pool:
-    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable.
-
-    ``synchronous_commit=False`` gives a pool whose commits return before the WAL is flushed
-    (see ``Services.unacked_pool`` for when that is safe).
-    """
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
+    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable."""
     settings = {"application_name": "chronicle-server"}
-    if not synchronous_commit:
-        settings["synchronous_commit"] = "off"
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, timeout=10, server_settings=settings
     )

@@ -121,7 +121,6 @@ async def test_dev_server_runs_and_stops(tmp_path: Path) -> None:
             await process.wait()
 
 
-async def test_only_dispatch_skips_the_wal_flush(server) -> None:
-    services = server.services
-    assert await services.unacked_pool.fetchval("SHOW synchronous_commit") == "off"
-    assert await services.pool.fetchval("SHOW synchronous_commit") == "on"
+async def test_every_commit_waits_for_the_wal_flush(server) -> None:
+    """No transition, dispatch included, is acknowledged before it is durable."""
+    assert await server.services.pool.fetchval("SHOW synchronous_commit") == "on"
