@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 
+from chronicle.sdk._grpc import RPCError
 from chronicle.sdk.activity import activity
 from chronicle.sdk.client import Client
 from chronicle.sdk.errors import ApplicationError, ServerFailure, WorkflowNotFound
 from chronicle.sdk.replay import replay
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
-from tests.sdk_io.helpers import of_type
+from chronicle.server.app import Server
+from tests.sdk_io.helpers import of_type, server_config
 
 
 @activity(start_to_close_timeout=timedelta(seconds=10))
@@ -97,7 +101,7 @@ async def test_rejections_raise_in_the_caller_and_write_nothing(client: Client) 
         with pytest.raises(ApplicationError, match="update 'add' got 2 argument") as info:
             await handle.update("add", "a", "b")
         assert info.value.type == "InvalidArguments"
-        with pytest.raises(ApplicationError, match="update 'add'.*str") as info:
+        with pytest.raises(ApplicationError, match=r"update 'add'.*str") as info:
             await handle.update("add", {"not": "a string"})
         assert info.value.type == "InvalidArguments"
         with pytest.raises(ApplicationError, match="unknown query 'nope' \\(registered: items"):
@@ -119,7 +123,8 @@ async def test_a_handler_error_fails_the_update_not_the_workflow(client: Client)
         assert await handle.update("checkout") == 300
         assert (await handle.result())["items"] == ["fig"]
         [completed, *_] = of_type(await handle.history(), "UpdateCompleted")
-        assert completed.failure is not None and completed.failure.message == "refused: no"
+        assert completed.failure is not None
+        assert completed.failure.message == "refused: no"
 
 
 async def test_the_same_update_id_gives_the_same_outcome_and_is_recorded_once(
@@ -191,3 +196,72 @@ async def test_a_run_closing_before_the_handler_ends_fails_the_update(client: Cl
         assert await handle.result() == "closed"
         with pytest.raises(ServerFailure, match="closed \\(completed\\) before update"):
             await slow
+
+
+async def _run_cli(server: Server, *argv: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chronicle",
+        "--address",
+        f"127.0.0.1:{server.port}",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_update_and_query_print_json_and_errors_are_one_line(
+    server: Server, client: Client
+) -> None:
+    async with _worker(client, "upd-cli"):
+        await client.start(cart, "cli", id="cart-cli", task_queue="upd-cli")
+        code, out, err = await _run_cli(
+            server, "workflow", "update", "cart-cli", "add", "--input", '"melon"'
+        )
+        assert (code, out.strip()) == (0, "1"), err
+        code, out, err = await _run_cli(server, "workflow", "query", "cart-cli", "items")
+        assert (code, out.strip()) == (0, '["melon"]'), err
+        code, out, err = await _run_cli(
+            server, "workflow", "update", "cart-cli", "add", "--input", '"melon"'
+        )
+        assert code == 1
+        assert err.strip().splitlines() == ["error: 'melon' is already in the cart"]
+        code, out, err = await _run_cli(server, "workflow", "query", "cart-cli", "nope")
+        assert code == 1
+        assert err.strip().splitlines() == [
+            "error: unknown query 'nope' (registered: items, total)"
+        ]
+
+
+@pytest.fixture
+async def impatient_server(database_url: str) -> AsyncIterator[Server]:
+    """A server that gives up on a query or update no worker takes after 0.3 s."""
+    config = server_config(database_url).model_copy(update={"query_pickup_timeout": 0.3})
+    instance = Server(config)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.stop(grace=0)
+
+
+async def test_without_a_polling_worker_queries_and_updates_fail_fast(
+    impatient_server: Server,
+) -> None:
+    client = await Client.connect(f"127.0.0.1:{impatient_server.port}")
+    try:
+        handle = await client.start(cart, "nobody", id="cart-idle", task_queue="idle-queue")
+        before = await handle.history()
+        for call in (handle.query("items"), handle.update("add", "x")):
+            with pytest.raises(
+                RPCError, match="no worker is polling task queue 'idle-queue'"
+            ) as info:
+                await call
+            assert info.value.code == "FAILED_PRECONDITION"
+        assert await handle.history() == before
+    finally:
+        await client.close()
