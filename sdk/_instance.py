@@ -48,6 +48,7 @@ from chronicle.sdk._definitions import ActivityOptions, WorkflowDefinition, hint
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._updates import UpdateHandlers, decode_arguments
 from chronicle.sdk.errors import (
     ApplicationError,
     CancelledFailure,
@@ -125,6 +126,7 @@ class WorkflowInstance:
         self._signal_buffer: dict[str, deque[tuple[Payload, ...]]] = defaultdict(deque)
         self._signal_waiters: dict[str, deque[asyncio.Future[Any]]] = defaultdict(deque)
         self._query_handlers: dict[str, Callable[..., Any]] = {}
+        self._updates = UpdateHandlers(self._loop, self._buffer, name, self._handler_done)
         self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._patches: dict[str, bool] = {}
         self._recorded_now: list[ev.Event] = []
@@ -196,6 +198,7 @@ class WorkflowInstance:
         for job in activation.jobs:
             self._apply(job)
         self._loop.run_until_quiescent(self._check_conditions)
+        self._updates.reject_waiting()
         if self._loop.errors:
             error = self._loop.errors[0]
             raise _task_error(f"workflow callback raised {error!r}", error) from error
@@ -236,10 +239,7 @@ class WorkflowInstance:
         elif isinstance(a, ev.SignalReceived):
             self._deliver_signal(a.signal_name, a.input)
         elif isinstance(a, ev.UpdateAccepted):
-            raise _task_error(
-                f"update {a.update_name!r} (event {job.id}): updates are not "
-                "supported by this SDK version"
-            )
+            self._updates.accept(a)
         elif isinstance(
             a, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled
         ):
@@ -539,15 +539,16 @@ class WorkflowInstance:
             if inspect.isawaitable(result):
                 await result
 
-        def done(task: asyncio.Task[None]) -> None:
-            if task.cancelled() or self._handler_error is not None:
-                return
-            error = task.exception()
-            if error is not None:
-                self._handler_error = error
-
         task = self._loop.create_task(run(), name=f"{self._loop.name} {what}")
-        task.add_done_callback(done)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        """A signal or update handler's task ended: its error (a bug) decides the outcome."""
+        if task.cancelled() or self._handler_error is not None:
+            return
+        error = task.exception()
+        if error is not None:
+            self._handler_error = error
 
     def set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or remove) a signal handler; buffered signals go to it now, in order."""
@@ -566,16 +567,30 @@ class WorkflowInstance:
         else:
             self._query_handlers[name] = handler
 
+    def set_update_handler(
+        self, name: str, handler: Callable[..., Any] | None, validator: Callable[..., Any] | None
+    ) -> None:
+        """Register (or remove) an update handler and its validator (``_updates.py``)."""
+        self._updates.set(name, handler, validator)
+
+    def validate_update(self, name: str, args: Sequence[Payload]) -> None:
+        """Raise unless update ``name`` would be accepted now; read-only, like a query."""
+        self._updates.validate(name, args, self._read_only)
+
     def query(self, name: str, args: Sequence[Payload]) -> Payload:
         """Answer query ``name`` from the current state; read-only (``ApplicationError`` if the
-        handler is unknown, async, or tries to issue commands)."""
+        handler is unknown, async, or tries to issue commands, or the arguments do not fit)."""
         handler = self._query_handlers.get(name)
         if handler is None:
             known = ", ".join(sorted(self._query_handlers)) or "none"
             raise ApplicationError(
                 f"unknown query {name!r} (registered: {known})", type="QueryNotFound"
             )
-        decoded = from_payloads(args, hints_of(handler)[0])
+        decoded = decode_arguments(f"query {name!r}", handler, args)
+        return to_payload(self._read_only(f"query handler {name!r}", handler, decoded))
+
+    def _read_only(self, what: str, handler: Callable[..., Any], decoded: Sequence[Any]) -> Any:
+        """``handler(*decoded)`` leaving no trace: a query or an update validator."""
         before = len(self._buffer.items)
         saved = (
             dict(self._seqs),
@@ -597,16 +612,14 @@ class WorkflowInstance:
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
-            raise ApplicationError(
-                f"query handler {name!r} must be synchronous", type="InvalidQueryHandler"
-            )
+            raise ApplicationError(f"{what} must be synchronous", type="InvalidQueryHandler")
         if len(self._buffer.items) != before:
             del self._buffer.items[before:]
             raise ApplicationError(
-                f"query handler {name!r} issued commands; queries must be read-only",
+                f"{what} issued commands; queries and validators must be read-only",
                 type="InvalidQueryHandler",
             )
-        return to_payload(result)
+        return result
 
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""

@@ -86,6 +86,12 @@ class WorkflowRuntime(Protocol):
         """Register (or remove) the handler of query ``name``."""
         ...
 
+    def set_update_handler(
+        self, name: str, handler: Callable[..., Any] | None, validator: Callable[..., Any] | None
+    ) -> None:
+        """Register (or remove) the handler of update ``name`` and its validator."""
+        ...
+
     def patched(self, patch_id: str) -> bool:
         """True for code that runs after the change ``patch_id`` was deployed (see API.md)."""
         ...

@@ -371,40 +371,53 @@ class WorkflowWorker:
             log.error("could not report the workflow task failure", error=str(exc))
 
     async def _answer_query(self, task: service_pb2.PollWorkflowTaskResponse, log: Any) -> None:
-        """Answer a query-only task from the cached instance, or from a replay of the history."""
+        """Answer a query-only task (a query, or the validation of an update) from the cached
+        instance, or from a replay of the history in a temporary instance."""
         run_id = task.workflow_execution.run_id
         name = task.query.query_name
+        what = "update validation" if task.query.validate_update else "query"
         request = service_pb2.RespondQueryTaskRequest(
             namespace=self.namespace, task_token=task.task_token
         )
         definition = self._workflows.get(task.workflow_type)
         temporary: WorkflowInstance | None = None
+        claimed = run_id not in self._busy and run_id in self._cache
+        if claimed:  # a workflow task arriving meanwhile replays instead of sharing the instance
+            self._busy.add(run_id)
         try:
-            instance = self._cache.get(run_id) if run_id not in self._busy else None
+            instance = self._cache.get(run_id) if claimed else None
             if instance is None:
                 if definition is None:
                     raise LookupError(f"workflow type {task.workflow_type!r} is not served here")
                 temporary, history = await self._replayed(task, definition, [], log)
-                await self._activate(temporary, history)
+                await self._activate(temporary, _with_first_task(history))
                 instance = temporary
             args = wire.payloads_from_proto(task.query.args)
             loop = asyncio.get_running_loop()
-            answer = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, instance.query, name, args),
-                self._deadlock_timeout or 10.0,
-            )
-            request.result.CopyFrom(wire.payload_to_proto(answer))
+            timeout = self._deadlock_timeout or 10.0
+            if task.query.validate_update:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, instance.validate_update, name, args),
+                    timeout,
+                )
+            else:
+                answer = await asyncio.wait_for(
+                    loop.run_in_executor(self._executor, instance.query, name, args), timeout
+                )
+                request.result.CopyFrom(wire.payload_to_proto(answer))
         except Exception as exc:
-            log.info("query failed", query=name, error=str(exc))
+            log.info(f"{what} failed", name=name, error=str(exc))
             failure = exc.failure if isinstance(exc, _TaskFailure) else exception_to_failure(exc)
             request.failure.CopyFrom(wire.failure_to_proto(failure))
         finally:
+            if claimed:
+                self._busy.discard(run_id)
             if temporary is not None:
                 await self._close(temporary)
         try:
             await self.connection.call("RespondQueryTask", request)
         except Exception as exc:
-            log.warning("could not answer the query task", error=str(exc))
+            log.warning(f"could not answer the {what} task", error=str(exc))
 
     # ------------------------------------------------------------ eviction
 
@@ -436,6 +449,16 @@ class WorkflowWorker:
             )
         except Exception as exc:
             self._log.warning("evicting a workflow instance failed", error=repr(exc))
+
+
+def _with_first_task(history: list[Event]) -> list[Event]:
+    """``history``, plus a stand-in ``WorkflowTaskStarted`` when no task ever started, so that a
+    query or an update validation sees the handlers the workflow registers when it begins."""
+    if not history or any(isinstance(e.attributes, WorkflowTaskStarted) for e in history):
+        return history
+    last = history[-1]
+    started = WorkflowTaskStarted(scheduled_event_id=last.id, identity="query")
+    return [*history, Event(id=last.id + 1, time=last.time, attributes=started)]
 
 
 def instance_info(instance: WorkflowInstance) -> str:

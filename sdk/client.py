@@ -72,6 +72,9 @@ _RESULT_POLL = timedelta(seconds=20)
 _RPC_SLACK = 10.0
 """Seconds added to a long poll's server-side wait to make its client-side deadline."""
 
+_UPDATE_VALIDATION = 30.0
+"""Seconds an UpdateWorkflow call allows for the validation on a worker (the server's cap)."""
+
 
 def default_identity() -> str:
     """``host:pid``: names this process in the history (who started, signalled …)."""
@@ -249,7 +252,10 @@ class WorkflowHandle(Generic[ResultT]):
         await self._call("SignalWorkflow", request)
 
     async def query(self, name: str, *args: Any, result_type: Any = Any) -> Any:
-        """Ask the workflow's query handler ``name``; read-only, answered by a worker."""
+        """Ask the workflow's query handler ``name``; read-only, answered by a worker (on a
+        closed run too, by replay). The handler's error, or an unknown name (the message lists
+        the registered ones), raises as the ``FailureError`` it describes (``ApplicationError``);
+        no worker polling the run's task queue: ``RPCError`` (``FAILED_PRECONDITION``)."""
         request = service_pb2.QueryWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
@@ -258,6 +264,8 @@ class WorkflowHandle(Generic[ResultT]):
             args=encode_args(args, f"query {name!r} of {self._id!r}"),
         )
         response = await self._call("QueryWorkflow", request, timeout=60.0)
+        if response.HasField("failure"):
+            raise failure_to_exception(wire.failure_from_proto(response.failure))
         if not response.HasField("result"):
             return None
         return from_payload(wire.payload_from_proto(response.result), result_type)
@@ -265,7 +273,14 @@ class WorkflowHandle(Generic[ResultT]):
     async def update(
         self, name: str, *args: Any, update_id: str | None = None, result_type: Any = Any
     ) -> Any:
-        """Run the workflow's update handler ``name`` and return its result (or raise its error)."""
+        """Run the workflow's update handler ``name`` and return its result.
+
+        Raises the ``FailureError`` (``ApplicationError`` …) of a rejection (unknown name, wrong
+        arguments, the validator raised: nothing is recorded) or of the handler. Waits as long
+        as the handler runs, asking again when a long poll ends; idempotent by ``update_id``
+        (generated when omitted), so calling again with the same id after a lost connection
+        returns the same outcome and never runs the handler twice.
+        """
         request = service_pb2.UpdateWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
@@ -274,8 +289,14 @@ class WorkflowHandle(Generic[ResultT]):
             args=encode_args(args, f"update {name!r} of {self._id!r}"),
             update_id=update_id or str(uuid.uuid4()),
             identity=self._client.identity,
+            wait=wire.duration_to_proto(_RESULT_POLL),
         )
-        response = await self._call("UpdateWorkflow", request, timeout=None)
+        timeout = _RESULT_POLL.total_seconds() + _UPDATE_VALIDATION + _RPC_SLACK
+        while True:
+            response = await self._call("UpdateWorkflow", request, timeout=timeout)
+            if response.completed:
+                break
+            request.run_id = response.run_id  # asking again: the same run, even after a CAN
         if response.HasField("failure"):
             raise failure_to_exception(wire.failure_from_proto(response.failure))
         if not response.HasField("result"):

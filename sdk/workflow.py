@@ -214,12 +214,17 @@ def on_query(name: str, handler: Callable[..., Any] | None) -> None:
 
 
 def on_update(
-    name: str, handler: Callable[..., Any], validator: Callable[..., Any] | None = None
-) -> NoReturn:
-    """Not available yet: updates need a server protocol that is not designed."""
-    raise NotImplementedError(
-        "workflow.on_update is not implemented yet (use a signal and a query)"
-    )
+    name: str, handler: Callable[..., Any] | None, validator: Callable[..., Any] | None = None
+) -> None:
+    """Handle update ``name`` (``handle.update(name, *args)``) with ``handler(*args)``.
+
+    The handler may be async and await activities, timers …; its return value is the caller's
+    result, and an ``ApplicationError`` it raises is the caller's error (the workflow goes on).
+    ``validator(*args)`` (synchronous, read-only, like a query) runs before anything is recorded:
+    if it raises, the update is rejected and leaves no trace in the history. ``None`` removes the
+    handler.
+    """
+    _runtime.current().set_update_handler(name, handler, validator)
 
 
 def now() -> datetime:

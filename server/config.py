@@ -11,7 +11,8 @@ class ServerConfig(pydantic.BaseModel):
     """Settings of one server process.
 
     ``port=0`` binds a free port (read it back from ``Server.port``). ``poll_timeout`` caps every
-    long poll (it is also capped by the caller's gRPC deadline).
+    long poll (it is also capped by the caller's gRPC deadline). A query or update that no worker
+    takes within ``query_pickup_timeout`` fails ("no worker is polling task queue …").
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
@@ -23,6 +24,7 @@ class ServerConfig(pydantic.BaseModel):
     max_payload_bytes: int = pydantic.Field(default=2 * 1024 * 1024, gt=0)
     default_workflow_task_timeout: timedelta = timedelta(seconds=10)
     sticky_timeout: timedelta = timedelta(seconds=3)
+    query_pickup_timeout: float = pydantic.Field(default=5.0, gt=0)
     default_activity_start_to_close: timedelta = timedelta(minutes=5)
     pool_min_size: int = pydantic.Field(default=2, ge=1)
     pool_max_size: int = pydantic.Field(default=20, ge=1)

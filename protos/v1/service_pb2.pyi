@@ -268,16 +268,22 @@ class QueryWorkflowResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def result(self) -> _common_pb2.Payload: ...
+    @_builtins.property
+    def failure(self) -> _common_pb2.Failure:
+        """The query handler raised (or the query name is unknown): result is unset."""
+
     def __init__(
         self,
         *,
         result: _common_pb2.Payload | None = ...,
+        failure: _common_pb2.Failure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,6 +300,7 @@ class UpdateWorkflowRequest(_message.Message):
     ARGS_FIELD_NUMBER: _builtins.int
     UPDATE_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
@@ -303,6 +310,12 @@ class UpdateWorkflowRequest(_message.Message):
     identity: _builtins.str
     @_builtins.property
     def args(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """How long to wait for the handler's outcome before answering completed=false (the caller
+        then asks again with the same update_id). Unset: the server's poll timeout.
+        """
+
     def __init__(
         self,
         *,
@@ -313,10 +326,11 @@ class UpdateWorkflowRequest(_message.Message):
         args: _abc.Iterable[_common_pb2.Payload] | None = ...,
         update_id: _builtins.str = ...,
         identity: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "identity", b"identity", "namespace", b"namespace", "run_id", b"run_id", "update_id", b"update_id", "update_name", b"update_name", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "identity", b"identity", "namespace", b"namespace", "run_id", b"run_id", "update_id", b"update_id", "update_name", b"update_name", "wait", b"wait", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -328,6 +342,12 @@ class UpdateWorkflowResponse(_message.Message):
 
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    completed: _builtins.bool
+    """False when the update was accepted but its handler had not finished within `wait`."""
+    run_id: _builtins.str
+    """The run the update was sent to (pin it when asking again)."""
     @_builtins.property
     def result(self) -> _common_pb2.Payload: ...
     @_builtins.property
@@ -337,10 +357,12 @@ class UpdateWorkflowResponse(_message.Message):
         *,
         result: _common_pb2.Payload | None = ...,
         failure: _common_pb2.Failure | None = ...,
+        completed: _builtins.bool = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "failure", b"failure", "outcome", b"outcome", "result", b"result", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
@@ -894,8 +916,13 @@ class QueryRequest(_message.Message):
     QUERY_ID_FIELD_NUMBER: _builtins.int
     QUERY_NAME_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
+    VALIDATE_UPDATE_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     query_name: _builtins.str
+    validate_update: _builtins.bool
+    """Not a query: validate update `query_name` (its handler exists, the arguments fit, its
+    validator accepts them) read-only, and answer with RespondQueryTask (failure = rejected).
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
     def __init__(
@@ -904,10 +931,11 @@ class QueryRequest(_message.Message):
         query_id: _builtins.str = ...,
         query_name: _builtins.str = ...,
         args: _abc.Iterable[_common_pb2.Payload] | None = ...,
+        validate_update: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "query_id", b"query_id", "query_name", b"query_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "query_id", b"query_id", "query_name", b"query_name", "validate_update", b"validate_update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

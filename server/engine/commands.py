@@ -19,7 +19,6 @@ from chronicle.server import errors
 from chronicle.server.config import ServerConfig
 from chronicle.server.store.rows import ActivityInfo
 
-_UNSUPPORTED = (cmd.CompleteUpdate,)
 _PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
 
 
@@ -33,10 +32,6 @@ def validate(commands: Sequence[cmd.Command]) -> None:
                 "command",
                 field=where,
             )
-        if isinstance(command, _UNSUPPORTED):
-            raise errors.InvalidArgument(
-                f"{where}: {type(command).__name__} is not supported yet", field=where
-            )
         if isinstance(command, cmd.StartChildWorkflow):
             _require(command, where, "workflow_id", "workflow_type")
             if command.parent_close_policy not in _PARENT_CLOSE_POLICIES:
@@ -49,6 +44,12 @@ def validate(commands: Sequence[cmd.Command]) -> None:
             _require(command, where, "workflow_id", "signal_name")
         if isinstance(command, cmd.RequestCancelExternalWorkflow):
             _require(command, where, "workflow_id")
+        if isinstance(command, cmd.CompleteUpdate):
+            _require(command, where, "update_id")
+            if command.result is not None and command.failure is not None:
+                raise errors.InvalidArgument(
+                    f"{where}: CompleteUpdate has both a result and a failure", field=where
+                )
         if isinstance(command, cmd.StartTimer) and command.duration <= timedelta(0):
             raise errors.InvalidArgument(
                 f"{where}.duration must be positive", field=f"{where}.duration"
@@ -101,6 +102,7 @@ def to_events(
     out: list[ev.EventAttributes] = []
     wtc = completed_event_id
     timers = {t.seq: sid for sid, t in state.pending_timers.items()}
+    updates = dict(state.pending_updates)
     acts = {a.seq: sid for sid, a in state.pending_activities.items() if not a.cancel_requested}
     fresh_activities: set[int] = set()
 
@@ -151,6 +153,22 @@ def to_events(
                     failure=command.failure,
                     workflow_task_completed_event_id=wtc,
                     call_site=command.call_site,
+                )
+            )
+        elif isinstance(command, cmd.CompleteUpdate):
+            accepted = updates.pop(command.update_id, None)
+            if accepted is None:
+                raise errors.InvalidArgument(
+                    f"CompleteUpdate: update '{command.update_id}' is not pending in this run "
+                    "(never accepted, or already completed)",
+                    field="commands",
+                )
+            out.append(
+                ev.UpdateCompleted(
+                    update_id=command.update_id,
+                    accepted_event_id=accepted,
+                    result=command.result,
+                    failure=command.failure,
                 )
             )
         elif isinstance(command, cmd.CompleteWorkflow):

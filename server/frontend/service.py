@@ -13,7 +13,15 @@ from chronicle.history import wire
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import common_pb2, service_pb2, service_pb2_grpc
 from chronicle.server import errors
-from chronicle.server.engine import activity_task, control, query, read, start, workflow_task
+from chronicle.server.engine import (
+    activity_task,
+    control,
+    query,
+    read,
+    start,
+    update,
+    workflow_task,
+)
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
@@ -116,7 +124,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Run a query handler on a worker; waits for its answer (up to the deadline)."""
         require(request, "workflow_id", "query_name")
         self._check(request)
-        result = await query.query(
+        result, failure = await query.query(
             self._services,
             namespace(request),
             request.workflow_id,
@@ -126,14 +134,40 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             timeout=self._wait(context, QUERY_TIMEOUT),
         )
         response = service_pb2.QueryWorkflowResponse()
-        if result is not None:
+        if failure is not None:
+            response.failure.CopyFrom(wire.failure_to_proto(failure))
+        elif result is not None:
             response.result.CopyFrom(wire.payload_to_proto(result))
         return response
 
     @rpc
-    async def UpdateWorkflow(self, request: Any, context: Any) -> Any:
-        """Not implemented yet."""
-        raise errors.Unimplemented("UpdateWorkflow is not implemented yet")
+    async def UpdateWorkflow(
+        self, request: service_pb2.UpdateWorkflowRequest, context: Any
+    ) -> service_pb2.UpdateWorkflowResponse:
+        """Validate an update on a worker, record it, and wait (up to ``wait``) for its outcome."""
+        require(request, "workflow_id", "update_name", "update_id")
+        self._check(request)
+        wait = _duration(request, "wait")
+        outcome = await update.update(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            name=request.update_name,
+            args=wire.payloads_from_proto(request.args),
+            update_id=request.update_id,
+            identity=request.identity,
+            validate_timeout=self._wait(context, QUERY_TIMEOUT),
+            wait=self._wait(context, wait.total_seconds() if wait is not None else None),
+        )
+        response = service_pb2.UpdateWorkflowResponse(
+            completed=outcome.completed, run_id=outcome.run_id
+        )
+        if outcome.failure is not None:
+            response.failure.CopyFrom(wire.failure_to_proto(outcome.failure))
+        elif outcome.result is not None:
+            response.result.CopyFrom(wire.payload_to_proto(outcome.result))
+        return response
 
     @rpc
     async def RespondQueryTask(
@@ -265,6 +299,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                     query_id=grant.query_id,
                     query_name=grant.name,
                     args=wire.payloads_to_proto(grant.args),
+                    validate_update=grant.validate_update,
                 ),
                 task_queue=grant.task_queue,
             )

@@ -99,6 +99,13 @@ SELECT EXISTS (
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
       AND event_type = 'SignalReceived' AND attributes->>'request_id' = $4)"""
 
+UPDATE_EVENTS: Final = """
+SELECT event_id, event_type, event_time, attributes::text AS attributes
+FROM history_events
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+  AND event_type IN ('UpdateAccepted', 'UpdateCompleted') AND attributes->>'update_id' = $4
+ORDER BY event_id"""
+
 # ---------------------------------------------------------------- the transition write
 
 APPLY_TRANSITION: Final = """

@@ -89,6 +89,14 @@ def command_event(history: History, command: cmd.Command) -> ev.EventAttributes:
             )
         case cmd.RequestCancelExternalWorkflow():
             return ev.ExternalCancelInitiated(seq=command.seq, workflow_id=command.workflow_id)
+        case cmd.CompleteUpdate():
+            accepted = history.find(ev.UpdateAccepted, update_id=command.update_id)
+            return ev.UpdateCompleted(
+                update_id=command.update_id,
+                accepted_event_id=accepted.id,
+                result=command.result,
+                failure=command.failure,
+            )
         case cmd.CompleteWorkflow():
             return ev.WorkflowCompleted(result=command.result)
         case cmd.FailWorkflow():

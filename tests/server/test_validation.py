@@ -180,10 +180,14 @@ async def test_list_paging(stub) -> None:
     assert seen == [f"page-{i}" for i in reversed(range(5))]
 
 
-async def test_unimplemented(stub) -> None:
+async def test_update_requests_name_what_is_missing(stub) -> None:
     code, details = await _code(stub.UpdateWorkflow(pb.UpdateWorkflowRequest(workflow_id="x")))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented yet" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "update_name is required" in details
+    request = pb.UpdateWorkflowRequest(workflow_id="x", update_name="u", update_id="1")
+    code, details = await _code(stub.UpdateWorkflow(request))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "workflow 'x' not found" in details
 
 
 async def test_long_polls_return_empty_at_deadline(stub) -> None:
