@@ -190,7 +190,11 @@ class PendingActivity:
             if self.future.done() and not self.future.cancelled():
                 self.future.exception()  # retrieved: the cancellation wins
             self.request_cancel()
-            if self._cancellation_type == "wait_cancellation_completed" and not self.future.done():
+            if (
+                self._cancellation_type == "wait_cancellation_completed"
+                and not self.future.done()
+                and self._buffer.enabled  # not while evicting: no outcome will arrive
+            ):
                 try:
                     await self.future
                 except Exception:  # the outcome is moot: we report the cancellation
@@ -283,6 +287,8 @@ class PendingChild:
             if not self.future.cancelled():
                 self.future.exception()
             return
+        if not self._buffer.enabled:
+            return  # the instance is being evicted: no outcome will ever arrive
         already, self.cancel_requested = self.cancel_requested, True
         if already:
             pass
