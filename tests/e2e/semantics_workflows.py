@@ -158,6 +158,19 @@ async def parent_of_failing_child(reason: str) -> str:
 
 
 @workflow
+async def signals_a_finished_child() -> str:
+    """Signalling a child that already closed raises at the await (type WorkflowNotFound)."""
+    handle = await workflow.start_child(sleeper, 0.01)
+    assert handle.run_id
+    await handle
+    try:
+        await handle.signal("late")
+    except ApplicationError as err:
+        return f"{err.type}: {err}"
+    return "delivered"
+
+
+@workflow
 async def parent_with_policies(prefix: str) -> list[str]:
     """Starts one child per parent-close policy, waits for "finish", returns the child ids."""
     ids = []
@@ -251,6 +264,7 @@ SEMANTICS_WORKFLOWS = [
     child_echo,
     child_fails,
     parent_of_failing_child,
+    signals_a_finished_child,
     parent_with_policies,
     chain,
     draws,

@@ -51,6 +51,14 @@ async def test_a_child_failure_surfaces_as_child_workflow_error_with_its_cause(
     assert inner == "child says no"
 
 
+async def test_signalling_a_child_that_already_closed_raises_in_the_parent(client: Client) -> None:
+    async with worker(client):
+        handle = await client.start(sw.signals_a_finished_child, id="late-signal", task_queue=QUEUE)
+        outcome = await handle.result()
+    assert outcome.startswith("WorkflowNotFound: ")
+    assert "late-signal-child-1" in outcome
+
+
 async def test_parent_close_policies_and_pending_children_in_describe(client: Client) -> None:
     async with worker(client):
         handle = await client.start(
