@@ -73,7 +73,7 @@ def _positive(what: str, duration: timedelta | float) -> float:
         raise TypeError(f"{what} must be a timedelta or a number of seconds, got {duration!r}")
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
     if not seconds > 0:  # also rejects NaN
-        raise ValueError(f"{what} must be positive, got {duration!r}")
+        raise ValueError(f"{what} must be positive, got {seconds:g} s")
     return seconds
 
 

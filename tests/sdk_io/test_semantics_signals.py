@@ -65,10 +65,10 @@ async def test_zero_and_negative_durations_raise_at_the_call_and_record_nothing(
         handle = await client.start(sw.bad_durations, id="bad-durations", task_queue=QUEUE)
         errors = await handle.result()
     assert errors == [
-        "workflow.sleep duration must be positive, got 0",
-        "workflow.sleep duration must be positive, got datetime.timedelta(days=-1, seconds=86399)",
-        "wait_signal timeout must be positive, got 0",
-        "wait_condition timeout must be positive, got -2.5",
+        "workflow.sleep duration must be positive, got 0 s",
+        "workflow.sleep duration must be positive, got -1 s",
+        "wait_signal timeout must be positive, got 0 s",
+        "wait_condition timeout must be positive, got -2.5 s",
     ]
     history = await handle.history()
     assert of_type(history, "TimerStarted") == []
