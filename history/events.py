@@ -49,6 +49,8 @@ class WorkflowStarted:
     continued_from_run_id: str | None = None
     identity: str = ""
     request_id: str = ""
+    start_delay: timedelta | None = None
+    """The first workflow task is scheduled only after this delay (a server timer)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from chronicle.history import events as ev
@@ -64,6 +65,7 @@ def _started(state: WorkflowState, event: ev.Event, a: ev.WorkflowStarted) -> Wo
         workflow_task_timeout=a.workflow_task_timeout,
         start_time=event.time,
         last_workflow_visible_event_id=event.id,
+        awaiting_start_delay=a.start_delay is not None and a.start_delay > timedelta(0),
     )
 
 
@@ -114,7 +116,7 @@ def _wft_scheduled(
         attempt=a.attempt,
         timeout=a.start_to_close_timeout,
     )
-    return replace(state, workflow_task=task)
+    return replace(state, workflow_task=task, awaiting_start_delay=False)
 
 
 def _wft_started(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskStarted) -> WorkflowState:

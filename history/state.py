@@ -106,6 +106,8 @@ class WorkflowState:
     # Consecutive failed or timed-out attempts of the current workflow task.
     workflow_task_failures: int = 0
     cancel_requested: bool = False
+    # Started with a start delay that has not elapsed yet: no workflow task until it has.
+    awaiting_start_delay: bool = False
     pending_activities: dict[int, PendingActivity] = field(default_factory=dict)
     pending_timers: dict[int, PendingTimer] = field(default_factory=dict)
     pending_children: dict[int, PendingChild] = field(default_factory=dict)
@@ -124,5 +126,6 @@ class WorkflowState:
         return (
             self.is_open
             and self.workflow_task is None
+            and not self.awaiting_start_delay
             and self.last_workflow_visible_event_id > self.last_completed_started_event_id
         )

@@ -190,7 +190,11 @@ class PendingActivity:
             if self.future.done() and not self.future.cancelled():
                 self.future.exception()  # retrieved: the cancellation wins
             self.request_cancel()
-            if self._cancellation_type == "wait_cancellation_completed" and not self.future.done():
+            if (
+                self._cancellation_type == "wait_cancellation_completed"
+                and not self.future.done()
+                and self._buffer.enabled  # not while evicting: no outcome will arrive
+            ):
                 try:
                     await self.future
                 except Exception:  # the outcome is moot: we report the cancellation
@@ -214,11 +218,17 @@ class PendingChild:
         self.command = command
         self.run_id = ""
         self.future: asyncio.Future[Any] = loop.create_future()
+        self.started: asyncio.Future[bool] = loop.create_future()
+        """True once the child run exists; False if it ended without starting."""
         self._buffer = buffer
         self._return_hint = return_hint
         self._forget = forget
         self._cancel = cancel
         self.cancel_requested = False
+
+    def _settle_started(self, started: bool) -> None:
+        if not self.started.done():
+            self.started.set_result(started)
 
     def _error(self, message: str, cause: FailureError | None) -> ChildWorkflowError:
         command = self.command
@@ -233,9 +243,11 @@ class PendingChild:
     def resolve_started(self, run_id: str) -> None:
         """ChildWorkflowStarted."""
         self.run_id = run_id
+        self._settle_started(True)
 
     def resolve_completed(self, result: Payload | None) -> None:
         """ChildWorkflowCompleted: the result, decoded with the child's return hint."""
+        self._settle_started(True)
         if self.future.done():
             return
         try:
@@ -247,6 +259,7 @@ class PendingChild:
 
     def resolve_failed(self, failure: Failure, what: str = "failed") -> None:
         """ChildWorkflowFailed / StartFailed: ``ChildWorkflowError`` with the failure as cause."""
+        self._settle_started(bool(self.run_id))
         if not self.future.done():
             cause = failure_to_exception(failure)
             self.future.set_exception(self._error(f"{what}: {cause.message}", cause))
@@ -256,23 +269,40 @@ class PendingChild:
         try:
             return await asyncio.shield(self.future)
         except asyncio.CancelledError:
-            if self.future.done():
-                if not self.future.cancelled():
-                    self.future.exception()
-                raise
-            self.cancel_requested = True
-            if self._buffer.remove(self.command):
-                self._forget(self.seq)
-                self.future.set_exception(
-                    self._error(
-                        "was cancelled before it started", CancelledFailure("child cancelled")
-                    )
-                )
-                self.future.exception()
-                raise
-            self._cancel(self)
-            try:
-                await self.future
-            except Exception:  # the outcome is moot: we report the cancellation
-                pass
+            await self._cancelled()
             raise
+
+    async def wait_started(self) -> bool:
+        """True once the child run exists, False if it never will; cancellation as ``wait``."""
+        try:
+            return await asyncio.shield(self.started)
+        except asyncio.CancelledError:
+            await self._cancelled()
+            raise
+
+    async def _cancelled(self) -> None:
+        """The awaiting task was cancelled: cancel the child (or its unsent start), wait for
+        its end; the caller re-raises the cancellation."""
+        if self.future.done():
+            if not self.future.cancelled():
+                self.future.exception()
+            return
+        if not self._buffer.enabled:
+            return  # the instance is being evicted: no outcome will ever arrive
+        already, self.cancel_requested = self.cancel_requested, True
+        if already:
+            pass
+        elif self._buffer.remove(self.command):
+            self._forget(self.seq)
+            self._settle_started(False)
+            self.future.set_exception(
+                self._error("was cancelled before it started", CancelledFailure("child cancelled"))
+            )
+            self.future.exception()
+            return
+        else:
+            self._cancel(self)
+        try:
+            await self.future
+        except Exception:  # the outcome is moot: we report the cancellation
+            pass

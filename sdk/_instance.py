@@ -36,6 +36,7 @@ from chronicle.history.payloads import (
 )
 from chronicle.history.values import Failure, FailureKind, Payload
 from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
+from chronicle.sdk._child import ChildWorkflowHandle
 from chronicle.sdk._commands import (
     CommandBuffer,
     Emitted,
@@ -56,6 +57,7 @@ from chronicle.sdk.errors import (
     StaleInstanceError,
     WorkflowTaskError,
     exception_to_failure,
+    failure_to_exception,
 )
 
 __all__ = ["WorkflowInstance"]
@@ -114,6 +116,7 @@ class WorkflowInstance:
         self._activities: dict[int, PendingActivity] = {}
         self._timers: dict[int, PendingTimer] = {}
         self._children: dict[int, PendingChild] = {}
+        self._external_signals: dict[int, asyncio.Future[None]] = {}
         self._random = random.Random(0)
         self._now = datetime.fromtimestamp(0).astimezone()
         self._replaying = False
@@ -256,6 +259,14 @@ class WorkflowInstance:
             | ev.ChildWorkflowFailed,
         ):
             self._resolve_child(a)
+        elif isinstance(a, ev.ExternalSignalResolved):
+            seq = self._index.externals.get(a.initiated_event_id, 0)
+            future = self._external_signals.pop(seq, None)
+            if future is not None and not future.done():
+                if a.failure is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(failure_to_exception(a.failure))
         elif isinstance(a, ev.WorkflowCancelRequested):
             self._cancel_requested = True
             if self._root is not None and not self._root.done():
@@ -438,8 +449,8 @@ class WorkflowInstance:
         run_timeout: timedelta | None,
         parent_close_policy: str,
         return_hint: Any,
-    ) -> Coroutine[Any, Any, Any]:
-        """Start a child workflow now (seq allocated at the call); await its result."""
+    ) -> ChildWorkflowHandle[Any]:
+        """Start a child workflow now (seq allocated at the call); its handle."""
         payloads = _encode_args(workflow_type, args)
         site = call_site()
         seq = self._next("child")
@@ -459,7 +470,33 @@ class WorkflowInstance:
         )
         self._children[seq] = child
         self._buffer.add(command, site)
-        return child.wait()
+        return ChildWorkflowHandle(child, self.signal_external)
+
+    def signal_external(
+        self, workflow_id: str, run_id: str, name: str, args: Sequence[Any]
+    ) -> Coroutine[Any, Any, None]:
+        """Signal another workflow run (seq allocated at the call); await its delivery."""
+        if not name:
+            raise ValueError("a signal needs a name")
+        payloads = _encode_args(f"signal {name!r}", args)
+        site = call_site()
+        seq = self._next("external")
+        command = cmd.SignalExternalWorkflow(
+            seq=seq,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            signal_name=name,
+            input=payloads,
+            call_site=site,
+        )
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._external_signals[seq] = future
+        self._buffer.add(command, site)
+
+        async def delivered() -> None:
+            await future
+
+        return delivered()
 
     def _forget_child(self, seq: int) -> None:
         self._children.pop(seq, None)
@@ -517,7 +554,7 @@ class WorkflowInstance:
     def _deliver_signal(self, name: str, payloads: tuple[Payload, ...]) -> None:
         handler = self._signal_handlers.get(name)
         if handler is not None:
-            self._run_handler(f"signal {name!r}", handler, payloads)
+            self._run_signal_handler(name, handler, payloads)
             return
         waiters = self._signal_waiters.get(name)
         while waiters:
@@ -530,11 +567,43 @@ class WorkflowInstance:
                 return
         self._signal_buffer[name].append(payloads)
 
-    def _run_handler(
-        self, what: str, handler: Callable[..., Any], payloads: tuple[Payload, ...]
+    def _run_signal_handler(
+        self, name: str, handler: Callable[..., Any], payloads: tuple[Payload, ...]
     ) -> None:
-        async def run() -> None:
+        """Run ``handler`` for one signal, or drop the signal with a warning when its arguments
+        do not fit the handler (a bad signal from outside must not wedge the workflow: a
+        workflow-task failure would repeat forever, since the signal stays in the history)."""
+        try:
             args = from_payloads(payloads, hints_of(handler)[0])
+        except PayloadEncodingError as exc:
+            self._drop_signal(name, handler, str(exc))
+            return
+        try:
+            signature = inspect.signature(handler)
+        except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(*args)
+            except TypeError as exc:
+                self._drop_signal(name, handler, f"{len(args)} argument(s) given: {exc}")
+                return
+        self._run_handler(f"signal {name!r}", handler, args)
+
+    def _drop_signal(self, name: str, handler: Callable[..., Any], why: str) -> None:
+        if self._replaying:
+            return  # logged when it was first delivered
+        _log.warning(
+            "workflow %s (run %s): dropped signal %r: its arguments do not fit handler %s (%s)",
+            self._info.workflow_id,
+            self._info.run_id,
+            name,
+            getattr(handler, "__qualname__", repr(handler)),
+            why,
+        )
+
+    def _run_handler(self, what: str, handler: Callable[..., Any], args: Sequence[Any]) -> None:
+        async def run() -> None:
             result = handler(*args)
             if inspect.isawaitable(result):
                 await result
@@ -558,7 +627,7 @@ class WorkflowInstance:
         self._signal_handlers[name] = handler
         buffered = self._signal_buffer.pop(name, deque())
         while buffered:
-            self._run_handler(f"signal {name!r}", handler, buffered.popleft())
+            self._run_signal_handler(name, handler, buffered.popleft())
 
     def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or remove) a query handler."""

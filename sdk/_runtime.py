@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
+    from chronicle.sdk._child import ChildWorkflowHandle
     from chronicle.sdk._definitions import ActivityOptions
     from chronicle.sdk._info import WorkflowInfo
 
@@ -64,8 +65,8 @@ class WorkflowRuntime(Protocol):
         run_timeout: timedelta | None,
         parent_close_policy: str,
         return_hint: Any,
-    ) -> Coroutine[Any, Any, Any]:
-        """Start a child workflow now; the coroutine waits for (and returns) its result."""
+    ) -> ChildWorkflowHandle[Any]:
+        """Start a child workflow now (its command is recorded at the call); its handle."""
         ...
 
     def wait_condition(

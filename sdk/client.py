@@ -501,6 +501,37 @@ class Client:
             self, id, run_id=response.run_id, result_type=result_type, started=response.started
         )
 
+    async def signal_with_start(
+        self,
+        workflow: Callable[..., Awaitable[Any]] | str,
+        *args: Any,
+        signal: str,
+        signal_args: Iterable[Any] = (),
+        id: str,
+        task_queue: str,
+        id_conflict_policy: IdConflictPolicy = "use_existing",
+        **options: Any,
+    ) -> WorkflowHandle[Any]:
+        """Signal the running workflow ``id``, or start it with the signal as its first event.
+
+        Shorthand for ``start(..., start_signal=signal, start_signal_args=signal_args)`` whose
+        default conflict policy is ``"use_existing"`` (signal the run that is already running);
+        ``options`` are ``start``'s other keyword options.
+        """
+        if not signal:
+            raise ValueError("signal_with_start needs a signal name")
+        handle: WorkflowHandle[Any] = await self.start(
+            workflow,
+            *args,
+            id=id,
+            task_queue=task_queue,
+            id_conflict_policy=id_conflict_policy,
+            start_signal=signal,
+            start_signal_args=signal_args,
+            **options,
+        )
+        return handle
+
     def get_handle(
         self, workflow_id: str, run_id: str | None = None, *, result_type: Any = Any
     ) -> WorkflowHandle[Any]:

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar, overload
 
 from chronicle.history.values import RetryPolicy
 from chronicle.sdk import _runtime
+from chronicle.sdk._child import ChildWorkflowHandle
 from chronicle.sdk._definitions import (
     WORKFLOW_ATTR,
     ActivityOptions,
@@ -37,6 +38,7 @@ from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk.activity import ActivityFunction
 
 __all__ = [
+    "ChildWorkflowHandle",
     "continue_as_new",
     "execute_activity",
     "execute_child",
@@ -61,17 +63,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 
-def _seconds(duration: timedelta | float) -> float:
+PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
+"""What happens to a running child when its parent closes."""
+
+
+def _positive(what: str, duration: timedelta | float) -> float:
+    """``duration`` in seconds; ``ValueError`` naming ``what`` unless it is a positive number."""
+    if isinstance(duration, bool) or not isinstance(duration, timedelta | int | float):
+        raise TypeError(f"{what} must be a timedelta or a number of seconds, got {duration!r}")
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-    if seconds < 0:
-        raise ValueError(f"duration must not be negative, got {duration!r}")
+    if not seconds > 0:  # also rejects NaN
+        raise ValueError(f"{what} must be positive, got {seconds:g} s")
     return seconds
 
 
-async def sleep(duration: timedelta | float) -> None:
-    """Sleep durably: a timer recorded in the history (``duration`` in seconds if a number)."""
+def _timeout(what: str, timeout: timedelta | float | None) -> timedelta | None:
+    if timeout is None:
+        return None
+    return timedelta(seconds=_positive(what, timeout))
+
+
+def sleep(duration: timedelta | float) -> Coroutine[Any, Any, None]:
+    """Sleep durably: a timer recorded in the history (``duration`` in seconds if a number).
+
+    A zero or negative duration raises ``ValueError`` at the call (nothing is recorded).
+    """
     _runtime.current()
-    await asyncio.sleep(_seconds(duration))
+    return asyncio.sleep(_positive("workflow.sleep duration", duration))
 
 
 @overload
@@ -161,8 +179,49 @@ def execute_child(
     """Start a child workflow (a ``@workflow`` function or a type name) now; await its result.
 
     ``id`` defaults to ``"<parent id>-child-<seq>"``; failures raise ``ChildWorkflowError``.
+    ``parent_close_policy``: ``"terminate"`` (default), ``"request_cancel"`` or ``"abandon"``.
     """
+    return _start_child(
+        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy
+    ).result()
+
+
+def start_child(
+    child: Any,
+    *args: Any,
+    id: str | None = None,
+    task_queue: str | None = None,
+    execution_timeout: timedelta | None = None,
+    run_timeout: timedelta | None = None,
+    parent_close_policy: str = "terminate",
+) -> Coroutine[Any, Any, ChildWorkflowHandle[Any]]:
+    """Start a child workflow now; await the ``ChildWorkflowHandle`` once the child has started.
+
+    ``await handle`` (or ``handle.result()``) gives its result, ``handle.signal(name, *args)``
+    signals it. ``ChildWorkflowError`` if it cannot start (its id is in use). Options as
+    ``execute_child``.
+    """
+    handle = _start_child(
+        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy
+    )
+    return handle.wait_started()
+
+
+def _start_child(
+    child: Any,
+    args: tuple[Any, ...],
+    workflow_id: str | None,
+    task_queue: str | None,
+    execution_timeout: timedelta | None,
+    run_timeout: timedelta | None,
+    parent_close_policy: str,
+) -> ChildWorkflowHandle[Any]:
     runtime = _runtime.current()
+    if parent_close_policy not in PARENT_CLOSE_POLICIES:
+        raise ValueError(
+            f"unknown parent_close_policy {parent_close_policy!r} "
+            f"(known: {', '.join(PARENT_CLOSE_POLICIES)})"
+        )
     if isinstance(child, str):
         name, hint = child, Any
     else:
@@ -171,33 +230,30 @@ def execute_child(
     return runtime.start_child(
         name,
         args,
-        workflow_id=id,
+        workflow_id=workflow_id,
         task_queue=task_queue,
-        execution_timeout=execution_timeout,
-        run_timeout=run_timeout,
+        execution_timeout=_timeout("execution_timeout", execution_timeout),
+        run_timeout=_timeout("run_timeout", run_timeout),
         parent_close_policy=parent_close_policy,
         return_hint=hint,
     )
 
 
-def start_child(*args: Any, **kwargs: Any) -> NoReturn:
-    """Not available yet: use ``asyncio.create_task(workflow.execute_child(...))``."""
-    raise NotImplementedError(
-        "workflow.start_child is not implemented yet; use "
-        "asyncio.create_task(workflow.execute_child(...)) to run a child in the background"
-    )
-
-
-async def wait_condition(predicate: Callable[[], bool], timeout: timedelta | None = None) -> None:
+def wait_condition(
+    predicate: Callable[[], bool], timeout: timedelta | float | None = None
+) -> Coroutine[Any, Any, None]:
     """Resume once ``predicate()`` is true (re-checked after every step); ``TimeoutError`` after
-    ``timeout`` (a durable timer)."""
-    await _runtime.current().wait_condition(predicate, timeout)
+    ``timeout`` (a durable timer; zero or negative: ``ValueError`` at the call)."""
+    runtime = _runtime.current()
+    return runtime.wait_condition(predicate, _timeout("wait_condition timeout", timeout))
 
 
-async def wait_signal(name: str, timeout: timedelta | None = None) -> Any:
+def wait_signal(name: str, timeout: timedelta | float | None = None) -> Coroutine[Any, Any, Any]:
     """The next signal ``name`` in arrival order (buffered until consumed): its single argument,
-    ``None`` for none, a tuple for several. ``TimeoutError`` after ``timeout``."""
-    return await _runtime.current().wait_signal(name, timeout)
+    ``None`` for none, a tuple for several. ``TimeoutError`` after ``timeout`` (zero or
+    negative: ``ValueError`` at the call)."""
+    runtime = _runtime.current()
+    return runtime.wait_signal(name, _timeout("wait_signal timeout", timeout))
 
 
 def on_signal(name: str, handler: Callable[..., Any] | None) -> None:

@@ -11,6 +11,7 @@ import pytest
 from chronicle import NondeterminismError, workflow
 from chronicle.sdk.testing import load_history, replay_json
 from tests.e2e import workflows as wf
+from tests.e2e.semantics_workflows import SEMANTICS_WORKFLOWS
 from tests.e2e.test_core import ALL_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -27,7 +28,34 @@ def test_golden_history_replays_cleanly(path: Path) -> None:
     assert document["version"] == 1
     events = load_history(path)
     assert [e.id for e in events] == list(range(1, len(events) + 1))
-    replay_json(path, ALL_WORKFLOWS)
+    replay_json(path, [*ALL_WORKFLOWS, *SEMANTICS_WORKFLOWS])
+
+
+def test_the_semantics_history_holds_every_event_kind_of_the_semantics_issue() -> None:
+    """semantics_everything.json (+ semantics_continue_as_new.json) cover timers, signals,
+    children, external signals, cancellation, patches and continue-as-new."""
+    kinds = set()
+    for name in ("semantics_everything", "semantics_continue_as_new"):
+        kinds |= {
+            e.type for e in load_history(Path(__file__).parent / "histories" / f"{name}.json")
+        }
+    assert kinds >= {
+        "MarkerRecorded",
+        "TimerStarted",
+        "TimerFired",
+        "TimerCanceled",
+        "SignalReceived",
+        "ChildWorkflowInitiated",
+        "ChildWorkflowStarted",
+        "ChildWorkflowCompleted",
+        "ExternalSignalInitiated",
+        "ExternalSignalResolved",
+        "WorkflowCancelRequested",
+        "ActivityScheduled",
+        "ActivityCompleted",
+        "WorkflowCompleted",
+        "WorkflowContinuedAsNew",
+    }
 
 
 @workflow(name="add_steps")

@@ -47,6 +47,7 @@ class StartRequest:
     execution_timeout: timedelta | None = None
     run_timeout: timedelta | None = None
     workflow_task_timeout: timedelta | None = None
+    start_delay: timedelta | None = None
     retry_policy: RetryPolicy | None = None
     memo: dict[str, Payload] = field(default_factory=dict)
     search_attributes: dict[str, Payload] = field(default_factory=dict)
@@ -76,6 +77,8 @@ def validate(request: StartRequest) -> None:
         value = getattr(request, name)
         if value is not None and value <= timedelta(0):
             raise errors.InvalidArgument(f"{name} must be positive", field=name)
+    if request.start_delay is not None and request.start_delay < timedelta(0):
+        raise errors.InvalidArgument("start_delay must not be negative", field="start_delay")
 
 
 async def start_workflow(services: Services, request: StartRequest) -> tuple[str, bool]:
@@ -134,6 +137,7 @@ async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple
         first_run_id=run_id,
         identity=request.identity,
         request_id=request.request_id,
+        start_delay=request.start_delay if request.start_delay else None,
     )
     extra: list[ev.EventAttributes] = []
     if request.signal_name:

@@ -27,6 +27,8 @@ ACT_HEARTBEAT = "activity_heartbeat"
 ACT_RETRY = "activity_retry"
 CHILD_CLOSED = "child_closed"
 """Timer row on a parent run, due at once: its child (``ref_id`` = initiated event) closed."""
+START_DELAY = "start_delay"
+"""Timer row (``ref_id`` 1) of a run started with a start delay: schedules its first task."""
 RUN_TIMEOUT = "run_timeout"
 EXECUTION_TIMEOUT = "execution_timeout"
 
@@ -181,6 +183,8 @@ def _derive_one(changes: RowChanges, event: ev.Event, state: WorkflowState, stic
             changes.add_timer(TimerRow(RUN_TIMEOUT, event.id, t + a.run_timeout))
         if a.execution_timeout is not None:
             changes.add_timer(TimerRow(EXECUTION_TIMEOUT, event.id, t + a.execution_timeout))
+        if state.awaiting_start_delay and a.start_delay is not None:
+            changes.add_timer(TimerRow(START_DELAY, event.id, t + a.start_delay))
     elif isinstance(a, ev.WorkflowTaskScheduled):
         changes.add_task(TaskRow(WORKFLOW, a.task_queue, event.id, sticky))
     elif isinstance(a, ev.WorkflowTaskStarted):

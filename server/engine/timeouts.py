@@ -93,6 +93,17 @@ def _callback(kind: str, ref_id: int, attempt: int) -> tr.Callback:
                     )
                 ]
             )
+        if kind == rows.START_DELAY:
+            if state.workflow_task is not None or not state.awaiting_start_delay:
+                return tr.Decision()
+            return tr.Decision(
+                events=[
+                    ev.WorkflowTaskScheduled(
+                        task_queue=state.task_queue,
+                        start_to_close_timeout=state.workflow_task_timeout,
+                    )
+                ]
+            )
         if kind == rows.USER_TIMER:
             if ref_id not in state.pending_timers:
                 return tr.Decision()

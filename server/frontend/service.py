@@ -64,8 +64,6 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.StartWorkflowResponse:
         """Start a workflow run (or return an existing one per the id policies)."""
         self._check(request)
-        if request.HasField("start_delay") and request.start_delay.ToTimedelta() > timedelta(0):
-            raise errors.InvalidArgument("start_delay is not supported yet", field="start_delay")
         retry_policy = None
         if request.HasField("retry_policy"):
             try:
@@ -86,6 +84,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 execution_timeout=_duration(request, "execution_timeout"),
                 run_timeout=_duration(request, "run_timeout"),
                 workflow_task_timeout=_duration(request, "workflow_task_timeout"),
+                start_delay=_duration(request, "start_delay"),
                 retry_policy=retry_policy,
                 memo={k: wire.payload_from_proto(v) for k, v in request.memo.items()},
                 search_attributes={
