@@ -271,7 +271,8 @@ POSTPONE_TIMER: Final = "UPDATE timers SET fire_at = $2 WHERE id = $1"
 
 RESERVE_RATE_SLOT: Final = """
 INSERT INTO task_queue_rate_limits AS r (namespace, task_queue, rate, next_at, granted_at)
-VALUES ($1, $2, $3, $4::timestamptz + make_interval(secs => 1.0 / $3), $4::timestamptz)
+VALUES ($1, $2, $3::float8, $4::timestamptz + make_interval(secs => 1.0 / $3::float8),
+        $4::timestamptz)
 ON CONFLICT (namespace, task_queue) DO UPDATE SET
     rate = EXCLUDED.rate,
     next_at = CASE WHEN r.next_at <= $4::timestamptz THEN EXCLUDED.next_at ELSE r.next_at END,
