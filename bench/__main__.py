@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5] [--database-url URL]``.
+"""Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5|la] [--database-url URL]``.
 
 Starts its own Postgres (embedded unless ``--database-url`` or $CHRONICLE_DATABASE_URL is set),
 a server subprocess and worker subprocesses, runs each workload, checks every result (a fast
@@ -193,11 +193,26 @@ async def postgres_facts(database_url: str, results: Results) -> None:
     results.add("env", "CPU cores", str(os.cpu_count()))
 
 
+async def la(client: Client, results: Results) -> None:
+    """LA: 10 sequential local activities vs 10 regular ones, median latency each (20 runs)."""
+    for label, fn in (("regular", workloads.sequential), ("local", workloads.local_sequential)):
+        samples = []
+        for run in range(25):
+            began = time.perf_counter()
+            handle = await client.start(fn, 10, id=f"la-{uuid.uuid4()}", task_queue=TASK_QUEUE)
+            check(await handle.result(), 10, "LA")
+            if run >= 5:
+                samples.append(time.perf_counter() - began)
+        median, _ = median_p95(samples)
+        results.add("LA", f"10 sequential {label} activities: median", ms(median))
+
+
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
     "w1": w1,
     "w2": w2,
     "w3": w3,
     "w4": w4,
+    "la": la,
 }
 
 
@@ -236,14 +251,16 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "workloads", nargs="*", default=["all"], help="all (default) or any of w1 w2 w3 w4 w5"
+        "workloads", nargs="*", default=["all"], help="all (default) or any of w1 w2 w3 w4 w5 la"
     )
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
     options = parser.parse_args()
-    selected = ["w1", "w2", "w3", "w4", "w5"] if "all" in options.workloads else options.workloads
+    selected = (
+        ["w1", "w2", "w3", "w4", "w5", "la"] if "all" in options.workloads else options.workloads
+    )
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
-        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5")
+        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
     print_table(asyncio.run(main_async(selected, options.database_url)))
     sys.exit(0)
 

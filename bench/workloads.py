@@ -24,6 +24,15 @@ async def sequential(steps: int) -> int:
 
 
 @workflow
+async def local_sequential(steps: int) -> int:
+    """LA: ``steps`` sequential local activities (run in the workflow's worker)."""
+    value = 0
+    for _ in range(steps):
+        value = await workflow.execute_local_activity(inc, value)
+    return value
+
+
+@workflow
 async def three_steps() -> int:
     """W2: three sequential activities."""
     value = 0

@@ -23,6 +23,7 @@ from chronicle.sdk.activity import ActivityFunction, activity
 from chronicle.sdk.client import Client, WorkflowHandle
 from chronicle.sdk.errors import (
     ActivityError,
+    ActivityNotFound,
     ApplicationError,
     CancelledFailure,
     ChildWorkflowError,
@@ -48,6 +49,7 @@ __all__ = [
     "ActivityError",
     "ActivityFunction",
     "ActivityInfo",
+    "ActivityNotFound",
     "ApplicationError",
     "CancelledFailure",
     "ChildWorkflowError",

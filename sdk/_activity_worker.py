@@ -138,12 +138,14 @@ class ActivityWorker:
         activities: Sequence[ActivityDefinition],
         max_concurrent: int,
         executor: ThreadPoolExecutor | None = None,
+        max_per_second: float = 0.0,
     ) -> None:
         self.connection = connection
         self.namespace = namespace
         self.task_queue = task_queue
         self.identity = identity
         self._activities = {d.name: d for d in activities}
+        self._max_per_second = max_per_second
         self._slots = asyncio.Semaphore(max_concurrent)
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
@@ -156,7 +158,10 @@ class ActivityWorker:
     async def poll_forever(self) -> None:
         """Poll and dispatch until cancelled; in-flight activities keep running."""
         request = service_pb2.PollActivityTaskRequest(
-            namespace=self.namespace, task_queue=self.task_queue, identity=self.identity
+            namespace=self.namespace,
+            task_queue=self.task_queue,
+            identity=self.identity,
+            max_activities_per_second=self._max_per_second,
         )
         while True:
             await self._slots.acquire()

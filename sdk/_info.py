@@ -26,7 +26,8 @@ class ActivityInfo:
     """The activity task being executed (``activity.info()``); ``attempt`` is 1-based.
 
     ``heartbeat_details`` are the decoded details of the last heartbeat of a previous attempt,
-    so a retried activity can resume where it stopped.
+    so a retried activity can resume where it stopped. ``scheduled_time`` is when the workflow
+    scheduled the activity, ``started_time`` when this attempt started.
     """
 
     activity_id: str
@@ -43,3 +44,5 @@ class ActivityInfo:
     heartbeat_details: tuple[Any, ...] = ()
     start_to_close_timeout: timedelta | None = None
     heartbeat_timeout: timedelta | None = None
+    is_local: bool = False
+    """True for a local activity (run by the workflow's worker; no task token, no heartbeats)."""

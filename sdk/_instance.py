@@ -45,8 +45,18 @@ from chronicle.sdk._commands import (
     PendingTimer,
     call_site,
 )
-from chronicle.sdk._definitions import ActivityOptions, WorkflowDefinition, hints_of
+from chronicle.sdk._definitions import (
+    ActivityDefinition,
+    ActivityOptions,
+    WorkflowDefinition,
+    hints_of,
+)
 from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk._local import (
+    LocalActivities,
+    LocalActivityRequest,
+    LocalOutcome,
+)
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
@@ -54,6 +64,7 @@ from chronicle.sdk.errors import (
     ApplicationError,
     CancelledFailure,
     FailureError,
+    NondeterminismError,
     StaleInstanceError,
     WorkflowTaskError,
     exception_to_failure,
@@ -117,6 +128,8 @@ class WorkflowInstance:
         self._timers: dict[int, PendingTimer] = {}
         self._children: dict[int, PendingChild] = {}
         self._external_signals: dict[int, asyncio.Future[None]] = {}
+        self._locals = LocalActivities(self._buffer)
+        self._suspended = False
         self._random = random.Random(0)
         self._now = datetime.fromtimestamp(0).astimezone()
         self._replaying = False
@@ -155,12 +168,34 @@ class WorkflowInstance:
         ``WorkflowTaskError`` (the task must fail), or ``StaleInstanceError``; after any of them
         the instance must be evicted.
         """
+        return self._guarded(lambda: self._activate(list(events)))
+
+    @property
+    def local_activities_due(self) -> list[LocalActivityRequest]:
+        """Local activities the live activation waits for: run them, then
+        ``resume_local_activities`` (empty unless the last call returned while suspended)."""
+        return self._locals.due if self._suspended else []
+
+    def resume_local_activities(self, outcomes: dict[int, LocalOutcome]) -> list[cmd.Command]:
+        """Record the outcomes (by seq, resolved in seq order) and continue the live activation;
+        returns its commands so far (complete unless ``local_activities_due`` is non-empty)."""
+
+        def resume() -> list[cmd.Command]:
+            if not self._suspended:
+                raise StaleInstanceError("no live activation waits for local activities")
+            for seq in sorted(outcomes):
+                self._locals.resolve(seq, outcomes[seq])
+            return self._finish_live(self._settle(replaying=False))
+
+        return self._guarded(resume)
+
+    def _guarded(self, run: Callable[[], list[cmd.Command]]) -> list[cmd.Command]:
         if self._broken is not None:
             raise StaleInstanceError(
                 f"this instance failed earlier ({self._broken!r}); evict it and replay"
             ) from self._broken
         try:
-            return self._activate(list(events))
+            return run()
         except (WorkflowTaskError, StaleInstanceError) as exc:
             self._broken = exc
             raise
@@ -180,18 +215,26 @@ class WorkflowInstance:
                 continue
             emitted = self._run(step)
             if step.replaying:
+                assert emitted is not None  # a replayed activation never suspends
                 self._verify(emitted, step.recorded, step.completed_event_id)
             else:
-                self._unverified = emitted
-                result = [item.command for item in emitted]
+                result = self._finish_live(emitted)
         return result
+
+    def _finish_live(self, emitted: list[Emitted] | None) -> list[cmd.Command]:
+        """The live activation's commands; none yet while it waits for local activities."""
+        self._suspended = emitted is None
+        if emitted is None:
+            return []
+        self._unverified = emitted
+        return [item.command for item in emitted]
 
     def _verify(self, emitted: list[Emitted], recorded: list[ev.Event], completed: int) -> None:
         for event in recorded:
             self._index.register(event)
         check_commands(emitted, recorded, self._index, self._info, completed)
 
-    def _run(self, activation: Activation) -> list[Emitted]:
+    def _run(self, activation: Activation) -> list[Emitted] | None:
         self._replaying = activation.replaying
         self._recorded_now = activation.recorded
         self._now = activation.time
@@ -200,11 +243,29 @@ class WorkflowInstance:
             return []
         for job in activation.jobs:
             self._apply(job)
-        self._loop.run_until_quiescent(self._check_conditions)
+        return self._settle(activation.replaying)
+
+    def _settle(self, replaying: bool) -> list[Emitted] | None:
+        """Run until quiescent; waiting local activities are resolved from the history
+        (replay) or suspend the activation (live: None, the worker runs them)."""
+        while True:
+            self._loop.run_until_quiescent(self._check_conditions)
+            if self._loop.errors:
+                error = self._loop.errors[0]
+                raise _task_error(f"workflow callback raised {error!r}", error) from error
+            due = self._locals.due
+            if not due:
+                break
+            if not replaying:
+                return None
+            if not self._locals.resolve_recorded(self._recorded_now):
+                raise NondeterminismError(
+                    f"workflow {self._info.workflow_id!r}: local activity {due[0].activity_type} "
+                    f"(seq {due[0].seq}) has no recorded outcome in this workflow task: the code "
+                    "calls a local activity that the history does not have",
+                    workflow_id=self._info.workflow_id,
+                )
         self._updates.reject_waiting()
-        if self._loop.errors:
-            error = self._loop.errors[0]
-            raise _task_error(f"workflow callback raised {error!r}", error) from error
         emitted = self._buffer.take()
         close = self._outcome()
         if close is not None:
@@ -419,6 +480,26 @@ class WorkflowInstance:
         self._activities[seq] = pending
         self._buffer.add(command, site)
         return pending.wait()
+
+    def start_local_activity(
+        self,
+        name: str,
+        definition: ActivityDefinition | None,
+        args: Sequence[Any],
+        options: ActivityOptions,
+        return_hint: Any,
+    ) -> Coroutine[Any, Any, Any]:
+        """Ask the worker to run a local activity (``_local.py``); await its recorded outcome."""
+        request = LocalActivityRequest(
+            seq=self._next("local_activity"),
+            activity_type=name,
+            definition=definition,
+            input=_encode_args(name, args),
+            options=options,
+            workflow=self._info,
+            scheduled_time=self._now,
+        )
+        return self._locals.start(self._loop, request, return_hint)
 
     def _forget_activity(self, seq: int) -> None:
         self._activities.pop(seq, None)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
     from chronicle.sdk._child import ChildWorkflowHandle
-    from chronicle.sdk._definitions import ActivityOptions
+    from chronicle.sdk._definitions import ActivityDefinition, ActivityOptions
     from chronicle.sdk._info import WorkflowInfo
 
 __all__ = ["RUNTIME_ATTR", "WorkflowRuntime", "current", "current_or_none"]
@@ -52,6 +52,17 @@ class WorkflowRuntime(Protocol):
         self, name: str, args: Sequence[Any], options: ActivityOptions, return_hint: Any
     ) -> Coroutine[Any, Any, Any]:
         """Schedule an activity now; the coroutine waits for (and returns) its result."""
+        ...
+
+    def start_local_activity(
+        self,
+        name: str,
+        definition: ActivityDefinition | None,
+        args: Sequence[Any],
+        options: ActivityOptions,
+        return_hint: Any,
+    ) -> Coroutine[Any, Any, Any]:
+        """Run a local activity in the worker; the coroutine returns its recorded result."""
         ...
 
     def start_child(

@@ -17,11 +17,12 @@ its final commands are accepted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import traceback
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,9 +40,10 @@ from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activity_worker import poll
-from chronicle.sdk._definitions import WorkflowDefinition
+from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._instance import WorkflowInstance
+from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
 from chronicle.sdk.client import fetch_history
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
@@ -76,6 +78,7 @@ class WorkflowWorker:
         identity: str,
         workflows: Sequence[WorkflowDefinition],
         max_concurrent: int,
+        activities: Sequence[ActivityDefinition] = (),
         max_cached: int = 1000,
         deadlock_timeout: float | None = 2.0,
     ) -> None:
@@ -84,6 +87,8 @@ class WorkflowWorker:
         self.task_queue = task_queue
         self.identity = identity
         self._workflows = {d.name: d for d in workflows}
+        self._activities = {d.name: d for d in activities}
+        self._local_executor: ThreadPoolExecutor | None = None
         self._max_cached = max_cached
         self._deadlock_timeout = deadlock_timeout
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
@@ -141,6 +146,8 @@ class WorkflowWorker:
     def close(self) -> None:
         """Release the thread pool (without waiting for threads stuck in workflow code)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._local_executor is not None:
+            self._local_executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ one task
 
@@ -186,6 +193,10 @@ class WorkflowWorker:
                 await self._drop(run_id, instance)
                 instance, events = await self._replayed(task, definition, events, log)
                 commands = await self._activate(instance, events)
+            while due := instance.local_activities_due:
+                outcomes = await self._run_local_activities(due, log)
+                resume = functools.partial(instance.resume_local_activities, outcomes)
+                commands = await self._activate(instance, [], resume)
         except _TaskFailure as exc:
             log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
             await self._fail(task, log, exc.cause, exc.failure)
@@ -273,8 +284,45 @@ class WorkflowWorker:
         )
         return WorkflowInstance(definition, info)
 
-    async def _activate(self, instance: WorkflowInstance, events: list[Event]) -> list[Command]:
-        """``instance.activate(events)`` in the thread pool, under the deadlock timeout."""
+    async def _run_local_activities(
+        self, due: list[LocalActivityRequest], log: Any
+    ) -> dict[int, LocalOutcome]:
+        """Run the local activities a live activation waits for, concurrently (``_local.py``)."""
+        if self._local_executor is None:
+            self._local_executor = ThreadPoolExecutor(thread_name_prefix="chronicle-local")
+        executor = self._local_executor
+        definitions: list[ActivityDefinition] = []
+        for request in due:
+            definition = request.definition or self._activities.get(request.activity_type)
+            if definition is None:
+                known = ", ".join(sorted(self._activities)) or "none"
+                message = (
+                    f"local activity {request.activity_type!r} is not registered on worker "
+                    f"{self.identity}; it serves: {known}"
+                )
+                raise WorkflowTaskError(
+                    message,
+                    cause=WorkflowTaskFailedCause.WORKFLOW_ERROR,
+                    failure=Failure(message=message, type="ActivityNotRegisteredError"),
+                )
+            definitions.append(definition)
+        log.debug("running local activities", count=len(due))
+        results = await asyncio.gather(
+            *(
+                run_local_activity(request, definition, executor, log=log)
+                for request, definition in zip(due, definitions, strict=True)
+            )
+        )
+        return {request.seq: outcome for request, outcome in zip(due, results, strict=True)}
+
+    async def _activate(
+        self,
+        instance: WorkflowInstance,
+        events: list[Event],
+        call: Callable[[], list[Command]] | None = None,
+    ) -> list[Command]:
+        """``instance.activate(events)`` (or ``call()``) in the thread pool, under the deadlock
+        timeout."""
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
         thread: list[int] = []
@@ -282,7 +330,7 @@ class WorkflowWorker:
         def run() -> list[Command]:
             thread.append(threading.get_ident())
             loop.call_soon_threadsafe(started.set)
-            return instance.activate(events)
+            return call() if call is not None else instance.activate(events)
 
         future: asyncio.Future[list[Command]] = loop.run_in_executor(self._executor, run)
         if self._deadlock_timeout is None:

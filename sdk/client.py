@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from chronicle.history import wire
 from chronicle.history.events import Event
-from chronicle.history.payloads import PayloadEncodingError, from_payload, to_payload
+from chronicle.history.payloads import PayloadEncodingError, from_payload, to_payload, to_payloads
 from chronicle.history.state import RunStatus
 from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import common_pb2, service_pb2
@@ -37,6 +37,7 @@ from chronicle.sdk._descriptions import (
     description_from_proto,
 )
 from chronicle.sdk.errors import (
+    ActivityNotFound,
     ChronicleError,
     WorkflowCancelled,
     WorkflowFailed,
@@ -564,21 +565,52 @@ class Client:
                 return
 
     async def complete_activity(self, task_token: bytes, result: Any = None) -> None:
-        """Complete an activity that called ``activity.raise_complete_async()``."""
+        """Complete an activity that called ``activity.raise_complete_async()``.
+
+        Raises ``ActivityNotFound`` when the token names no pending attempt (already completed,
+        timed out, retried, cancelled) and ``ValueError`` when it is not a task token.
+        """
         request = service_pb2.CompleteActivityTaskRequest(
             namespace=self.namespace,
             task_token=task_token,
             identity=self.identity,
             result=wire.payload_to_proto(to_payload(result)),
         )
-        await self.connection.call("CompleteActivityTask", request)
+        await self._by_token("CompleteActivityTask", request)
 
     async def fail_activity(self, task_token: bytes, error: BaseException) -> None:
-        """Fail an activity that called ``activity.raise_complete_async()`` with ``error``."""
+        """Fail an attempt of an activity that called ``activity.raise_complete_async()``.
+
+        The failure is retried per the activity's retry policy like any other (raise an
+        ``ApplicationError(non_retryable=True)`` to fail it for good). Errors as
+        ``complete_activity``.
+        """
         request = service_pb2.FailActivityTaskRequest(
             namespace=self.namespace,
             task_token=task_token,
             identity=self.identity,
             failure=wire.failure_to_proto(exception_to_failure(error)),
         )
-        await self.connection.call("FailActivityTask", request)
+        await self._by_token("FailActivityTask", request)
+
+    async def heartbeat_activity(self, task_token: bytes, *details: Any) -> bool:
+        """Heartbeat an asynchronously completed activity; returns True once the workflow asked
+        it to cancel (then report ``fail_activity(token, asyncio.CancelledError())``).
+
+        ``details`` reach the next attempt as ``activity.info().heartbeat_details``. Errors as
+        ``complete_activity``.
+        """
+        request = service_pb2.HeartbeatActivityTaskRequest(
+            namespace=self.namespace,
+            task_token=task_token,
+            identity=self.identity,
+            details=wire.payloads_to_proto(to_payloads(details)),
+        )
+        response = await self._by_token("HeartbeatActivityTask", request)
+        return bool(response.cancel_requested)
+
+    async def _by_token(self, method: str, request: Any) -> Any:
+        try:
+            return await self.connection.call(method, request)
+        except _grpc.NotFoundError as exc:
+            raise ActivityNotFound(str(exc)) from None

@@ -16,6 +16,7 @@
     │   ├── WorkflowTimedOut         handle.result(): the run or execution timeout fired
     │   ├── WorkflowAlreadyStarted   client.start(): the id is in use
     │   └── WorkflowNotFound         no such workflow (or run)
+    ├── ActivityNotFound             a task token names no pending attempt (done, stale, used)
     ├── StaleInstanceError           a cached WorkflowInstance cannot continue: evict and replay
     └── WorkflowTaskError            the workflow TASK fails (retried; the run stays open)
         └── NondeterminismError      the code no longer matches its history
@@ -38,6 +39,7 @@ from chronicle.history.values import Failure, FailureKind, TimeoutType
 
 __all__ = [
     "ActivityError",
+    "ActivityNotFound",
     "ApplicationError",
     "CancelledFailure",
     "ChildWorkflowError",
@@ -246,6 +248,12 @@ class WorkflowAlreadyStarted(WorkflowRunError):
 
 class WorkflowNotFound(WorkflowRunError):
     """No workflow (or no such run) with this id in the namespace."""
+
+
+class ActivityNotFound(ChronicleError):
+    """``client.complete_activity`` / ``fail_activity`` / ``heartbeat_activity``: the task token
+    names no pending attempt (the activity already completed, timed out, was retried or
+    cancelled, or the token was already used). Nothing was recorded."""
 
 
 _RunError = WorkflowRunError  # the first name of WorkflowRunError, kept for existing imports

@@ -72,6 +72,7 @@ class Worker:
         activities: Sequence[Any] = (),
         max_concurrent_workflow_tasks: int = 20,
         max_concurrent_activities: int = 100,
+        max_activities_per_second: float | None = None,
         max_cached_workflows: int = 1000,
         workflow_pollers: int = 2,
         activity_pollers: int = 2,
@@ -82,7 +83,9 @@ class Worker:
         """Validate the definitions now: a function that is not decorated raises ``TypeError``.
 
         ``deadlock_timeout`` (``None`` disables it, e.g. under a debugger) bounds how long one
-        workflow activation may hold its thread.
+        workflow activation may hold its thread. ``max_concurrent_activities`` bounds the
+        activities this worker runs at once; ``max_activities_per_second`` limits the whole task
+        queue, across all its workers, and is enforced by the server.
         """
         if not task_queue:
             raise ValueError("Worker(task_queue=...) must not be empty")
@@ -103,6 +106,13 @@ class Worker:
         ):
             if value < 1:
                 raise ValueError(f"Worker({name}=...) must be at least 1, got {value}")
+        if max_activities_per_second is not None and not (
+            0 < max_activities_per_second < float("inf")
+        ):
+            raise ValueError(
+                "Worker(max_activities_per_second=...) must be a positive number, got "
+                f"{max_activities_per_second}"
+            )
         self.client = client
         self.task_queue = task_queue
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -117,6 +127,7 @@ class Worker:
                 task_queue=task_queue,
                 identity=self.identity,
                 workflows=self._workflow_defs,
+                activities=self._activity_defs,
                 max_concurrent=max_concurrent_workflow_tasks,
                 max_cached=max_cached_workflows,
                 deadlock_timeout=deadlock,
@@ -132,6 +143,7 @@ class Worker:
                 identity=self.identity,
                 activities=self._activity_defs,
                 max_concurrent=max_concurrent_activities,
+                max_per_second=max_activities_per_second or 0.0,
             )
             if self._activity_defs
             else None

@@ -42,6 +42,7 @@ __all__ = [
     "continue_as_new",
     "execute_activity",
     "execute_child",
+    "execute_local_activity",
     "info",
     "is_replaying",
     "logger",
@@ -164,6 +165,59 @@ def execute_activity(
     definition = activity_definition(activity)
     return runtime.start_activity(
         definition.name, args, definition.options.merged(override), definition.return_hint
+    )
+
+
+@overload
+def execute_local_activity(  # async first: its T is a Coroutine
+    activity: ActivityFunction[..., Coroutine[Any, Any, R]],
+    *args: Any,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+) -> Coroutine[Any, Any, R]: ...
+
+
+@overload
+def execute_local_activity(
+    activity: ActivityFunction[..., R] | str,
+    *args: Any,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+) -> Coroutine[Any, Any, R]: ...
+
+
+def execute_local_activity(
+    activity: Any,
+    *args: Any,
+    start_to_close_timeout: timedelta | None = None,
+    schedule_to_close_timeout: timedelta | None = None,
+    retry: RetryPolicy | None = None,
+) -> Coroutine[Any, Any, Any]:
+    """Run a short activity in this workflow's worker, without a task queue round trip.
+
+    The outcome is recorded as one ``MarkerRecorded`` (whatever the number of attempts); the
+    retry policy and timeouts apply as for ``execute_activity``, in the worker, within the
+    workflow task (keep local activities short: the workflow task timeout still applies).
+    ``activity`` is an ``@activity`` function or the name of one registered on the worker.
+    Failures raise ``ActivityError``.
+    """
+    runtime = _runtime.current()
+    override = ActivityOptions(
+        start_to_close_timeout=start_to_close_timeout,
+        schedule_to_close_timeout=schedule_to_close_timeout,
+        retry=retry,
+    )
+    if isinstance(activity, str):
+        return runtime.start_local_activity(activity, None, args, override, Any)
+    definition = activity_definition(activity)
+    return runtime.start_local_activity(
+        definition.name,
+        definition,
+        args,
+        definition.options.merged(override),
+        definition.return_hint,
     )
 
 
@@ -356,6 +410,7 @@ class _WorkflowNamespace:
     def __init__(self) -> None:
         self.sleep = sleep
         self.execute_activity = execute_activity
+        self.execute_local_activity = execute_local_activity
         self.execute_child = execute_child
         self.start_child = start_child
         self.wait_condition = wait_condition

@@ -1139,19 +1139,25 @@ class PollActivityTaskRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     TASK_QUEUE_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    MAX_ACTIVITIES_PER_SECOND_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_queue: _builtins.str
     identity: _builtins.str
+    max_activities_per_second: _builtins.float
+    """Activities per second the server hands out on this task queue across all workers
+    (0: unlimited). The latest poll's value applies to the queue.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         task_queue: _builtins.str = ...,
         identity: _builtins.str = ...,
+        max_activities_per_second: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "task_queue", b"task_queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "max_activities_per_second", b"max_activities_per_second", "namespace", b"namespace", "task_queue", b"task_queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

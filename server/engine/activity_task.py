@@ -187,6 +187,9 @@ def attempt_failed(
             )
             decision.changes.remove_timer(rows.ACT_START_TO_CLOSE, sid)
             decision.changes.remove_timer(rows.ACT_HEARTBEAT, sid)
+            decision.changes.remove_timer(rows.ACT_SCHEDULE_TO_START, sid)
+            if info.state == "scheduled":  # schedule-to-start fired: the task is still queued
+                decision.changes.remove_task(rows.ACTIVITY, sid)
             decision.changes.add_timer(
                 rows.TimerRow(rows.ACT_RETRY, sid, retry_at, info.attempt + 1)
             )

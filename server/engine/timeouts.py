@@ -150,6 +150,11 @@ def _activity_retry(ctx: tr.Context, sid: int, attempt: int) -> tr.Decision:
         activity_updates=[replace(info, state="scheduled", attempt_scheduled_time=ctx.now)]
     )
     decision.changes.add_task(rows.TaskRow(rows.ACTIVITY, info.attributes.task_queue, sid))
+    schedule_to_start = info.attributes.schedule_to_start_timeout
+    if schedule_to_start is not None:
+        decision.changes.add_timer(
+            rows.TimerRow(rows.ACT_SCHEDULE_TO_START, sid, ctx.now + schedule_to_start, attempt)
+        )
     return decision
 
 
@@ -172,18 +177,9 @@ def _activity_timeout(
             ]
         )
     if timeout_type is TimeoutType.SCHEDULE_TO_START:
-        if info.state != "scheduled":
+        # Armed per attempt (at schedule and at each retry): moot once that attempt started.
+        if info.state != "scheduled" or info.attempt != attempt:
             return tr.Decision()
-        return tr.Decision(
-            events=[
-                ev.ActivityTimedOut(
-                    scheduled_event_id=sid,
-                    failure=failure,
-                    timeout_type=timeout_type,
-                    attempt=info.attempt,
-                )
-            ]
-        )
-    if info.state != "started" or info.attempt != attempt:
+    elif info.state != "started" or info.attempt != attempt:
         return tr.Decision()
     return activity_task.attempt_failed(ctx, info, failure)

@@ -6,6 +6,7 @@ capped by both ``ServerConfig.poll_timeout`` and the caller's gRPC deadline.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -351,12 +352,19 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.PollActivityTaskResponse:
         """Long-poll an activity task; an empty response when none arrives in time."""
         require(request, "task_queue")
+        rate = request.max_activities_per_second
+        if not math.isfinite(rate) or rate < 0:
+            raise errors.InvalidArgument(
+                f"max_activities_per_second must be a finite number >= 0, got {rate}",
+                field="max_activities_per_second",
+            )
         grant = await poller.poll_activity_task(
             self._services,
             namespace(request),
             request.task_queue,
             request.identity,
             self._wait(context),
+            rate,
         )
         if grant is None:
             return service_pb2.PollActivityTaskResponse()

@@ -8,9 +8,12 @@ notification.
 
 from __future__ import annotations
 
+import asyncio
+
 from chronicle.server.engine import activity_task, workflow_task
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
+from chronicle.server.matching import rate_limit
 from chronicle.server.matching.queries import QueryTask
 from chronicle.server.store import notify
 
@@ -36,12 +39,28 @@ async def poll_workflow_task(
 
 
 async def poll_activity_task(
-    services: Services, namespace: str, task_queue: str, identity: str, timeout: float
+    services: Services,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    timeout: float,
+    max_per_second: float = 0.0,
 ) -> activity_task.ActivityTaskGrant | None:
-    """The next activity task of the queue, or None after ``timeout`` seconds."""
+    """The next activity task of the queue, or None after ``timeout`` seconds.
+
+    ``max_per_second > 0`` limits the whole queue to that many dispatches per second
+    (``rate_limit.py``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+
+    async def dispatch() -> activity_task.ActivityTaskGrant | None:
+        return await activity_task.dispatch(services, namespace, task_queue, identity)
 
     async def attempt() -> activity_task.ActivityTaskGrant | None:
-        return await activity_task.dispatch(services, namespace, task_queue, identity)
+        if max_per_second > 0:
+            return await rate_limit.limited(
+                services.pool, namespace, task_queue, max_per_second, deadline, dispatch
+            )
+        return await dispatch()
 
     return await services.notifier.long_poll(
         notify.TASK_CHANNEL, notify.task_key(rows.ACTIVITY, namespace, task_queue), attempt, timeout

@@ -97,3 +97,12 @@ CREATE TABLE activities (
     attributes             jsonb       NOT NULL,
     PRIMARY KEY (namespace, workflow_id, run_id, scheduled_event_id)
 );
+
+CREATE TABLE task_queue_rate_limits (
+    namespace  text             NOT NULL,
+    task_queue text             NOT NULL,
+    rate       double precision NOT NULL,
+    next_at    timestamptz      NOT NULL,
+    granted_at timestamptz,
+    PRIMARY KEY (namespace, task_queue)
+);

@@ -266,3 +266,23 @@ TAKE_TIMER: Final = """
 DELETE FROM timers WHERE id = $1 RETURNING kind, ref_id, attempt, fire_at"""
 
 POSTPONE_TIMER: Final = "UPDATE timers SET fire_at = $2 WHERE id = $1"
+
+# ---------------------------------------------------------------- activity rate limits
+
+RESERVE_RATE_SLOT: Final = """
+INSERT INTO task_queue_rate_limits AS r (namespace, task_queue, rate, next_at, granted_at)
+VALUES ($1, $2, $3::float8, $4::timestamptz + make_interval(secs => 1.0 / $3::float8),
+        $4::timestamptz)
+ON CONFLICT (namespace, task_queue) DO UPDATE SET
+    rate = EXCLUDED.rate,
+    next_at = CASE WHEN r.next_at <= $4::timestamptz THEN EXCLUDED.next_at ELSE r.next_at END,
+    granted_at = CASE WHEN r.next_at <= $4::timestamptz THEN $4::timestamptz
+                      ELSE r.granted_at END
+RETURNING granted_at = $4::timestamptz AS granted, next_at"""
+"""Take the queue's next dispatch slot if it is due (spacing grants ``1 / rate`` s apart);
+else say when it is due."""
+
+RELEASE_RATE_SLOT: Final = """
+UPDATE task_queue_rate_limits SET next_at = granted_at
+WHERE namespace = $1 AND task_queue = $2 AND granted_at = $3::timestamptz"""
+"""Give back a slot taken for a poll that found no task (unless another poll took one since)."""
