@@ -239,6 +239,36 @@ class WorkflowHandle(Generic[ResultT]):
             self._client.connection, self._client.namespace, self._id, self._run_id or ""
         )
 
+    async def follow_history(
+        self, *, first_event_id: int = 1, poll: timedelta = _RESULT_POLL
+    ) -> AsyncIterator[Event]:
+        """Yield the run's events from ``first_event_id`` as they are appended; ends after the
+        event that closes the run.
+
+        Follows one run: the handle's, or the run that is current when the first page arrives
+        (a continue-as-new is not followed). Each wait is a ``GetWorkflowHistory`` long poll of
+        at most ``poll``, woken by the server as soon as an event is appended.
+        """
+        run_id = self._run_id or ""
+        next_id = max(first_event_id, 1)
+        while True:
+            request = service_pb2.GetWorkflowHistoryRequest(
+                namespace=self._client.namespace,
+                workflow_id=self._id,
+                run_id=run_id,
+                first_event_id=next_id,
+                wait=wire.duration_to_proto(poll),
+            )
+            response = await self._call(
+                "GetWorkflowHistory", request, timeout=poll.total_seconds() + _RPC_SLACK
+            )
+            run_id = run_id or response.run_id
+            for event in wire.events_from_proto(response.events):
+                next_id = event.id + 1
+                yield event
+            if response.closed:
+                return
+
     async def signal(self, name: str, *args: Any, request_id: str | None = None) -> None:
         """Send signal ``name`` with ``args``; recorded once even if the call is retried."""
         request = service_pb2.SignalWorkflowRequest(

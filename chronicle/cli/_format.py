@@ -11,7 +11,14 @@ from chronicle.history import codec
 from chronicle.history.events import Event
 from chronicle.sdk._descriptions import WorkflowDescription, WorkflowExecution
 
-__all__ = ["describe_text", "event_details", "execution_row", "table", "timestamp"]
+__all__ = [
+    "describe_text",
+    "event_details",
+    "execution_row",
+    "render_value",
+    "table",
+    "timestamp",
+]
 
 _DETAILS_WIDTH = 120
 _NOISE = frozenset(
@@ -85,6 +92,12 @@ def _render(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def render_value(value: Any) -> str:
+    """An attribute value in JSON form as short text: payloads decoded, failures as
+    ``Type: message``, defaults left out of nested objects."""
+    return _render(value)
 
 
 def event_details(event: Event) -> str:

@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from chronicle.cli._common import CommandError, connect, parse_inputs, to_json
-from chronicle.cli._format import describe_text, event_details, execution_row, table, timestamp
+from chronicle.cli._format import describe_text, execution_row, table
+from chronicle.cli._timeline import HEADER, Timeline
 from chronicle.history import codec
 from chronicle.sdk.errors import (
     WorkflowCancelled,
@@ -60,6 +61,15 @@ def add_parser(commands: Any) -> None:
     _target(history)
     history.add_argument(
         "--json", action="store_true", help="write the documented JSON export (replayable)"
+    )
+    history.add_argument(
+        "--full", action="store_true", help="every attribute, payloads not shortened"
+    )
+    history.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new events as they are appended; exits when the run closes",
     )
     history.set_defaults(run=_sync(_history))
 
@@ -163,6 +173,10 @@ async def _describe(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
+    if args.follow:
+        if args.json:
+            raise CommandError("--follow prints the timeline; it cannot be combined with --json")
+        return await _follow(args)
     async with connect(args) as client:
         handle = client.get_handle(args.workflow_id, run_id=args.run_id)
         events = await handle.history()
@@ -181,8 +195,21 @@ async def _history(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    rows = [[str(e.id), timestamp(e.time), e.type, event_details(e)] for e in events]
-    print(table(["ID", "TIME", "TYPE", "DETAILS"], rows))
+    timeline = Timeline(full=args.full)
+    print(HEADER)
+    for event in events:
+        print(timeline.line(event))
+    return 0
+
+
+async def _follow(args: argparse.Namespace) -> int:
+    """Print the timeline, then each new event as the server appends it, until the run closes."""
+    timeline = Timeline(full=args.full)
+    print(HEADER, flush=True)
+    async with connect(args) as client:
+        handle = client.get_handle(args.workflow_id, run_id=args.run_id)
+        async for event in handle.follow_history():
+            print(timeline.line(event), flush=True)
     return 0
 
 
