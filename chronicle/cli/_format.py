@@ -34,6 +34,14 @@ _NOISE = frozenset(
 )
 
 
+_TASK_FAILURE_CAUSES = {
+    "NondeterminismError": "nondeterminism",
+    "DeadlockError": "deadlock",
+    "WorkflowNotRegisteredError": "unknown_workflow_type",
+}
+"""The workflow-task failure cause the SDK reports with each failure type (describe shows it)."""
+
+
 def timestamp(value: datetime | None) -> str:
     """``2024-05-01 12:00:00.123`` (UTC), or ``-``."""
     if value is None:
@@ -144,8 +152,9 @@ def describe_text(description: WorkflowDescription) -> str:
     if d.last_workflow_task_failure is not None:
         failure = d.last_workflow_task_failure
         first = failure.message.splitlines()[0] if failure.message else ""
+        cause = _TASK_FAILURE_CAUSES.get(failure.type, "workflow_error")
         lines.append(
-            f"workflow task failing (attempt {d.workflow_task_attempt}): "
+            f"workflow task failing (attempt {d.workflow_task_attempt}, cause {cause}): "
             f"{failure.type or 'error'}: {first}"
         )
     if d.pending_activities:
