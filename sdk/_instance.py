@@ -796,6 +796,11 @@ class WorkflowInstance:
         self._patches[patch_id] = present
         return present
 
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Record the patch marker on new runs; while replaying, consume it if the history has
+        it (a history without it is no error here: the code has only the patched path now)."""
+        self.patched(patch_id)
+
     @staticmethod
     def _patch_id(marker: ev.MarkerRecorded) -> Any:
         payload = marker.details.get("id")
