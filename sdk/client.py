@@ -346,6 +346,37 @@ class WorkflowHandle(Generic[ResultT]):
         )
         await self._call("RequestCancelWorkflow", request)
 
+    async def reset(
+        self,
+        event_id: int | None = None,
+        *,
+        to_last_good: bool = False,
+        reapply_signals: bool = False,
+        reason: str = "",
+    ) -> WorkflowHandle[ResultT]:
+        """Rerun the workflow from a workflow-task boundary; returns a handle on the new run.
+
+        ``event_id`` is a ``WorkflowTaskCompleted`` event id of the run (``to_last_good``: the
+        last one before the first failure). The run is terminated if still open and keeps its
+        history; the new run's history is the old one up to that event and its task's commands,
+        and today's code carries it on. ``reapply_signals`` re-sends the signals received
+        after that point. ``InvalidArgumentError`` names a bad reset point.
+        """
+        request = service_pb2.ResetWorkflowRequest(
+            namespace=self._client.namespace,
+            workflow_id=self._id,
+            run_id=self._run_id or "",
+            event_id=event_id or 0,
+            to_last_good=to_last_good,
+            reapply_signals=reapply_signals,
+            reason=reason,
+            identity=self._client.identity,
+        )
+        response = await self._call("ResetWorkflow", request)
+        return WorkflowHandle(
+            self._client, self._id, run_id=response.run_id, result_type=self._result_type
+        )
+
     async def terminate(self, reason: str = "") -> None:
         """Close the run at once, without running any more workflow code."""
         request = service_pb2.TerminateWorkflowRequest(

@@ -149,6 +149,10 @@ def describe_text(description: WorkflowDescription) -> str:
         lines.append(f"parent:          {d.parent_workflow_id} ({d.parent_run_id})")
     if d.memo:
         lines.append(f"memo:            {json.dumps(d.memo, default=str)}")
+    if d.reset_from_run_id:
+        lines.append(f"reset from:      run {d.reset_from_run_id} at event {d.reset_event_id}")
+    if d.reset_to_run_id:
+        lines.append(f"reset to:        run {d.reset_to_run_id}")
     if d.last_workflow_task_failure is not None:
         failure = d.last_workflow_task_failure
         first = failure.message.splitlines()[0] if failure.message else ""

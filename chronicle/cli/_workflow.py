@@ -92,6 +92,32 @@ def add_parser(commands: Any) -> None:
         _inputs(command)
         command.set_defaults(run=_sync(_call), call=name)
 
+    reset = sub.add_parser(
+        "reset",
+        help="rerun a workflow from a workflow-task boundary (prints the new run id)",
+        description="Terminate the run (if open) and start a new run whose history is the old "
+        "one up to a WorkflowTaskCompleted event and that task's commands; today's code carries "
+        "it on from there. The old run keeps its history.",
+    )
+    _target(reset)
+    point = reset.add_mutually_exclusive_group(required=True)
+    point.add_argument(
+        "--event-id", type=int, default=None, help="a WorkflowTaskCompleted event id"
+    )
+    point.add_argument(
+        "--to",
+        choices=["last-good"],
+        default=None,
+        help="last-good: the last completed workflow task before the first failure",
+    )
+    reset.add_argument(
+        "--reapply-signals",
+        action="store_true",
+        help="re-send the signals received after the reset point to the new run",
+    )
+    reset.add_argument("--reason", default="")
+    reset.set_defaults(run=_sync(_reset))
+
     for name, help_text in (
         ("cancel", "ask a workflow to cancel"),
         ("terminate", "close a workflow at once"),
@@ -240,6 +266,22 @@ async def _call(args: argparse.Namespace) -> int:
         else:
             value = await handle.update(args.name, *inputs)
     print(to_json(value))
+    return 0
+
+
+async def _reset(args: argparse.Namespace) -> int:
+    if args.event_id is not None and args.event_id < 1:
+        raise CommandError(f"--event-id must be a positive event id, got {args.event_id}", 2)
+    async with connect(args) as client:
+        handle = client.get_handle(args.workflow_id, run_id=args.run_id)
+        new = await handle.reset(
+            args.event_id,
+            to_last_good=args.to == "last-good",
+            reapply_signals=args.reapply_signals,
+            reason=args.reason,
+        )
+    print(new.run_id)
+    print(f"reset {args.workflow_id}: new run {new.run_id}", file=sys.stderr)
     return 0
 
 
