@@ -59,6 +59,7 @@ from chronicle.sdk._local import (
 )
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._stack import STACK_QUERY, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
 from chronicle.sdk.errors import (
     ApplicationError,
@@ -730,6 +731,8 @@ class WorkflowInstance:
     def query(self, name: str, args: Sequence[Payload]) -> Payload:
         """Answer query ``name`` from the current state; read-only (``ApplicationError`` if the
         handler is unknown, async, or tries to issue commands, or the arguments do not fit)."""
+        if name == STACK_QUERY:
+            return to_payload(self.stack())
         handler = self._query_handlers.get(name)
         if handler is None:
             known = ", ".join(sorted(self._query_handlers)) or "none"
@@ -770,6 +773,10 @@ class WorkflowInstance:
                 type="InvalidQueryHandler",
             )
         return result
+
+    def stack(self) -> str:
+        """Every coroutine of the workflow and the line of workflow code it awaits at."""
+        return workflow_stack(self._info, self._loop.tasks, self._root)
 
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""

@@ -36,6 +36,7 @@ from chronicle.sdk._descriptions import (
     WorkflowExecution,
     description_from_proto,
 )
+from chronicle.sdk._stack import STACK_QUERY
 from chronicle.sdk.errors import (
     ActivityNotFound,
     ChronicleError,
@@ -345,6 +346,15 @@ class WorkflowHandle(Generic[ResultT]):
             identity=self._client.identity,
         )
         await self._call("RequestCancelWorkflow", request)
+
+    async def stack(self) -> str:
+        """Where the running workflow waits: every coroutine and the file:line it awaits at.
+
+        A built-in query answered by a worker from the live instance (or a replay of its
+        history), so a worker serving the workflow's task queue must be running.
+        """
+        text: str = await self.query(STACK_QUERY)
+        return text
 
     async def reset(
         self,

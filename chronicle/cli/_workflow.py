@@ -92,6 +92,12 @@ def add_parser(commands: Any) -> None:
         _inputs(command)
         command.set_defaults(run=_sync(_call), call=name)
 
+    stack = sub.add_parser(
+        "stack", help="where a running workflow waits: every coroutine and its file:line"
+    )
+    _target(stack)
+    stack.set_defaults(run=_sync(_stack))
+
     reset = sub.add_parser(
         "reset",
         help="rerun a workflow from a workflow-task boundary (prints the new run id)",
@@ -266,6 +272,12 @@ async def _call(args: argparse.Namespace) -> int:
         else:
             value = await handle.update(args.name, *inputs)
     print(to_json(value))
+    return 0
+
+
+async def _stack(args: argparse.Namespace) -> int:
+    async with connect(args) as client:
+        print(await client.get_handle(args.workflow_id, run_id=args.run_id).stack())
     return 0
 
 

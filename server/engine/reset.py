@@ -8,10 +8,11 @@ original events, so overdue ones fire at once), and a workflow task is scheduled
 has something to react to. Workers replay up to N and run today's code from there.
 
 Everything is one transaction: the old run (if still open) is terminated with a reason that
-names the new run, the new run is created and becomes the workflow id's current run, and its
+names the new run; the new run is created and becomes the workflow id's current run; its
 execution row names the run it was reset from and the reset point (``describe`` shows the link
-both ways, also for an old run that was already closed). The old run keeps its history. With ``reapply_signals``, the signals the old run received after the
-reset point are appended to the new run (in order, at reset time).
+both ways, also for an old run that was already closed). The old run keeps its history. With
+``reapply_signals``, the signals the old run received after the reset point are appended to the
+new run (in order, at reset time).
 
 ``last_good_point`` picks the last ``WorkflowTaskCompleted`` before the first failure (a failed
 or timed-out workflow task, or the task that failed the workflow).
