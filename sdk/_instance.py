@@ -51,6 +51,8 @@ from chronicle.sdk._definitions import (
     WorkflowDefinition,
     hints_of,
 )
+from chronicle.sdk._guards import GuardMode
+from chronicle.sdk._guards import install as install_guards
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._local import (
     LocalActivities,
@@ -115,7 +117,11 @@ class WorkflowInstance:
     """One workflow run: its loop, pending operations and handlers. Not thread-safe: one
     ``activate`` at a time (any thread)."""
 
+    guard_mode: GuardMode = "warn"
+    """How calls that are not replay-safe are reported (``_guards.py``); the worker sets it."""
+
     def __init__(self, definition: WorkflowDefinition, info: WorkflowInfo) -> None:
+        install_guards()
         self._definition = definition
         self._info = info
         self._buffer = CommandBuffer()

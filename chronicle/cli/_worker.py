@@ -32,6 +32,13 @@ def add_parser(commands: Any) -> None:
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=20)
     worker.add_argument("--identity", default=None, help="worker identity (default host:pid:uuid)")
     worker.add_argument(
+        "--determinism-guard",
+        default="warn",
+        choices=["warn", "strict", "off"],
+        help="workflow code calling time.time, datetime.now, random, uuid4, sleep, open, "
+        "sockets or threads: warn (default), strict (fail the workflow task), off",
+    )
+    worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     worker.set_defaults(run=_run_worker)
@@ -117,6 +124,7 @@ async def _serve(args: argparse.Namespace, workflows: list[Any], activities: lis
             identity=args.identity,
             max_concurrent_activities=args.max_concurrent_activities,
             max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+            determinism_guard=args.determinism_guard,
         )
         loop = asyncio.get_running_loop()
         runner = asyncio.create_task(worker.run())
