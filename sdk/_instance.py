@@ -23,6 +23,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any, NoReturn
 
 from chronicle.history import commands as cmd
@@ -61,7 +62,7 @@ from chronicle.sdk._local import (
 )
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
-from chronicle.sdk._stack import STACK_QUERY, workflow_stack
+from chronicle.sdk._stack import STACK_QUERY, workflow_frames, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
 from chronicle.sdk.errors import (
     ApplicationError,
@@ -783,6 +784,10 @@ class WorkflowInstance:
     def stack(self) -> str:
         """Every coroutine of the workflow and the line of workflow code it awaits at."""
         return workflow_stack(self._info, self._loop.tasks, self._root)
+
+    def frames(self) -> list[tuple[str, FrameType]]:
+        """Each waiting coroutine and its innermost workflow-code frame (for debuggers)."""
+        return workflow_frames(self._loop.tasks, self._root)
 
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""

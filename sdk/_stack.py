@@ -17,7 +17,7 @@ from typing import Any
 from chronicle.sdk._commands import _SKIPPED_MODULES, _display_path
 from chronicle.sdk._info import WorkflowInfo
 
-__all__ = ["STACK_QUERY", "workflow_stack"]
+__all__ = ["STACK_QUERY", "workflow_frames", "workflow_stack"]
 
 STACK_QUERY = "__stack"
 """The built-in query name; user query handlers cannot shadow it."""
@@ -60,6 +60,20 @@ def _awaiting(obj: Any) -> str:
     if isinstance(obj, asyncio.Future):
         return "awaiting a future (a durable operation, signal or condition)"
     return f"awaiting {type(obj).__name__}"
+
+
+def workflow_frames(
+    tasks: Iterable[asyncio.Task[Any]], root: asyncio.Task[Any] | None
+) -> list[tuple[str, FrameType]]:
+    """Each waiting coroutine (the workflow function first) and its innermost workflow-code
+    frame: where to read the workflow's locals."""
+    found: list[tuple[str, FrameType]] = []
+    for task in sorted(tasks, key=lambda t: (t is not root, t.get_name())):
+        frames, _ = _chain(task.get_coro())
+        user = [f for f in frames if _user(f)]
+        if user:
+            found.append(("workflow function" if task is root else task.get_name(), user[-1]))
+    return found
 
 
 def workflow_stack(
