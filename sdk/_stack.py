@@ -57,7 +57,7 @@ def _user(frame: FrameType) -> bool:
 def _awaiting(obj: Any) -> str:
     if obj is None:
         return "ready to run"
-    if isinstance(obj, asyncio.Future):
+    if isinstance(obj, asyncio.Future) or type(obj).__name__ == "FutureIter":
         return "awaiting a future (a durable operation, signal or condition)"
     return f"awaiting {type(obj).__name__}"
 

@@ -56,6 +56,14 @@ def task_chunks(events: list[ev.Event]) -> list[list[ev.Event]]:
     return [events[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 class _WorkflowPdb(pdb.Pdb):
     """pdb that stops only in workflow code and can show the history cursor."""
 
@@ -219,7 +227,7 @@ class HistoryDebugger(cmd.Cmd):
             return
         path = str(Path(file).resolve())
         error = self.pdb.set_break(path, int(line))
-        self._say(error or f"breakpoint at {path}:{line}")
+        self._say(error or f"breakpoint at {_shown(path)}:{line}")
 
     def do_events(self, arg: str) -> None:
         """events [N]: the timeline around the cursor (or event N); > marks the cursor."""
@@ -239,7 +247,7 @@ class HistoryDebugger(cmd.Cmd):
         short.maxstring = short.maxother = 80
         for title, frame in frames:
             code = frame.f_code
-            self._say(f"{title}: {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+            self._say(f"{title}: {_shown(code.co_filename)}:{frame.f_lineno} in {code.co_name}")
             for name, value in frame.f_locals.items():
                 self._say(f"    {name} = {short.repr(value)}")
 

@@ -103,7 +103,7 @@ def test_a_breakpoint_in_workflow_code_stops_in_pdb_with_the_cursor() -> None:
         ]
     )
     _, out = _session(commands + "\n")
-    assert f"breakpoint at {FILE}:{_line('AFTER')}" in out
+    assert f"breakpoint at tests/debugging/test_debugger.py:{_line('AFTER')}" in out
     assert f"test_debugger.py({_line('AFTER')})counts()" in out  # pdb shows the stopped frame
     assert "(Pdb) 11\n" in out  # p total
     assert "cursor: workflow task started at event" in out
