@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from chronicle import testing
-from chronicle.history.codec import event_to_dict
 from chronicle.sdk.activity import activity
 from chronicle.sdk.client import Client
 from chronicle.sdk.errors import NondeterminismError
@@ -48,7 +47,6 @@ def test_many_histories_list_exactly_the_ones_that_break(tmp_path: Path) -> None
     document = json.loads(GOLDEN.read_text())
     other = dict(document, workflow_id="other-run")
     events = testing.load_history(GOLDEN)
-    assert [event_to_dict(e) for e in events] == document["events"]
     histories = [GOLDEN, other, events[:3]]  # the last: its first task not answered yet
     with pytest.raises(testing.ReplayFailed) as caught:
         testing.replay(histories, workflows=[add_steps_changed])
