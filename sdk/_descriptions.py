@@ -110,6 +110,11 @@ class WorkflowDescription(WorkflowExecution):
     pending_children: tuple[PendingChild, ...]
     last_workflow_task_failure: Failure | None
     workflow_task_attempt: int
+    reset_from_run_id: str = ""
+    """Set when a reset made this run: the run it was reset from (at ``reset_event_id``)."""
+    reset_event_id: int = 0
+    reset_to_run_id: str = ""
+    """Set when a reset of this run made a newer run."""
 
 
 def description_from_proto(response: service_pb2.DescribeWorkflowResponse) -> WorkflowDescription:
@@ -149,4 +154,7 @@ def description_from_proto(response: service_pb2.DescribeWorkflowResponse) -> Wo
         pending_children=children,
         last_workflow_task_failure=_failure(response, "last_workflow_task_failure"),
         workflow_task_attempt=response.workflow_task_attempt,
+        reset_from_run_id=response.reset_from_run_id,
+        reset_event_id=response.reset_event_id,
+        reset_to_run_id=response.reset_to_run_id,
     )

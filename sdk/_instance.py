@@ -23,6 +23,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any, NoReturn
 
 from chronicle.history import commands as cmd
@@ -51,6 +52,8 @@ from chronicle.sdk._definitions import (
     WorkflowDefinition,
     hints_of,
 )
+from chronicle.sdk._guards import GuardMode
+from chronicle.sdk._guards import install as install_guards
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._local import (
     LocalActivities,
@@ -59,6 +62,7 @@ from chronicle.sdk._local import (
 )
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._stack import STACK_QUERY, workflow_frames, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
 from chronicle.sdk.errors import (
     ApplicationError,
@@ -114,7 +118,11 @@ class WorkflowInstance:
     """One workflow run: its loop, pending operations and handlers. Not thread-safe: one
     ``activate`` at a time (any thread)."""
 
+    guard_mode: GuardMode = "warn"
+    """How calls that are not replay-safe are reported (``_guards.py``); the worker sets it."""
+
     def __init__(self, definition: WorkflowDefinition, info: WorkflowInfo) -> None:
+        install_guards()
         self._definition = definition
         self._info = info
         self._buffer = CommandBuffer()
@@ -730,6 +738,8 @@ class WorkflowInstance:
     def query(self, name: str, args: Sequence[Payload]) -> Payload:
         """Answer query ``name`` from the current state; read-only (``ApplicationError`` if the
         handler is unknown, async, or tries to issue commands, or the arguments do not fit)."""
+        if name == STACK_QUERY:
+            return to_payload(self.stack())
         handler = self._query_handlers.get(name)
         if handler is None:
             known = ", ".join(sorted(self._query_handlers)) or "none"
@@ -771,6 +781,14 @@ class WorkflowInstance:
             )
         return result
 
+    def stack(self) -> str:
+        """Every coroutine of the workflow and the line of workflow code it awaits at."""
+        return workflow_stack(self._info, self._loop.tasks, self._root)
+
+    def frames(self) -> list[tuple[str, FrameType]]:
+        """Each waiting coroutine and its innermost workflow-code frame (for debuggers)."""
+        return workflow_frames(self._loop.tasks, self._root)
+
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""
         known = self._patches.get(patch_id)
@@ -795,6 +813,11 @@ class WorkflowInstance:
             )
         self._patches[patch_id] = present
         return present
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Record the patch marker on new runs; while replaying, consume it if the history has
+        it (a history without it is no error here: the code has only the patched path now)."""
+        self.patched(patch_id)
 
     @staticmethod
     def _patch_id(marker: ev.MarkerRecorded) -> Any:

@@ -108,6 +108,10 @@ class WorkflowRuntime(Protocol):
         """True for code that runs after the change ``patch_id`` was deployed (see API.md)."""
         ...
 
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The change ``patch_id`` is the only code path now (see ``workflow.deprecate_patch``)."""
+        ...
+
     def continue_as_new(
         self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None
     ) -> NoReturn:

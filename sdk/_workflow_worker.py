@@ -41,6 +41,7 @@ from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activity_worker import poll
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
+from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
@@ -81,6 +82,7 @@ class WorkflowWorker:
         activities: Sequence[ActivityDefinition] = (),
         max_cached: int = 1000,
         deadlock_timeout: float | None = 2.0,
+        guard_mode: GuardMode = "warn",
     ) -> None:
         self.connection = connection
         self.namespace = namespace
@@ -91,6 +93,7 @@ class WorkflowWorker:
         self._local_executor: ThreadPoolExecutor | None = None
         self._max_cached = max_cached
         self._deadlock_timeout = deadlock_timeout
+        self._guard_mode: GuardMode = guard_mode
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._busy: set[str] = set()
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -282,7 +285,9 @@ class WorkflowWorker:
             task_queue=queue or task.task_queue or self.task_queue,
             attempt=attempt,
         )
-        return WorkflowInstance(definition, info)
+        instance = WorkflowInstance(definition, info)
+        instance.guard_mode = self._guard_mode
+        return instance
 
     async def _run_local_activities(
         self, due: list[LocalActivityRequest], log: Any

@@ -36,6 +36,7 @@ from chronicle.sdk._descriptions import (
     WorkflowExecution,
     description_from_proto,
 )
+from chronicle.sdk._stack import STACK_QUERY
 from chronicle.sdk.errors import (
     ActivityNotFound,
     ChronicleError,
@@ -239,6 +240,36 @@ class WorkflowHandle(Generic[ResultT]):
             self._client.connection, self._client.namespace, self._id, self._run_id or ""
         )
 
+    async def follow_history(
+        self, *, first_event_id: int = 1, poll: timedelta = _RESULT_POLL
+    ) -> AsyncIterator[Event]:
+        """Yield the run's events from ``first_event_id`` as they are appended; ends after the
+        event that closes the run.
+
+        Follows one run: the handle's, or the run that is current when the first page arrives
+        (a continue-as-new is not followed). Each wait is a ``GetWorkflowHistory`` long poll of
+        at most ``poll``, woken by the server as soon as an event is appended.
+        """
+        run_id = self._run_id or ""
+        next_id = max(first_event_id, 1)
+        while True:
+            request = service_pb2.GetWorkflowHistoryRequest(
+                namespace=self._client.namespace,
+                workflow_id=self._id,
+                run_id=run_id,
+                first_event_id=next_id,
+                wait=wire.duration_to_proto(poll),
+            )
+            response = await self._call(
+                "GetWorkflowHistory", request, timeout=poll.total_seconds() + _RPC_SLACK
+            )
+            run_id = run_id or response.run_id
+            for event in wire.events_from_proto(response.events):
+                next_id = event.id + 1
+                yield event
+            if response.closed:
+                return
+
     async def signal(self, name: str, *args: Any, request_id: str | None = None) -> None:
         """Send signal ``name`` with ``args``; recorded once even if the call is retried."""
         request = service_pb2.SignalWorkflowRequest(
@@ -315,6 +346,46 @@ class WorkflowHandle(Generic[ResultT]):
             identity=self._client.identity,
         )
         await self._call("RequestCancelWorkflow", request)
+
+    async def stack(self) -> str:
+        """Where the running workflow waits: every coroutine and the file:line it awaits at.
+
+        A built-in query answered by a worker from the live instance (or a replay of its
+        history), so a worker serving the workflow's task queue must be running.
+        """
+        text: str = await self.query(STACK_QUERY)
+        return text
+
+    async def reset(
+        self,
+        event_id: int | None = None,
+        *,
+        to_last_good: bool = False,
+        reapply_signals: bool = False,
+        reason: str = "",
+    ) -> WorkflowHandle[ResultT]:
+        """Rerun the workflow from a workflow-task boundary; returns a handle on the new run.
+
+        ``event_id`` is a ``WorkflowTaskCompleted`` event id of the run (``to_last_good``: the
+        last one before the first failure). The run is terminated if still open and keeps its
+        history; the new run's history is the old one up to that event and its task's commands,
+        and today's code carries it on. ``reapply_signals`` re-sends the signals received
+        after that point. ``InvalidArgumentError`` names a bad reset point.
+        """
+        request = service_pb2.ResetWorkflowRequest(
+            namespace=self._client.namespace,
+            workflow_id=self._id,
+            run_id=self._run_id or "",
+            event_id=event_id or 0,
+            to_last_good=to_last_good,
+            reapply_signals=reapply_signals,
+            reason=reason,
+            identity=self._client.identity,
+        )
+        response = await self._call("ResetWorkflow", request)
+        return WorkflowHandle(
+            self._client, self._id, run_id=response.run_id, result_type=self._result_type
+        )
 
     async def terminate(self, reason: str = "") -> None:
         """Close the run at once, without running any more workflow code."""

@@ -13,12 +13,14 @@ from typing import Any
 
 from chronicle.history.codec import event_from_dict
 from chronicle.history.events import Event
-from chronicle.sdk.replay import replay
+from chronicle.sdk.replay import RecordedRun, replay
 
-__all__ = ["HISTORY_FORMAT", "HISTORY_VERSION", "load_history", "replay_json"]
+__all__ = ["HISTORY_FORMAT", "HISTORY_VERSION", "load_history", "load_run", "replay_json"]
 
 
-def _document(source: str | Path) -> Any:
+def _document(source: str | Path | dict[str, Any]) -> Any:
+    if isinstance(source, dict):
+        return source
     text = (
         source
         if isinstance(source, str) and source.lstrip()[:1] in ("[", "{")
@@ -34,7 +36,7 @@ HISTORY_VERSION = 1
 """The export format version this SDK reads and writes."""
 
 
-def load_history(source: str | Path) -> list[Event]:
+def load_history(source: str | Path | dict[str, Any]) -> list[Event]:
     """Events from a JSON history file (a path) or JSON text (starting with ``[`` or ``{``).
 
     An exported document must name ``"format": "chronicle-history"`` and a version this SDK
@@ -69,3 +71,20 @@ def replay_json(source: str | Path, workflows: Sequence[Callable[..., Any]], **i
             if isinstance(data.get(key), str):
                 info.setdefault(key, data[key])
     replay(load_history(source), workflows, **info)
+
+
+def load_run(source: str | Path | dict[str, Any]) -> RecordedRun:
+    """A history document (path, JSON text or parsed dict) with the run ids it records."""
+    data = _document(source)
+    ids: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key in ("namespace", "workflow_id", "run_id"):
+            if isinstance(data.get(key), str) and data[key]:
+                ids[key] = data[key]
+    if "workflow_id" not in ids and isinstance(source, Path | str) and not _is_text(source):
+        ids["workflow_id"] = Path(source).stem
+    return RecordedRun(load_history(data), **ids)
+
+
+def _is_text(source: str | Path) -> bool:
+    return isinstance(source, str) and source.lstrip()[:1] in ("[", "{")

@@ -35,6 +35,7 @@ from chronicle.sdk._definitions import (
     activity_definition,
     workflow_definition,
 )
+from chronicle.sdk._guards import GuardMode, guard_source
 from chronicle.sdk._workflow_worker import WorkflowWorker
 from chronicle.sdk.client import Client
 
@@ -79,19 +80,26 @@ class Worker:
         deadlock_timeout: timedelta | float | None = 2.0,
         graceful_shutdown_timeout: timedelta | float = 10.0,
         identity: str | None = None,
+        determinism_guard: GuardMode = "warn",
     ) -> None:
         """Validate the definitions now: a function that is not decorated raises ``TypeError``.
 
         ``deadlock_timeout`` (``None`` disables it, e.g. under a debugger) bounds how long one
         workflow activation may hold its thread. ``max_concurrent_activities`` bounds the
         activities this worker runs at once; ``max_activities_per_second`` limits the whole task
-        queue, across all its workers, and is enforced by the server.
+        queue, across all its workers, and is enforced by the server. ``determinism_guard``:
+        workflow code that calls ``time.time``, ``datetime.now``, ``random.*``, ``uuid.uuid4``,
+        ``time.sleep``, ``open``, sockets or threads gets a ``WorkflowDeterminismWarning``
+        (``"warn"``), a ``NondeterministicCallError`` that fails the workflow task
+        (``"strict"``), or nothing (``"off"``).
         """
         if not task_queue:
             raise ValueError("Worker(task_queue=...) must not be empty")
         self._workflow_defs: list[WorkflowDefinition] = _definitions(
             workflows, "workflow", workflow_definition
         )
+        for definition in self._workflow_defs:
+            guard_source(definition.fn, determinism_guard)
         self._activity_defs: list[ActivityDefinition] = _definitions(
             activities, "activity", activity_definition
         )
@@ -131,6 +139,7 @@ class Worker:
                 max_concurrent=max_concurrent_workflow_tasks,
                 max_cached=max_cached_workflows,
                 deadlock_timeout=deadlock,
+                guard_mode=determinism_guard,
             )
             if self._workflow_defs
             else None

@@ -40,6 +40,7 @@ from chronicle.sdk.activity import ActivityFunction
 __all__ = [
     "ChildWorkflowHandle",
     "continue_as_new",
+    "deprecate_patch",
     "execute_activity",
     "execute_child",
     "execute_local_activity",
@@ -368,6 +369,19 @@ def patched(patch_id: str) -> bool:
     return _runtime.current().patched(patch_id)
 
 
+def deprecate_patch(patch_id: str) -> None:
+    """Step two of removing a patch: the code keeps only the ``patched(patch_id)`` branch.
+
+    Deploy it once no open run can still take the old branch (none recorded before the patch):
+    a history with the patch marker replays (the marker is consumed), while one from before the
+    patch now runs the new branch and fails with ``NondeterminismError`` where they differ. New
+    runs still record the marker, so workers of the previous deployment (``if patched(...)``)
+    replay them during a rolling deploy. Finally remove the call: a recorded patch marker that
+    the code no longer asks for is skipped on replay.
+    """
+    _runtime.current().deprecate_patch(patch_id)
+
+
 def continue_as_new(
     *args: Any, workflow_type: str | None = None, task_queue: str | None = None
 ) -> NoReturn:
@@ -424,6 +438,7 @@ class _WorkflowNamespace:
         self.info = info
         self.is_replaying = is_replaying
         self.patched = patched
+        self.deprecate_patch = deprecate_patch
         self.continue_as_new = continue_as_new
         self.logger = logger
 

@@ -8,7 +8,8 @@ chronicle workflow start TYPE --id ID --task-queue Q [--input JSON ...]
 chronicle workflow result|describe|history|cancel|terminate ID
 chronicle workflow signal|query|update ID NAME [--input JSON ...]
 chronicle workflow list [--query Q]
-chronicle replay HISTORY.json MODULE
+chronicle replay [HISTORY.json ...] MODULE | MODULE --workflow-id ID | MODULE --query Q
+chronicle debug ID|HISTORY.json MODULE
 ```
 
 Every failure prints one line on stderr (``error: ...``) and exits non-zero; no tracebacks.
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from chronicle.cli import _server, _worker, _workflow
+from chronicle.cli import _debug, _replay, _server, _worker, _workflow
 from chronicle.cli._common import CommandError
 from chronicle.sdk._grpc import default_address
 from chronicle.sdk.errors import ChronicleError
@@ -56,7 +57,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool)
     )
 
 
-CLIENT_COMMANDS = ("worker", "workflow")
+CLIENT_COMMANDS = ("worker", "workflow", "replay", "debug")
 """Top-level commands that talk to a server as a client (and so take --address/--namespace)."""
 
 
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _server.add_parser(commands)
     _worker.add_parser(commands)
     _workflow.add_parser(commands)
-    _worker.add_replay_parser(commands)
+    _replay.add_parser(commands)
+    _debug.add_parser(commands)
     for leaf in _leaf_parsers(parser, only=CLIENT_COMMANDS):
         if not any("--address" in action.option_strings for action in leaf._actions):
             _add_connection_options(leaf, top_level=False)

@@ -11,7 +11,14 @@ from chronicle.history import codec
 from chronicle.history.events import Event
 from chronicle.sdk._descriptions import WorkflowDescription, WorkflowExecution
 
-__all__ = ["describe_text", "event_details", "execution_row", "table", "timestamp"]
+__all__ = [
+    "describe_text",
+    "event_details",
+    "execution_row",
+    "render_value",
+    "table",
+    "timestamp",
+]
 
 _DETAILS_WIDTH = 120
 _NOISE = frozenset(
@@ -25,6 +32,14 @@ _NOISE = frozenset(
         "first_run_id",
     }
 )
+
+
+_TASK_FAILURE_CAUSES = {
+    "NondeterminismError": "nondeterminism",
+    "DeadlockError": "deadlock",
+    "WorkflowNotRegisteredError": "unknown_workflow_type",
+}
+"""The workflow-task failure cause the SDK reports with each failure type (describe shows it)."""
 
 
 def timestamp(value: datetime | None) -> str:
@@ -87,6 +102,12 @@ def _render(value: Any) -> str:
     return str(value)
 
 
+def render_value(value: Any) -> str:
+    """An attribute value in JSON form as short text: payloads decoded, failures as
+    ``Type: message``, defaults left out of nested objects."""
+    return _render(value)
+
+
 def event_details(event: Event) -> str:
     """The event's interesting attributes as ``key=value, ...`` (payloads shown as JSON)."""
     attributes = codec.to_jsonable(event.attributes)
@@ -128,11 +149,16 @@ def describe_text(description: WorkflowDescription) -> str:
         lines.append(f"parent:          {d.parent_workflow_id} ({d.parent_run_id})")
     if d.memo:
         lines.append(f"memo:            {json.dumps(d.memo, default=str)}")
+    if d.reset_from_run_id:
+        lines.append(f"reset from:      run {d.reset_from_run_id} at event {d.reset_event_id}")
+    if d.reset_to_run_id:
+        lines.append(f"reset to:        run {d.reset_to_run_id}")
     if d.last_workflow_task_failure is not None:
         failure = d.last_workflow_task_failure
         first = failure.message.splitlines()[0] if failure.message else ""
+        cause = _TASK_FAILURE_CAUSES.get(failure.type, "workflow_error")
         lines.append(
-            f"workflow task failing (attempt {d.workflow_task_attempt}): "
+            f"workflow task failing (attempt {d.workflow_task_attempt}, cause {cause}): "
             f"{failure.type or 'error'}: {first}"
         )
     if d.pending_activities:

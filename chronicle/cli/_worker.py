@@ -1,5 +1,4 @@
-"""``chronicle worker MODULE`` (serve every ``@workflow``/``@activity`` of a module) and
-``chronicle replay HISTORY.json MODULE``."""
+"""``chronicle worker MODULE``: serve every ``@workflow``/``@activity`` of a module."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from typing import Any
 from chronicle.cli._common import CommandError, connect
 from chronicle.sdk._definitions import activity_definition, workflow_definition
 
-__all__ = ["add_parser", "add_replay_parser", "load_module", "module_definitions"]
+__all__ = ["add_parser", "load_module", "module_definitions"]
 
 
 def add_parser(commands: Any) -> None:
@@ -33,22 +32,16 @@ def add_parser(commands: Any) -> None:
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=20)
     worker.add_argument("--identity", default=None, help="worker identity (default host:pid:uuid)")
     worker.add_argument(
+        "--determinism-guard",
+        default="warn",
+        choices=["warn", "strict", "off"],
+        help="workflow code calling time.time, datetime.now, random, uuid4, sleep, open, "
+        "sockets or threads: warn (default), strict (fail the workflow task), off",
+    )
+    worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     worker.set_defaults(run=_run_worker)
-
-
-def add_replay_parser(commands: Any) -> None:
-    """Register ``replay``."""
-    replay = commands.add_parser(
-        "replay",
-        help="replay a saved history against today's code",
-        description="Replay HISTORY.json (written by `chronicle workflow history --json`) "
-        "against the workflows of MODULE; fails on nondeterminism.",
-    )
-    replay.add_argument("history", type=Path, metavar="HISTORY.json")
-    replay.add_argument("module", metavar="MODULE")
-    replay.set_defaults(run=_replay)
 
 
 def load_module(spec: str) -> ModuleType:
@@ -131,6 +124,7 @@ async def _serve(args: argparse.Namespace, workflows: list[Any], activities: lis
             identity=args.identity,
             max_concurrent_activities=args.max_concurrent_activities,
             max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+            determinism_guard=args.determinism_guard,
         )
         loop = asyncio.get_running_loop()
         runner = asyncio.create_task(worker.run())
@@ -159,21 +153,3 @@ async def _serve(args: argparse.Namespace, workflows: list[Any], activities: lis
         except asyncio.CancelledError:
             return 130
         return 0
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from chronicle.history.errors import InvalidHistoryError
-    from chronicle.sdk.testing import load_history, replay_json
-
-    try:
-        events = load_history(args.history)
-    except (OSError, ValueError, KeyError, TypeError, InvalidHistoryError) as exc:
-        raise CommandError(f"cannot read the history in {args.history}: {exc}") from None
-    module = load_module(args.module)
-    workflows, _ = module_definitions(module)
-    try:
-        replay_json(args.history, workflows)
-    except LookupError as exc:
-        raise CommandError(str(exc)) from None
-    print(f"ok: {args.history} ({len(events)} events) replays against {args.module}")
-    return 0

@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from chronicle.cli._common import CommandError, connect, parse_inputs, to_json
-from chronicle.cli._format import describe_text, event_details, execution_row, table, timestamp
+from chronicle.cli._format import describe_text, execution_row, table
+from chronicle.cli._timeline import HEADER, Timeline
 from chronicle.history import codec
 from chronicle.sdk.errors import (
     WorkflowCancelled,
@@ -61,6 +62,15 @@ def add_parser(commands: Any) -> None:
     history.add_argument(
         "--json", action="store_true", help="write the documented JSON export (replayable)"
     )
+    history.add_argument(
+        "--full", action="store_true", help="every attribute, payloads not shortened"
+    )
+    history.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new events as they are appended; exits when the run closes",
+    )
     history.set_defaults(run=_sync(_history))
 
     listing = sub.add_parser("list", help="list workflows")
@@ -81,6 +91,38 @@ def add_parser(commands: Any) -> None:
         command.add_argument("name", metavar="NAME")
         _inputs(command)
         command.set_defaults(run=_sync(_call), call=name)
+
+    stack = sub.add_parser(
+        "stack", help="where a running workflow waits: every coroutine and its file:line"
+    )
+    _target(stack)
+    stack.set_defaults(run=_sync(_stack))
+
+    reset = sub.add_parser(
+        "reset",
+        help="rerun a workflow from a workflow-task boundary (prints the new run id)",
+        description="Terminate the run (if open) and start a new run whose history is the old "
+        "one up to a WorkflowTaskCompleted event and that task's commands; today's code carries "
+        "it on from there. The old run keeps its history.",
+    )
+    _target(reset)
+    point = reset.add_mutually_exclusive_group(required=True)
+    point.add_argument(
+        "--event-id", type=int, default=None, help="a WorkflowTaskCompleted event id"
+    )
+    point.add_argument(
+        "--to",
+        choices=["last-good"],
+        default=None,
+        help="last-good: the last completed workflow task before the first failure",
+    )
+    reset.add_argument(
+        "--reapply-signals",
+        action="store_true",
+        help="re-send the signals received after the reset point to the new run",
+    )
+    reset.add_argument("--reason", default="")
+    reset.set_defaults(run=_sync(_reset))
 
     for name, help_text in (
         ("cancel", "ask a workflow to cancel"),
@@ -163,6 +205,10 @@ async def _describe(args: argparse.Namespace) -> int:
 
 
 async def _history(args: argparse.Namespace) -> int:
+    if args.follow:
+        if args.json:
+            raise CommandError("--follow prints the timeline; it cannot be combined with --json")
+        return await _follow(args)
     async with connect(args) as client:
         handle = client.get_handle(args.workflow_id, run_id=args.run_id)
         events = await handle.history()
@@ -181,8 +227,21 @@ async def _history(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    rows = [[str(e.id), timestamp(e.time), e.type, event_details(e)] for e in events]
-    print(table(["ID", "TIME", "TYPE", "DETAILS"], rows))
+    timeline = Timeline(full=args.full)
+    print(HEADER)
+    for event in events:
+        print(timeline.line(event))
+    return 0
+
+
+async def _follow(args: argparse.Namespace) -> int:
+    """Print the timeline, then each new event as the server appends it, until the run closes."""
+    timeline = Timeline(full=args.full)
+    print(HEADER, flush=True)
+    async with connect(args) as client:
+        handle = client.get_handle(args.workflow_id, run_id=args.run_id)
+        async for event in handle.follow_history():
+            print(timeline.line(event), flush=True)
     return 0
 
 
@@ -213,6 +272,28 @@ async def _call(args: argparse.Namespace) -> int:
         else:
             value = await handle.update(args.name, *inputs)
     print(to_json(value))
+    return 0
+
+
+async def _stack(args: argparse.Namespace) -> int:
+    async with connect(args) as client:
+        print(await client.get_handle(args.workflow_id, run_id=args.run_id).stack())
+    return 0
+
+
+async def _reset(args: argparse.Namespace) -> int:
+    if args.event_id is not None and args.event_id < 1:
+        raise CommandError(f"--event-id must be a positive event id, got {args.event_id}", 2)
+    async with connect(args) as client:
+        handle = client.get_handle(args.workflow_id, run_id=args.run_id)
+        new = await handle.reset(
+            args.event_id,
+            to_last_good=args.to == "last-good",
+            reapply_signals=args.reapply_signals,
+            reason=args.reason,
+        )
+    print(new.run_id)
+    print(f"reset {args.workflow_id}: new run {new.run_id}", file=sys.stderr)
     return 0
 
 

@@ -663,7 +663,15 @@ class DescribeWorkflowResponse(_message.Message):
     PENDING_CHILDREN_FIELD_NUMBER: _builtins.int
     LAST_WORKFLOW_TASK_FAILURE_FIELD_NUMBER: _builtins.int
     WORKFLOW_TASK_ATTEMPT_FIELD_NUMBER: _builtins.int
+    RESET_FROM_RUN_ID_FIELD_NUMBER: _builtins.int
+    RESET_EVENT_ID_FIELD_NUMBER: _builtins.int
+    RESET_TO_RUN_ID_FIELD_NUMBER: _builtins.int
     workflow_task_attempt: _builtins.int
+    reset_from_run_id: _builtins.str
+    """Set when this run was made by a reset: the run it was reset from and the reset point."""
+    reset_event_id: _builtins.int
+    reset_to_run_id: _builtins.str
+    """Set when a reset of this run made a newer run."""
     @_builtins.property
     def info(self) -> Global___WorkflowExecutionInfo: ...
     @_builtins.property
@@ -684,10 +692,13 @@ class DescribeWorkflowResponse(_message.Message):
         pending_children: _abc.Iterable[Global___PendingChildInfo] | None = ...,
         last_workflow_task_failure: _common_pb2.Failure | None = ...,
         workflow_task_attempt: _builtins.int = ...,
+        reset_from_run_id: _builtins.str = ...,
+        reset_event_id: _builtins.int = ...,
+        reset_to_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_workflow_task_failure", b"last_workflow_task_failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_workflow_task_failure", b"last_workflow_task_failure", "pending_activities", b"pending_activities", "pending_children", b"pending_children", "workflow_task_attempt", b"workflow_task_attempt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "last_workflow_task_failure", b"last_workflow_task_failure", "pending_activities", b"pending_activities", "pending_children", b"pending_children", "reset_event_id", b"reset_event_id", "reset_from_run_id", b"reset_from_run_id", "reset_to_run_id", b"reset_to_run_id", "workflow_task_attempt", b"workflow_task_attempt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -754,6 +765,73 @@ class GetWorkflowHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWorkflowHistoryResponse: _TypeAlias = GetWorkflowHistoryResponse  # noqa: Y015
+
+@_typing.final
+class ResetWorkflowRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TO_LAST_GOOD_FIELD_NUMBER: _builtins.int
+    REAPPLY_SIGNALS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    workflow_id: _builtins.str
+    run_id: _builtins.str
+    """Empty: the current run (only the current run can be reset)."""
+    event_id: _builtins.int
+    """The id of a WorkflowTaskCompleted event of the run; 0 when to_last_good is set."""
+    to_last_good: _builtins.bool
+    """Reset to the last WorkflowTaskCompleted before the first failure."""
+    reapply_signals: _builtins.bool
+    """Append the signals the run received after the reset point to the new run."""
+    reason: _builtins.str
+    identity: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        event_id: _builtins.int = ...,
+        to_last_good: _builtins.bool = ...,
+        reapply_signals: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        identity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "identity", b"identity", "namespace", b"namespace", "reapply_signals", b"reapply_signals", "reason", b"reason", "run_id", b"run_id", "to_last_good", b"to_last_good", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetWorkflowRequest: _TypeAlias = ResetWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class ResetWorkflowResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    event_id: _builtins.int
+    """The reset point used (the WorkflowTaskCompleted event id)."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        event_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetWorkflowResponse: _TypeAlias = ResetWorkflowResponse  # noqa: Y015
 
 @_typing.final
 class GetWorkflowResultRequest(_message.Message):

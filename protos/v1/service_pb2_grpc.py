@@ -84,6 +84,11 @@ class WorkflowServiceStub:
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.ResetWorkflow = channel.unary_unary(
+                '/chronicle.v1.WorkflowService/ResetWorkflow',
+                request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowRequest.SerializeToString,
+                response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowResponse.FromString,
+                _registered_method=True)
         self.PollWorkflowTask = channel.unary_unary(
                 '/chronicle.v1.WorkflowService/PollWorkflowTask',
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.PollWorkflowTaskRequest.SerializeToString,
@@ -192,6 +197,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetWorkflow(self, request, context):
+        """Terminate the run (if open) and start a new run whose history is the old one up to a
+        WorkflowTaskCompleted event and that task's commands; workflow code runs on from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PollWorkflowTask(self, request, context):
         """---- worker RPCs ----
         Long poll; an empty task_token means no task arrived before the poll deadline.
@@ -294,6 +307,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ListWorkflows,
                     request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'ResetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetWorkflow,
+                    request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowRequest.FromString,
+                    response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowResponse.SerializeToString,
             ),
             'PollWorkflowTask': grpc.unary_unary_rpc_method_handler(
                     servicer.PollWorkflowTask,
@@ -606,6 +624,33 @@ class WorkflowService:
             '/chronicle.v1.WorkflowService/ListWorkflows',
             chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsRequest.SerializeToString,
             chronicle_dot_protos_dot_v1_dot_service__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronicle.v1.WorkflowService/ResetWorkflow',
+            chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowRequest.SerializeToString,
+            chronicle_dot_protos_dot_v1_dot_service__pb2.ResetWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -148,7 +148,19 @@ async def describe(
         response.last_workflow_task_failure.CopyFrom(wire.failure_to_proto(failure))
     if state.workflow_task is not None:
         response.workflow_task_attempt = state.workflow_task.attempt
+    await _reset_links(pool, key, response)
     return response
+
+
+async def _reset_links(
+    pool: Pool, key: RunKey, response: service_pb2.DescribeWorkflowResponse
+) -> None:
+    """The runs a reset links this run to: the one it was reset from, the one it was reset to."""
+    row = await pool.fetchrow(sql.GET_RESET_LINKS, *key.params())
+    if row is not None:
+        response.reset_from_run_id = row["reset_from_run_id"] or ""
+        response.reset_event_id = row["reset_event_id"] or 0
+        response.reset_to_run_id = row["reset_to_run_id"] or ""
 
 
 async def get_history(

@@ -202,14 +202,17 @@ async def create_run(
     now: datetime,
     *,
     replace_current: bool,
+    planned: tr.Planned | None = None,
 ) -> WorkflowState:
     """Insert a new run (execution + current execution rows, its first events and tasks).
 
     Runs in the caller's transaction. ``replace_current``: the workflow id has a current row
     (locked by the caller, or updated by it when the previous run closed) to point at this run;
-    otherwise one is inserted, and a concurrent start of the same id fails on it.
+    otherwise one is inserted, and a concurrent start of the same id fails on it. ``planned``
+    (a reset run's copied history) replaces planning ``started`` and ``extra`` at ``now``.
     """
-    planned = tr.plan(WorkflowState(), [started, *extra], now, sticky_identity="")
+    if planned is None:
+        planned = tr.plan(WorkflowState(), [started, *extra], now, sticky_identity="")
     parent: Any = started.parent
     await conn.execute(
         sql.INSERT_EXECUTION,

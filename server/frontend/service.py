@@ -19,6 +19,7 @@ from chronicle.server.engine import (
     control,
     query,
     read,
+    reset,
     start,
     update,
     workflow_task,
@@ -212,6 +213,25 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             identity=request.identity,
         )
         return service_pb2.TerminateWorkflowResponse()
+
+    @rpc
+    async def ResetWorkflow(
+        self, request: service_pb2.ResetWorkflowRequest, context: Any
+    ) -> service_pb2.ResetWorkflowResponse:
+        """Terminate the run and rerun it from a workflow-task boundary (engine/reset.py)."""
+        require(request, "workflow_id")
+        result = await reset.reset(
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            event_id=request.event_id,
+            to_last_good=request.to_last_good,
+            reapply_signals=request.reapply_signals,
+            reason=request.reason,
+            identity=request.identity,
+        )
+        return service_pb2.ResetWorkflowResponse(run_id=result.run_id, event_id=result.event_id)
 
     @rpc
     async def DescribeWorkflow(

@@ -27,6 +27,8 @@ CREATE TABLE executions (
     first_run_id               text        NOT NULL,
     start_request_id           text        NOT NULL DEFAULT '',
     parent_initiated_event_id  bigint,
+    reset_from_run_id          text,
+    reset_event_id             bigint,
     PRIMARY KEY (namespace, workflow_id, run_id)
 );
 CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);

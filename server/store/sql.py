@@ -37,6 +37,19 @@ SELECT workflow_type, task_queue, status, next_event_id, state, start_time, clos
        first_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 
+GET_RESET_LINKS: Final = """
+SELECT e.reset_from_run_id, e.reset_event_id,
+       (SELECT n.run_id FROM executions n
+        WHERE n.namespace = $1 AND n.workflow_id = $2 AND n.reset_from_run_id = $3
+        LIMIT 1) AS reset_to_run_id
+FROM executions e WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = $3"""
+"""The run that run $3 was reset from (and the reset point), and the run a reset of it made."""
+
+SET_RESET_FROM: Final = """
+UPDATE executions SET reset_from_run_id = $4, reset_event_id = $5
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
+"""Record on a reset run (created in the same transaction) where it was reset from."""
+
 GET_EXECUTION_STATUS: Final = """
 SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
