@@ -157,6 +157,10 @@ class Worker:
             if self._activity_defs
             else None
         )
+        if self._workflow_worker is not None and self._activity_worker is not None:
+            # Eager dispatch (docs/performance.md): each half hands the other the next task.
+            self._workflow_worker.eager_activities = self._activity_worker
+            self._activity_worker.eager_workflow_tasks = self._workflow_worker
         self._background: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._log = _log.bind(

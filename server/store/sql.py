@@ -171,9 +171,11 @@ del_activities AS (
 ),
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
-                            scheduled_time, attempt_scheduled_time, attributes)
-    SELECT $1, $2, $3, a.s, 'scheduled', 1, a.t, a.t, a.attrs::jsonb
-    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[]) AS a(s, t, attrs)
+                            scheduled_time, attempt_scheduled_time, started_time,
+                            last_worker_identity, attributes)
+    SELECT $1, $2, $3, a.s, CASE WHEN a.w = '' THEN 'scheduled' ELSE 'started' END, 1, a.t, a.t,
+           CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb
+    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
 )
 SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
 
