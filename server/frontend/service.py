@@ -6,6 +6,7 @@ capped by both ``ServerConfig.poll_timeout`` and the caller's gRPC deadline.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from chronicle.server.engine import (
     reset,
     start,
     update,
+    workers,
     workflow_task,
 )
 from chronicle.server.engine.services import Services
@@ -48,6 +50,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, services: Services) -> None:
         self._services = services
         self._limit = services.config.max_payload_bytes
+        self._lost: set[asyncio.Task[None]] = set()
 
     def _wait(self, context: Any, requested: float | None = None) -> float:
         limit = self._services.config.poll_timeout if requested is None else requested
@@ -430,6 +433,30 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.identity,
         )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)
+
+    @rpc
+    async def WorkerSession(self, request: service_pb2.WorkerSessionRequest, context: Any) -> None:
+        """Held open by a running worker; its break (not a server stop) means the worker is lost.
+
+        Answers one message when established, then waits. If the stream is cancelled (the
+        worker's connection closed) while the server is not stopping, ``workers.worker_lost``
+        runs in the background: the worker's started tasks time out now (docs/performance.md).
+        """
+        require(request, "identity")
+        notifier = self._services.notifier
+        ns, identity = namespace(request), request.identity
+        try:
+            await context.write(service_pb2.WorkerSessionResponse())
+            with notifier.subscribe("session", identity) as waiter:
+                while not notifier.is_stopping():
+                    waiter.clear()
+                    await waiter.wait(3600.0)
+        except asyncio.CancelledError:
+            if not notifier.is_stopping():
+                lost = asyncio.create_task(workers.worker_lost(self._services, ns, identity))
+                self._lost.add(lost)
+                lost.add_done_callback(self._lost.discard)
+            raise
 
 
 def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:
