@@ -63,7 +63,7 @@ async def main_async(workload: str, seconds: float) -> None:
         for name, pid in targets.items():
             out = Path(f"/tmp/chronicle-profile-{workload}-{name}.txt")
             outputs[name] = out
-            argv = [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200"]
+            argv = [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200", "--nonblocking"]
             spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         try:
             await _repeat(client, workload, seconds)
