@@ -138,6 +138,8 @@ async def write(
     notes: dict[tuple[str, str], None] = {}
     if events:
         notes[(notify.RUN_CHANNEL, notify.run_key(*key.params()))] = None
+        if not state.is_open:
+            notes[(notify.RUN_CHANNEL, notify.closed_key(*key.params()))] = None
     for row in changes.insert_tasks.values():
         channel_key = notify.task_key(row.kind, key.namespace, row.task_queue)
         notes[(notify.TASK_CHANNEL, channel_key)] = None
