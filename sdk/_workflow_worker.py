@@ -20,6 +20,7 @@ import asyncio
 import functools
 import sys
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -350,42 +351,43 @@ class WorkflowWorker:
         """``instance.activate(events)`` (or ``call()``) in the thread pool, under the deadlock
         timeout."""
         loop = asyncio.get_running_loop()
-        started = asyncio.Event()
         thread: list[int] = []
+        started: list[float] = []
 
         def run() -> list[Command]:
             thread.append(threading.get_ident())
-            loop.call_soon_threadsafe(started.set)
+            started.append(time.monotonic())  # the clock of asyncio's loop.time()
             return call() if call is not None else instance.activate(events)
 
         future: asyncio.Future[list[Command]] = loop.run_in_executor(self._executor, run)
         if self._deadlock_timeout is None:
             return await future
-        # The timeout counts from when workflow code starts, not from when a thread frees up.
-        waiter = asyncio.ensure_future(started.wait())
-        try:
-            either: list[asyncio.Future[Any]] = [future, waiter]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
         # A replay runs every recorded workflow task in one call: allow the timeout for each.
         tasks = sum(isinstance(e.attributes, WorkflowTaskStarted) for e in events)
         timeout = self._deadlock_timeout * max(1, tasks)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            stack = _thread_stack(thread[0] if thread else None)
-            info = instance_info(instance)
-            message = (
-                f"workflow task of {info} did not finish within "
-                f"{timeout:g} s: workflow code blocked the thread "
-                f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
-            )
-            self._forget(instance)
-            raise _TaskFailure(
-                WorkflowTaskFailedCause.DEADLOCK,
-                Failure(message=message, type="DeadlockError", stack=stack),
-            ) from None
+        # The timeout counts from when workflow code starts, not from when a thread frees up.
+        # One asyncio.wait per round (no helper tasks): the common case finishes in the first.
+        wait = timeout
+        while True:
+            done, _ = await asyncio.wait((future,), timeout=wait)
+            if done:
+                return future.result()
+            if started:
+                wait = started[0] + timeout - loop.time()
+                if wait <= 0:
+                    break
+        stack = _thread_stack(thread[0] if thread else None)
+        info = instance_info(instance)
+        message = (
+            f"workflow task of {info} did not finish within "
+            f"{timeout:g} s: workflow code blocked the thread "
+            f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
+        )
+        self._forget(instance)
+        raise _TaskFailure(
+            WorkflowTaskFailedCause.DEADLOCK,
+            Failure(message=message, type="DeadlockError", stack=stack),
+        ) from None
 
     async def _complete(
         self,
