@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,23 @@ def _top(path: Path, limit: int = 25) -> str:
     return "\n".join(out)
 
 
+def _start_spies(
+    spy: str, targets: dict[str, int], outputs: dict[str, Path]
+) -> list[subprocess.Popen[bytes]]:
+    spies = []
+    for name, pid in targets.items():
+        argv = [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(outputs[name])]
+        argv += ["-r", "200", "--nonblocking"]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return spies
+
+
+def _stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for process in spies:
+        process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        process.wait(30)
+
+
 async def _repeat(client: Client, workload: str, seconds: float) -> None:
     results = bench.Results()
     deadline = time.monotonic() + seconds
@@ -51,26 +69,20 @@ async def _repeat(client: Client, workload: str, seconds: float) -> None:
 async def main_async(workload: str, seconds: float) -> None:
     """Run ``workload`` for ``seconds`` under py-spy and print the profiles."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    with tempfile.TemporaryDirectory(prefix="chronicle-profile-") as tmp, Stack(
-        tmp, None, bench.TASK_QUEUE
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="chronicle-profile-") as tmp,
+        Stack(tmp, None, bench.TASK_QUEUE) as stack,
+    ):
         stack.start_worker()
         assert stack.server is not None
         targets = {"server": stack.server.pid, "worker": stack.workers[0].pid}
         client = await Client.connect(stack.address)
-        spies = []
-        outputs = {}
-        for name, pid in targets.items():
-            out = Path(f"/tmp/chronicle-profile-{workload}-{name}.txt")
-            outputs[name] = out
-            argv = [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-r", "200", "--nonblocking"]
-            spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        outputs = {name: Path(f"/tmp/chronicle-profile-{workload}-{name}.txt") for name in targets}
+        spies = _start_spies(spy, targets, outputs)
         try:
             await _repeat(client, workload, seconds)
         finally:
-            for process in spies:
-                process.send_signal(2)
-                process.wait(30)
+            _stop_spies(spies)
             await client.close()
         for out in outputs.values():
             print(_top(out))
