@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -36,7 +36,7 @@ from chronicle.sdk._info import ActivityInfo
 from chronicle.sdk.activity import ActivityContext, reset_activity_context, set_activity_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
 
-__all__ = ["POLL_TIMEOUT", "ActivityWorker", "poll"]
+__all__ = ["POLL_TIMEOUT", "ActivityWorker", "EagerWorkflowTasks", "poll"]
 
 _log = structlog.get_logger("chronicle.sdk.worker")
 
@@ -125,8 +125,27 @@ class _Heartbeater:
             self._sender.cancel()
 
 
+class EagerWorkflowTasks(Protocol):
+    """The workflow half of the same worker, as seen by the activity half (eager tasks)."""
+
+    async def reserve(self) -> bool:
+        """Take a free workflow-task slot without waiting; False when none is free."""
+
+    def release(self) -> None:
+        """Give back a slot taken by ``reserve`` that no task used."""
+
+    def start_reserved(self, task: service_pb2.PollWorkflowTaskResponse) -> None:
+        """Run ``task`` in a slot taken by ``reserve``."""
+
+
 class ActivityWorker:
-    """Polls one task queue for activity tasks and runs them (see the module docstring)."""
+    """Polls one task queue for activity tasks and runs them (see the module docstring).
+
+    Eager dispatch: the workflow half reserves activity slots (``reserve``) before completing a
+    workflow task and runs the activities the server started for it (``start_reserved``); when
+    ``eager_workflow_tasks`` is set, a completion asks for the run's next workflow task
+    (``CompleteActivityTaskRequest.eager_workflow_task``) whenever a workflow slot is free.
+    """
 
     def __init__(
         self,
@@ -154,6 +173,35 @@ class ActivityWorker:
         self._running: dict[bytes, tuple[asyncio.Task[None], threading.Event]] = {}
         self._shutting_down = False
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+        self.eager_workflow_tasks: EagerWorkflowTasks | None = None
+
+    @property
+    def activity_types(self) -> list[str]:
+        """The activity type names served."""
+        return list(self._activities)
+
+    async def reserve(self, wanted: int) -> int:
+        """Take up to ``wanted`` free slots without waiting; returns how many were taken.
+
+        ``acquire`` on an unlocked semaphore (a free slot and nobody queued) never suspends.
+        A rate-limited worker takes none: eager starts would bypass the queue's limit.
+        """
+        if self._max_per_second > 0:
+            return 0
+        taken = 0
+        while taken < wanted and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
+    def release(self, count: int) -> None:
+        """Give back ``count`` slots taken by ``reserve`` that no task used."""
+        for _ in range(count):
+            self._slots.release()
+
+    def start_reserved(self, task: service_pb2.PollActivityTaskResponse) -> None:
+        """Run ``task`` (dispatched eagerly) in a slot taken by ``reserve``."""
+        self._start(task)
 
     async def poll_forever(self) -> None:
         """Poll and dispatch until cancelled; in-flight activities keep running."""
@@ -173,13 +221,17 @@ class ActivityWorker:
             if task is None or not task.task_token:
                 self._slots.release()
                 continue
-            cancelled = threading.Event()
-            runner = asyncio.create_task(
-                self._run_task(task, cancelled),
-                name=f"activity {task.activity_type} {task.activity_id}",
-            )
-            self._running[task.task_token] = (runner, cancelled)
-            runner.add_done_callback(functools.partial(self._done, task.task_token))
+            self._start(task)
+
+    def _start(self, task: service_pb2.PollActivityTaskResponse) -> None:
+        """Run ``task`` in a slot already taken; the slot is released when it is done."""
+        cancelled = threading.Event()
+        runner = asyncio.create_task(
+            self._run_task(task, cancelled),
+            name=f"activity {task.activity_type} {task.activity_id}",
+        )
+        self._running[task.task_token] = (runner, cancelled)
+        runner.add_done_callback(functools.partial(self._done, task.task_token))
 
     def _done(self, token: bytes, _task: asyncio.Task[None]) -> None:
         self._running.pop(token, None)
@@ -390,8 +442,16 @@ class ActivityWorker:
         )
 
     async def _report(self, log: Any, method: str, request: Any) -> None:
+        eager = self.eager_workflow_tasks
+        reserved = False
+        if method == "CompleteActivityTask" and eager is not None and await eager.reserve():
+            reserved = request.eager_workflow_task = True
         try:
-            await self.connection.call(method, request)
+            response = await self.connection.call(method, request)
+            if reserved and response.workflow_task.task_token:
+                assert eager is not None
+                reserved = False
+                eager.start_reserved(response.workflow_task)
         except _grpc.NotFoundError as exc:
             log.info(
                 "activity outcome not recorded: the attempt is stale",
@@ -404,6 +464,10 @@ class ActivityWorker:
                 method=method,
                 error=str(exc),
             )
+        finally:
+            if reserved:
+                assert eager is not None
+                eager.release()
 
 
 async def poll(connection: _grpc.Connection, method: str, request: Any, log: Any) -> Any:

@@ -219,6 +219,23 @@ class Connection:
                 )
                 await asyncio.sleep(delay)
 
+    async def hold(self, method: str, request: Any) -> None:
+        """Open the server-streaming ``method`` and read it until the server ends it.
+
+        Cancelling the caller cancels the stream. Failures are raised as :func:`map_rpc_error`
+        picks (no retries: the caller decides when to open it again).
+        """
+        if self._closed:
+            raise RPCError(f"the connection to {self.address} is closed", code="CANCELLED")
+        call = getattr(self._stub, method)(request)
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as error:
+            raise map_rpc_error(error, address=self.address, method=method) from None
+        finally:
+            call.cancel()
+
     async def close(self) -> None:
         """Close the channel; calls in flight fail with ``CANCELLED``. Idempotent."""
         if self._closed:

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import sys
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import structlog
 
 from chronicle.history import wire
-from chronicle.history.commands import CLOSE_COMMAND_TYPES, Command
+from chronicle.history.commands import CLOSE_COMMAND_TYPES, Command, ScheduleActivity
 from chronicle.history.events import (
     Event,
     WorkflowStarted,
@@ -39,7 +40,7 @@ from chronicle.history.events import (
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
-from chronicle.sdk._activity_worker import poll
+from chronicle.sdk._activity_worker import ActivityWorker, poll
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._info import WorkflowInfo
@@ -51,6 +52,10 @@ from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exceptio
 __all__ = ["WorkflowWorker"]
 
 _log = structlog.get_logger("chronicle.sdk.worker")
+
+MAX_EAGER_ACTIVITIES = 3
+"""Activities one workflow-task completion may take eagerly (the rest go to the queue, so that
+other workers share a fan-out)."""
 
 
 class _TaskFailure(Exception):
@@ -102,6 +107,8 @@ class WorkflowWorker:
             max_workers=max_concurrent, thread_name_prefix="chronicle-workflow"
         )
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+        self.eager_activities: ActivityWorker | None = None
+        """The activity half of the same worker: completions ask for eager activity tasks."""
 
     @property
     def cached_runs(self) -> list[str]:
@@ -123,11 +130,26 @@ class WorkflowWorker:
             if task is None or not task.task_token:
                 self._slots.release()
                 continue
-            runner = asyncio.create_task(
-                self._handle(task), name=f"workflow task {task.workflow_execution.run_id}"
-            )
-            self._running.add(runner)
-            runner.add_done_callback(self._done)
+            self.start_reserved(task)
+
+    async def reserve(self) -> bool:
+        """Take a free slot without waiting (for an eager task); False when none is free."""
+        if self._slots.locked():
+            return False
+        await self._slots.acquire()  # never suspends: the semaphore is not locked
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken by ``reserve`` that no task used."""
+        self._slots.release()
+
+    def start_reserved(self, task: service_pb2.PollWorkflowTaskResponse) -> None:
+        """Handle ``task`` in a slot already taken; the slot is released when it is done."""
+        runner = asyncio.create_task(
+            self._handle(task), name=f"workflow task {task.workflow_execution.run_id}"
+        )
+        self._running.add(runner)
+        runner.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -329,42 +351,43 @@ class WorkflowWorker:
         """``instance.activate(events)`` (or ``call()``) in the thread pool, under the deadlock
         timeout."""
         loop = asyncio.get_running_loop()
-        started = asyncio.Event()
         thread: list[int] = []
+        started: list[float] = []
 
         def run() -> list[Command]:
             thread.append(threading.get_ident())
-            loop.call_soon_threadsafe(started.set)
+            started.append(time.monotonic())  # the clock of asyncio's loop.time()
             return call() if call is not None else instance.activate(events)
 
         future: asyncio.Future[list[Command]] = loop.run_in_executor(self._executor, run)
         if self._deadlock_timeout is None:
             return await future
-        # The timeout counts from when workflow code starts, not from when a thread frees up.
-        waiter = asyncio.ensure_future(started.wait())
-        try:
-            either: list[asyncio.Future[Any]] = [future, waiter]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
         # A replay runs every recorded workflow task in one call: allow the timeout for each.
         tasks = sum(isinstance(e.attributes, WorkflowTaskStarted) for e in events)
         timeout = self._deadlock_timeout * max(1, tasks)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            stack = _thread_stack(thread[0] if thread else None)
-            info = instance_info(instance)
-            message = (
-                f"workflow task of {info} did not finish within "
-                f"{timeout:g} s: workflow code blocked the thread "
-                f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
-            )
-            self._forget(instance)
-            raise _TaskFailure(
-                WorkflowTaskFailedCause.DEADLOCK,
-                Failure(message=message, type="DeadlockError", stack=stack),
-            ) from None
+        # The timeout counts from when workflow code starts, not from when a thread frees up.
+        # One asyncio.wait per round (no helper tasks): the common case finishes in the first.
+        wait = timeout
+        while True:
+            done, _ = await asyncio.wait((future,), timeout=wait)
+            if done:
+                return future.result()
+            if started:
+                wait = started[0] + timeout - loop.time()
+                if wait <= 0:
+                    break
+        stack = _thread_stack(thread[0] if thread else None)
+        info = instance_info(instance)
+        message = (
+            f"workflow task of {info} did not finish within "
+            f"{timeout:g} s: workflow code blocked the thread "
+            f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
+        )
+        self._forget(instance)
+        raise _TaskFailure(
+            WorkflowTaskFailedCause.DEADLOCK,
+            Failure(message=message, type="DeadlockError", stack=stack),
+        ) from None
 
     async def _complete(
         self,
@@ -381,8 +404,19 @@ class WorkflowWorker:
             commands=[wire.command_to_proto(c) for c in commands],
             identity=self.identity,
         )
+        eager = self.eager_activities
+        reserved = 0
+        if eager is not None:
+            wanted = sum(isinstance(c, ScheduleActivity) for c in commands)
+            reserved = await eager.reserve(min(wanted, MAX_EAGER_ACTIVITIES))
+            if reserved:
+                request.max_eager_activities = reserved
+                request.eager_activity_types.extend(eager.activity_types)
         try:
-            await self.connection.call("CompleteWorkflowTask", request)
+            response = await self.connection.call("CompleteWorkflowTask", request)
+            for activity_task in response.activity_tasks[:reserved]:
+                eager.start_reserved(activity_task)  # type: ignore[union-attr]
+                reserved -= 1
         except Exception as exc:
             stale = isinstance(exc, _grpc.NotFoundError)
             (log.info if stale else log.error)(
@@ -391,6 +425,9 @@ class WorkflowWorker:
             )
             await self._drop(run_id, instance)
             return
+        finally:
+            if reserved:
+                eager.release(reserved)  # type: ignore[union-attr]
         closing = any(isinstance(c, tuple(CLOSE_COMMAND_TYPES)) for c in commands)
         log.debug("workflow task completed", commands=[type(c).__name__ for c in commands])
         if closing or not shared:

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from chronicle.protos.v1 import service_pb2
 from chronicle.sdk._activity_worker import ActivityWorker
 from chronicle.sdk._definitions import (
     ActivityDefinition,
@@ -35,6 +36,7 @@ from chronicle.sdk._definitions import (
     activity_definition,
     workflow_definition,
 )
+from chronicle.sdk._grpc import RPCError, UnimplementedError
 from chronicle.sdk._guards import GuardMode, guard_source
 from chronicle.sdk._workflow_worker import WorkflowWorker
 from chronicle.sdk.client import Client
@@ -157,6 +159,10 @@ class Worker:
             if self._activity_defs
             else None
         )
+        if self._workflow_worker is not None and self._activity_worker is not None:
+            # Eager dispatch (docs/performance.md): each half hands the other the next task.
+            self._workflow_worker.eager_activities = self._activity_worker
+            self._activity_worker.eager_workflow_tasks = self._workflow_worker
         self._background: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._log = _log.bind(
@@ -194,6 +200,7 @@ class Worker:
                 for i in range(self._activity_pollers)
             ]
         stop = asyncio.create_task(self._stop.wait())
+        session = asyncio.create_task(self._hold_session(), name="worker session")
         try:
             done, _ = await asyncio.wait([*pollers, stop], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -204,7 +211,33 @@ class Worker:
             for task in pollers:
                 task.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
-            await asyncio.shield(self._drain())
+            # The session closes only once everything started was reported (even when this
+            # task is cancelled and the drain goes on behind the shield).
+            drain = asyncio.ensure_future(self._drain())
+            drain.add_done_callback(lambda _: session.cancel())
+            await asyncio.shield(drain)
+
+    async def _hold_session(self) -> None:
+        """Keep a ``WorkerSession`` stream open while running (reopened when it breaks).
+
+        Its break tells the server this worker is gone, so the tasks it started time out at
+        once instead of when their timeouts fall due. It is closed only after ``_drain``, when
+        everything started has been reported.
+        """
+        request = service_pb2.WorkerSessionRequest(
+            namespace=self.client.namespace, task_queue=self.task_queue, identity=self.identity
+        )
+        delay = 0.1
+        while True:
+            try:
+                await self.client.connection.hold("WorkerSession", request)
+                delay = 0.1
+            except UnimplementedError:
+                return  # an older server: timeouts alone detect lost workers
+            except RPCError as exc:
+                self._log.debug("worker session broke; reopening", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _drain(self) -> None:
         self._log.info("worker shutting down")

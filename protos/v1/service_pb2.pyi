@@ -1076,13 +1076,22 @@ class CompleteWorkflowTaskRequest(_message.Message):
     COMMANDS_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     SDK_FLAGS_FIELD_NUMBER: _builtins.int
+    MAX_EAGER_ACTIVITIES_FIELD_NUMBER: _builtins.int
+    EAGER_ACTIVITY_TYPES_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
+    max_eager_activities: _builtins.int
+    """Eager activity dispatch: up to this many of the activities scheduled by these commands (on
+    the workflow's task queue, of a type listed below) are started at once for this worker, in
+    the same transaction, and returned in the response instead of being queued.
+    """
     @_builtins.property
     def commands(self) -> _containers.RepeatedCompositeFieldContainer[_command_pb2.Command]: ...
     @_builtins.property
     def sdk_flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def eager_activity_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1091,10 +1100,12 @@ class CompleteWorkflowTaskRequest(_message.Message):
         commands: _abc.Iterable[_command_pb2.Command] | None = ...,
         identity: _builtins.str = ...,
         sdk_flags: _abc.Iterable[_builtins.int] | None = ...,
+        max_eager_activities: _builtins.int = ...,
+        eager_activity_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "identity", b"identity", "namespace", b"namespace", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "eager_activity_types", b"eager_activity_types", "identity", b"identity", "max_eager_activities", b"max_eager_activities", "namespace", b"namespace", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1104,12 +1115,19 @@ Global___CompleteWorkflowTaskRequest: _TypeAlias = CompleteWorkflowTaskRequest  
 class CompleteWorkflowTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    ACTIVITY_TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def activity_tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PollActivityTaskResponse]:
+        """Activities started for the completing worker (see max_eager_activities)."""
+
     def __init__(
         self,
+        *,
+        activity_tasks: _abc.Iterable[Global___PollActivityTaskResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_tasks", b"activity_tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1315,9 +1333,14 @@ class CompleteActivityTaskRequest(_message.Message):
     TASK_TOKEN_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    EAGER_WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
+    eager_workflow_task: _builtins.bool
+    """The worker has a free workflow-task slot: when this result makes a workflow task due and
+    the run is sticky to this worker, start that task in the same transaction and return it.
+    """
     @_builtins.property
     def result(self) -> _common_pb2.Payload: ...
     def __init__(
@@ -1327,10 +1350,11 @@ class CompleteActivityTaskRequest(_message.Message):
         task_token: _builtins.bytes = ...,
         result: _common_pb2.Payload | None = ...,
         identity: _builtins.str = ...,
+        eager_workflow_task: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "result", b"result", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "namespace", b"namespace", "result", b"result", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1340,12 +1364,19 @@ Global___CompleteActivityTaskRequest: _TypeAlias = CompleteActivityTaskRequest  
 class CompleteActivityTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow_task(self) -> Global___PollWorkflowTaskResponse:
+        """The run's next workflow task, started for this worker (see eager_workflow_task)."""
+
     def __init__(
         self,
+        *,
+        workflow_task: Global___PollWorkflowTaskResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_task", b"workflow_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_task", b"workflow_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1442,3 +1473,45 @@ class HeartbeatActivityTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatActivityTaskResponse: _TypeAlias = HeartbeatActivityTaskResponse  # noqa: Y015
+
+@_typing.final
+class WorkerSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    TASK_QUEUE_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    task_queue: _builtins.str
+    identity: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        task_queue: _builtins.str = ...,
+        identity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "task_queue", b"task_queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerSessionRequest: _TypeAlias = WorkerSessionRequest  # noqa: Y015
+
+@_typing.final
+class WorkerSessionResponse(_message.Message):
+    """Sent once when the session is established."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerSessionResponse: _TypeAlias = WorkerSessionResponse  # noqa: Y015

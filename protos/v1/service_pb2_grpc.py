@@ -129,6 +129,11 @@ class WorkflowServiceStub:
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.SerializeToString,
                 response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.FromString,
                 _registered_method=True)
+        self.WorkerSession = channel.unary_stream(
+                '/chronicle.v1.WorkflowService/WorkerSession',
+                request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.SerializeToString,
+                response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -255,6 +260,15 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WorkerSession(self, request, context):
+        """Held open by a worker for as long as it runs. When it breaks without the server stopping
+        (the worker process died or was cut off), the tasks the worker had started are timed out at
+        once instead of when their timeouts fall due, and runs sticky to it are released.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +366,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.HeartbeatActivityTask,
                     request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.FromString,
                     response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.SerializeToString,
+            ),
+            'WorkerSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.WorkerSession,
+                    request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.FromString,
+                    response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -867,6 +886,33 @@ class WorkflowService:
             '/chronicle.v1.WorkflowService/HeartbeatActivityTask',
             chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.SerializeToString,
             chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chronicle.v1.WorkflowService/WorkerSession',
+            chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.SerializeToString,
+            chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

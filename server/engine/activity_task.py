@@ -14,6 +14,7 @@ from chronicle.history import codec
 from chronicle.history import events as ev
 from chronicle.history.values import Failure, FailureKind, Payload, RetryPolicy, TimeoutType
 from chronicle.server import errors
+from chronicle.server.engine import grants
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
@@ -88,10 +89,69 @@ async def _run(services: Services, token: ActivityTaskToken, callback: tr.Callba
     return await db.in_transaction(services.pool, body)
 
 
+def start_eagerly(
+    planned: tr.Planned,
+    key: RunKey,
+    *,
+    identity: str,
+    activity_types: frozenset[str],
+    limit: int,
+) -> list[ActivityTaskGrant]:
+    """Start up to ``limit`` activities scheduled by this transition for worker ``identity``.
+
+    Eager activity dispatch: instead of a task row (and a second transaction when a poller takes
+    it), the ``activities`` row is written as *started* with its start-to-close (and heartbeat)
+    timers, exactly as ``DISPATCH_ACTIVITY`` would, in the transaction that schedules it. Only
+    activities on the run's own task queue whose type the worker serves qualify. Pure: changes
+    ``planned.changes`` in place.
+    """
+    grants: list[ActivityTaskGrant] = []
+    state, changes = planned.state, planned.changes
+    for event in planned.events:
+        if len(grants) >= limit:
+            break
+        a = event.attributes
+        sid = event.id
+        if (
+            not isinstance(a, ev.ActivityScheduled)
+            or a.activity_type not in activity_types
+            or a.task_queue != state.task_queue
+            or sid not in changes.insert_activities
+            or (rows.ACTIVITY, sid) not in changes.insert_tasks
+        ):
+            continue
+        pending = state.pending_activities.get(sid)
+        if pending is None or pending.cancel_requested:
+            continue
+        now = event.time
+        changes.remove_task(rows.ACTIVITY, sid)
+        changes.insert_timers.pop((rows.ACT_SCHEDULE_TO_START, sid), None)
+        changes.add_activity(replace(changes.insert_activities[sid], started_by=identity))
+        close = a.start_to_close_timeout or a.schedule_to_close_timeout or timedelta(seconds=300)
+        changes.add_timer(rows.TimerRow(rows.ACT_START_TO_CLOSE, sid, now + close))
+        if a.heartbeat_timeout is not None:
+            changes.add_timer(rows.TimerRow(rows.ACT_HEARTBEAT, sid, now + a.heartbeat_timeout))
+        grants.append(
+            ActivityTaskGrant(
+                ActivityTaskToken(key, sid, 1), state.workflow_type, a, 1, now, now, now, ()
+            )
+        )
+    return grants
+
+
 async def complete(
-    services: Services, token_bytes: bytes, result: Payload | None, identity: str
-) -> None:
-    """Record the activity's result (exactly once)."""
+    services: Services,
+    token_bytes: bytes,
+    result: Payload | None,
+    identity: str,
+    *,
+    eager_workflow_task: bool = False,
+) -> grants.WorkflowTaskGrant | None:
+    """Record the activity's result (exactly once).
+
+    With ``eager_workflow_task``, a workflow task this result makes due for a run sticky to
+    ``identity`` is started in the same transaction and returned (eager workflow task).
+    """
     token = decode_activity_token(token_bytes)
 
     def callback(ctx: tr.Context) -> tr.Decision:
@@ -107,7 +167,22 @@ async def complete(
             ]
         )
 
-    await _run(services, token, callback)
+    async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
+        outcome = await tr.transition(
+            conn,
+            token.key,
+            callback,
+            activity_ids=[token.scheduled_event_id],
+            start_workflow_task_for=identity if eager_workflow_task else "",
+        )
+        task = outcome.state.workflow_task
+        if not eager_workflow_task or task is None or not task.started_event_id:
+            return None
+        if not any(e.id == task.started_event_id for e in outcome.events):
+            return None
+        return await grants.grant(conn, token.key, outcome, sticky=True)
+
+    return await db.in_transaction(services.pool, body)
 
 
 async def fail(services: Services, token_bytes: bytes, failure: Failure, identity: str) -> None:

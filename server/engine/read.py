@@ -229,7 +229,7 @@ async def get_result(
             return row, current
 
         found = await services.notifier.long_poll(
-            notify.RUN_CHANNEL, notify.run_key(*current.params()), attempt, remaining
+            notify.RUN_CHANNEL, notify.closed_key(*current.params()), attempt, remaining
         )
         if found is None:
             return service_pb2.GetWorkflowResultResponse(closed=False, run_id=current.run_id)

@@ -66,11 +66,13 @@ class TimerRow:
 
 @dataclass(frozen=True, slots=True)
 class ActivityRow:
-    """A new ``activities`` row: attempt 1, scheduled."""
+    """A new ``activities`` row: attempt 1, scheduled (or started by ``started_by`` at once)."""
 
     scheduled_event_id: int
     scheduled_time: datetime
     attributes_json: str
+    started_by: str = ""
+    """The worker identity an eagerly dispatched attempt was started for ("" when queued)."""
 
 
 @dataclass(slots=True)

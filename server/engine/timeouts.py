@@ -164,22 +164,25 @@ def _activity_timeout(
     info = ctx.activities.get(sid)
     if info is None:
         return tr.Decision()
-    failure = activity_task.timeout_failure(timeout_type)
-    if timeout_type is TimeoutType.SCHEDULE_TO_CLOSE:
-        return tr.Decision(
-            events=[
-                ev.ActivityTimedOut(
-                    scheduled_event_id=sid,
-                    failure=failure,
-                    timeout_type=timeout_type,
-                    attempt=info.attempt,
-                )
-            ]
+
+    def timed_out(kind: TimeoutType) -> tr.Decision:
+        failure = activity_task.timeout_failure(kind)
+        event = ev.ActivityTimedOut(
+            scheduled_event_id=sid, failure=failure, timeout_type=kind, attempt=info.attempt
         )
+        return tr.Decision(events=[event])
+
+    if timeout_type is TimeoutType.SCHEDULE_TO_CLOSE:
+        return timed_out(timeout_type)
     if timeout_type is TimeoutType.SCHEDULE_TO_START:
         # Armed per attempt (at schedule and at each retry): moot once that attempt started.
         if info.state != "scheduled" or info.attempt != attempt:
             return tr.Decision()
     elif info.state != "started" or info.attempt != attempt:
         return tr.Decision()
-    return activity_task.attempt_failed(ctx, info, failure)
+    limit = info.attributes.schedule_to_close_timeout
+    if limit is not None and ctx.now >= info.scheduled_time + limit:
+        # Due with the schedule-to-close timer (timers due together fire in any order; an
+        # eagerly started attempt's default start-to-close is that very deadline): it wins.
+        return timed_out(TimeoutType.SCHEDULE_TO_CLOSE)
+    return activity_task.attempt_failed(ctx, info, activity_task.timeout_failure(timeout_type))

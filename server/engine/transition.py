@@ -76,12 +76,24 @@ class Outcome:
     state: WorkflowState
     events: list[ev.Event]
     previous: WorkflowState
+    extra: Any = None
+    """What the ``finish`` hook of ``transition`` returned (eager dispatch grants)."""
 
 
 def plan(
-    state: WorkflowState, new: Sequence[ev.EventAttributes], now: datetime, *, sticky_identity: str
+    state: WorkflowState,
+    new: Sequence[ev.EventAttributes],
+    now: datetime,
+    *,
+    sticky_identity: str,
+    start_for: str = "",
 ) -> Planned:
-    """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure."""
+    """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure.
+
+    ``start_for``: when the generic rule schedules a workflow task and the run is sticky to that
+    worker identity, the task is started for it at once (eager workflow task): no task row.
+    """
+    eager = 0
     steps: list[tuple[ev.Event, WorkflowState]] = []
     for attributes in new:
         event = ev.Event(id=state.next_event_id, time=now, attributes=attributes)
@@ -97,7 +109,18 @@ def plan(
         )
         state = fold_event(state, event)
         steps.append((event, state))
+        if start_for and start_for == sticky_identity:
+            eager = event.id
+            started = ev.Event(
+                id=state.next_event_id,
+                time=now,
+                attributes=ev.WorkflowTaskStarted(scheduled_event_id=eager, identity=start_for),
+            )
+            state = fold_event(state, started)
+            steps.append((started, state))
     changes = tasks.derive(steps, sticky_identity=sticky_identity)
+    if eager:
+        changes.remove_task(tasks.WORKFLOW, eager)
     return Planned([event for event, _ in steps], state, changes)
 
 
@@ -115,6 +138,8 @@ async def write(
     notes: dict[tuple[str, str], None] = {}
     if events:
         notes[(notify.RUN_CHANNEL, notify.run_key(*key.params()))] = None
+        if not state.is_open:
+            notes[(notify.RUN_CHANNEL, notify.closed_key(*key.params()))] = None
     for row in changes.insert_tasks.values():
         channel_key = notify.task_key(row.kind, key.namespace, row.task_queue)
         notes[(notify.TASK_CHANNEL, channel_key)] = None
@@ -157,6 +182,7 @@ async def write(
         [a.attributes_json for a in acts_in],
         [c for c, _ in notes],
         [p for _, p in notes],
+        [a.started_by for a in acts_in],
     )
 
 
@@ -171,11 +197,16 @@ async def transition(
     *,
     activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]] = (),
     now: datetime | None = None,
+    start_workflow_task_for: str = "",
+    finish: Callable[[Planned], Any] | None = None,
 ) -> Outcome:
     """Apply ``callback`` to the run ``key`` in the caller's transaction.
 
     ``activity_ids`` (or a function of the state giving them) selects ``activities`` rows to lock
     and hand to the callback. ``NotFound`` when the run does not exist.
+    ``start_workflow_task_for`` is ``plan``'s ``start_for``. ``finish`` may still change the rows
+    of an open run before they are written (eager activity dispatch); its result is
+    ``Outcome.extra``.
     """
     row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
     if row is None:
@@ -207,9 +238,14 @@ async def transition(
         if decision.last_workflow_task_failure == KEEP
         else decision.last_workflow_task_failure
     )
-    planned = plan(state, decision.events, when, sticky_identity=sticky)
+    planned = plan(
+        state, decision.events, when, sticky_identity=sticky, start_for=start_workflow_task_for
+    )
+    extra = None
     if planned.state.is_open:
         planned.changes.update(decision.changes)
+        if finish is not None:
+            extra = finish(planned)
     for info in decision.activity_updates:
         await conn.execute(sql.UPDATE_ACTIVITY, *info.update_params(key))
     changed = (
@@ -228,7 +264,7 @@ async def transition(
         )
     if state.is_open and not planned.state.is_open:
         await _after_close(conn, key, row, state, planned.state, when)
-    return Outcome(decision, planned.state, planned.events, state)
+    return Outcome(decision, planned.state, planned.events, state, extra)
 
 
 async def _after_close(

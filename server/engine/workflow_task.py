@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 
 from chronicle.history import codec
@@ -14,8 +13,8 @@ from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure
 from chronicle.server import errors, telemetry
+from chronicle.server.engine import activity_task, grants, outbound, start
 from chronicle.server.engine import commands as commands_mod
-from chronicle.server.engine import outbound, read, start
 from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
@@ -23,20 +22,9 @@ from chronicle.server.engine.tokens import WorkflowTaskToken, decode_workflow_to
 from chronicle.server.store import pool as db
 from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
-from chronicle.server.store.rows import RunKey, StoredEvent
+from chronicle.server.store.rows import RunKey
 
 STALE_TASK = "workflow task not found: already completed, timed out, or the run closed"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowTaskGrant:
-    """A dispatched workflow task, ready to be sent to the poller."""
-
-    token: WorkflowTaskToken
-    workflow_type: str
-    task_queue: str
-    events: list[StoredEvent]
-    attempt: int
 
 
 class _Stale(Exception):
@@ -45,11 +33,11 @@ class _Stale(Exception):
 
 async def dispatch(
     services: Services, namespace: str, task_queue: str, identity: str
-) -> WorkflowTaskGrant | None:
+) -> grants.WorkflowTaskGrant | None:
     """Lease the next workflow task of the queue and start it; None when the queue is empty."""
     sticky_timeout = services.config.sticky_timeout
 
-    async def body(conn: Conn) -> WorkflowTaskGrant | None:
+    async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
         while True:
             row = await conn.fetchrow(
                 sql.LEASE_TASK, namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout
@@ -63,7 +51,8 @@ async def dispatch(
                 )
             except (_Stale, errors.NotFound):
                 continue  # the row is deleted with this transaction: it was stale
-            return await _grant(conn, key, outcome, identity)
+            sticky = bool(identity) and outcome.decision.result == identity
+            return await grants.grant(conn, key, outcome, sticky=sticky)
 
     return await db.in_transaction(services.pool, body)
 
@@ -88,17 +77,6 @@ def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
     return callback
 
 
-async def _grant(conn: Conn, key: RunKey, outcome: tr.Outcome, identity: str) -> WorkflowTaskGrant:
-    state = outcome.state
-    task = state.workflow_task
-    assert task is not None
-    sticky = bool(identity) and outcome.decision.result == identity
-    first = outcome.previous.last_completed_started_event_id + 1 if sticky else 1
-    events = await read.fetch_events(conn, key, first, state.next_event_id)
-    token = WorkflowTaskToken(key, task.scheduled_event_id, task.started_event_id)
-    return WorkflowTaskGrant(token, state.workflow_type, task.task_queue, events, task.attempt)
-
-
 def _check_token(state: WorkflowState, token: WorkflowTaskToken) -> None:
     task = state.workflow_task
     if (
@@ -117,8 +95,14 @@ async def complete(
     *,
     identity: str,
     sdk_flags: Sequence[int] = (),
-) -> None:
-    """Apply a worker's answer to a started workflow task (exactly once)."""
+    eager_activity_types: Sequence[str] = (),
+    max_eager_activities: int = 0,
+) -> list[activity_task.ActivityTaskGrant]:
+    """Apply a worker's answer to a started workflow task (exactly once).
+
+    Returns the activities started eagerly for ``identity`` (``activity_task.start_eagerly``):
+    at most ``max_eager_activities`` of those the commands schedule, of the listed types.
+    """
     token = decode_workflow_token(token_bytes)
     commands_mod.validate(commands)
     closes = commands_mod.has_close(commands)
@@ -162,20 +146,32 @@ async def complete(
             last_workflow_task_failure=None,
         )
 
-    async def body(conn: Conn) -> None:
+    types = frozenset(eager_activity_types)
+
+    def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:
+        if max_eager_activities <= 0 or not types:
+            return []
+        return activity_task.start_eagerly(
+            planned, token.key, identity=identity, activity_types=types, limit=max_eager_activities
+        )
+
+    async def body(conn: Conn) -> list[activity_task.ActivityTaskGrant]:
         outcome = await tr.transition(
             conn,
             token.key,
             callback,
             activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+            finish=finish,
         )
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
         await outbound.apply(conn, token.key, outcome, services.config)
+        return list(outcome.extra or [])
 
-    await db.in_transaction(services.pool, body)
+    started = await db.in_transaction(services.pool, body)
     if closes:
         telemetry.run_logger(*token.key.params()).info("workflow closed")
+    return started
 
 
 async def _continue_as_new(conn: Conn, key: RunKey, outcome: tr.Outcome) -> None:

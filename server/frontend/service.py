@@ -6,6 +6,7 @@ capped by both ``ServerConfig.poll_timeout`` and the caller's gRPC deadline.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 from typing import Any
@@ -17,11 +18,13 @@ from chronicle.server import errors
 from chronicle.server.engine import (
     activity_task,
     control,
+    grants,
     query,
     read,
     reset,
     start,
     update,
+    workers,
     workflow_task,
 )
 from chronicle.server.engine.services import Services
@@ -47,6 +50,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, services: Services) -> None:
         self._services = services
         self._limit = services.config.max_payload_bytes
+        self._lost: set[asyncio.Task[None]] = set()
 
     def _wait(self, context: Any, requested: float | None = None) -> float:
         limit = self._services.config.poll_timeout if requested is None else requested
@@ -323,17 +327,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 ),
                 task_queue=grant.task_queue,
             )
-        key = grant.token.key
-        return service_pb2.PollWorkflowTaskResponse(
-            task_token=grant.token.encode(),
-            workflow_execution=common_pb2.WorkflowExecution(
-                workflow_id=key.workflow_id, run_id=key.run_id
-            ),
-            workflow_type=grant.workflow_type,
-            events=[read.event_to_proto(e) for e in grant.events],
-            attempt=grant.attempt,
-            task_queue=grant.task_queue,
-        )
+        return _workflow_task_proto(grant)
 
     @rpc
     async def CompleteWorkflowTask(
@@ -342,14 +336,18 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Apply the worker's commands to the run (a stale or repeated answer: NOT_FOUND)."""
         commands = wire.commands_from_proto(request.commands)
         check_values(commands, self._limit, "commands")
-        await workflow_task.complete(
+        started = await workflow_task.complete(
             self._services,
             request.task_token,
             commands,
             identity=request.identity,
             sdk_flags=list(request.sdk_flags),
+            eager_activity_types=list(request.eager_activity_types),
+            max_eager_activities=request.max_eager_activities,
         )
-        return service_pb2.CompleteWorkflowTaskResponse()
+        return service_pb2.CompleteWorkflowTaskResponse(
+            activity_tasks=[_activity_task_proto(grant) for grant in started]
+        )
 
     @rpc
     async def FailWorkflowTask(
@@ -388,30 +386,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         if grant is None:
             return service_pb2.PollActivityTaskResponse()
-        key, a = grant.token.key, grant.attributes
-        response = service_pb2.PollActivityTaskResponse(
-            task_token=grant.token.encode(),
-            workflow_execution=common_pb2.WorkflowExecution(
-                workflow_id=key.workflow_id, run_id=key.run_id
-            ),
-            workflow_type=grant.workflow_type,
-            activity_id=a.activity_id,
-            activity_type=a.activity_type,
-            input=wire.payloads_to_proto(a.input),
-            attempt=grant.attempt,
-            scheduled_time=wire.timestamp_to_proto(grant.scheduled_time),
-            started_time=wire.timestamp_to_proto(grant.started_time),
-            heartbeat_details=wire.payloads_to_proto(grant.heartbeat_details),
-            task_queue=a.task_queue,
-            current_attempt_scheduled_time=wire.timestamp_to_proto(grant.attempt_scheduled_time),
-        )
-        if a.start_to_close_timeout is not None:
-            response.start_to_close_timeout.CopyFrom(
-                wire.duration_to_proto(a.start_to_close_timeout)
-            )
-        if a.heartbeat_timeout is not None:
-            response.heartbeat_timeout.CopyFrom(wire.duration_to_proto(a.heartbeat_timeout))
-        return response
+        return _activity_task_proto(grant)
 
     @rpc
     async def CompleteActivityTask(
@@ -419,13 +394,17 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.CompleteActivityTaskResponse:
         """Record an activity result (a stale or repeated answer: NOT_FOUND)."""
         self._check(request)
-        await activity_task.complete(
+        grant = await activity_task.complete(
             self._services,
             request.task_token,
             wire.optional_payload_from_proto(request, "result"),
             request.identity,
+            eager_workflow_task=request.eager_workflow_task,
         )
-        return service_pb2.CompleteActivityTaskResponse()
+        response = service_pb2.CompleteActivityTaskResponse()
+        if grant is not None:
+            response.workflow_task.CopyFrom(_workflow_task_proto(grant))
+        return response
 
     @rpc
     async def FailActivityTask(
@@ -454,3 +433,68 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.identity,
         )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)
+
+    @rpc
+    async def WorkerSession(self, request: service_pb2.WorkerSessionRequest, context: Any) -> None:
+        """Held open by a running worker; its break (not a server stop) means the worker is lost.
+
+        Answers one message when established, then waits. If the stream is cancelled (the
+        worker's connection closed) while the server is not stopping, ``workers.worker_lost``
+        runs in the background: the worker's started tasks time out now (docs/performance.md).
+        """
+        require(request, "identity")
+        notifier = self._services.notifier
+        ns, identity = namespace(request), request.identity
+        try:
+            await context.write(service_pb2.WorkerSessionResponse())
+            with notifier.subscribe("session", identity) as waiter:
+                while not notifier.is_stopping():
+                    waiter.clear()
+                    await waiter.wait(3600.0)
+        except asyncio.CancelledError:
+            if not notifier.is_stopping():
+                lost = asyncio.create_task(workers.worker_lost(self._services, ns, identity))
+                self._lost.add(lost)
+                lost.add_done_callback(self._lost.discard)
+            raise
+
+
+def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:
+    key = grant.token.key
+    return service_pb2.PollWorkflowTaskResponse(
+        task_token=grant.token.encode(),
+        workflow_execution=common_pb2.WorkflowExecution(
+            workflow_id=key.workflow_id, run_id=key.run_id
+        ),
+        workflow_type=grant.workflow_type,
+        events=[read.event_to_proto(e) for e in grant.events],
+        attempt=grant.attempt,
+        task_queue=grant.task_queue,
+    )
+
+
+def _activity_task_proto(
+    grant: activity_task.ActivityTaskGrant,
+) -> service_pb2.PollActivityTaskResponse:
+    key, a = grant.token.key, grant.attributes
+    response = service_pb2.PollActivityTaskResponse(
+        task_token=grant.token.encode(),
+        workflow_execution=common_pb2.WorkflowExecution(
+            workflow_id=key.workflow_id, run_id=key.run_id
+        ),
+        workflow_type=grant.workflow_type,
+        activity_id=a.activity_id,
+        activity_type=a.activity_type,
+        input=wire.payloads_to_proto(a.input),
+        attempt=grant.attempt,
+        scheduled_time=wire.timestamp_to_proto(grant.scheduled_time),
+        started_time=wire.timestamp_to_proto(grant.started_time),
+        heartbeat_details=wire.payloads_to_proto(grant.heartbeat_details),
+        task_queue=a.task_queue,
+        current_attempt_scheduled_time=wire.timestamp_to_proto(grant.attempt_scheduled_time),
+    )
+    if a.start_to_close_timeout is not None:
+        response.start_to_close_timeout.CopyFrom(wire.duration_to_proto(a.start_to_close_timeout))
+    if a.heartbeat_timeout is not None:
+        response.heartbeat_timeout.CopyFrom(wire.duration_to_proto(a.heartbeat_timeout))
+    return response

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chronicle.server.engine import activity_task, workflow_task
+from chronicle.server.engine import activity_task, grants, workflow_task
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
 from chronicle.server.matching import rate_limit
@@ -20,10 +20,10 @@ from chronicle.server.store import notify
 
 async def poll_workflow_task(
     services: Services, namespace: str, task_queue: str, identity: str, timeout: float
-) -> workflow_task.WorkflowTaskGrant | QueryTask | None:
+) -> grants.WorkflowTaskGrant | QueryTask | None:
     """The next query or workflow task of the queue, or None after ``timeout`` seconds."""
 
-    async def attempt() -> workflow_task.WorkflowTaskGrant | QueryTask | None:
+    async def attempt() -> grants.WorkflowTaskGrant | QueryTask | None:
         query = services.queries.take(namespace, task_queue)
         if query is not None:
             return query

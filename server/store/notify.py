@@ -5,7 +5,8 @@ Channels and payloads (payloads are opaque keys compared as strings):
 - ``chronicle_task``  ``task_key(kind, namespace, task_queue)``: a task row was inserted;
 - ``chronicle_timer`` ``timer_payload(fire_at)``: timer rows were inserted, the earliest due then
   (the timer loop wakes only when that is sooner than its current wake-up);
-- ``chronicle_run``   ``run_key(namespace, workflow_id, run_id)``: events were appended.
+- ``chronicle_run``   ``run_key(namespace, workflow_id, run_id)``: events were appended;
+  ``closed_key(…)`` as well when they closed the run (result waiters wake only then).
 
 Notifications are sent with ``pg_notify`` inside the writing transaction, so Postgres delivers
 them at commit. Waiters register *before* they look at the database, so a notification that
@@ -47,6 +48,11 @@ def timer_payload(fire_at: datetime) -> str:
 def run_key(namespace: str, workflow_id: str, run_id: str) -> str:
     """The ``chronicle_run`` payload for a run."""
     return json.dumps([namespace, workflow_id, run_id], separators=(",", ":"))
+
+
+def closed_key(namespace: str, workflow_id: str, run_id: str) -> str:
+    """The ``chronicle_run`` payload sent when a run closes."""
+    return json.dumps([namespace, workflow_id, run_id, "closed"], separators=(",", ":"))
 
 
 class Waiter:

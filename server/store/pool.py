@@ -24,11 +24,31 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 """Errors after which a transaction is simply run again."""
 
 
+class _PooledConnection(asyncpg.Connection):
+    """A pooled connection released without asyncpg's reset query.
+
+    asyncpg resets a connection on release with a round trip (``CLOSE ALL; UNLISTEN *; RESET
+    ALL; pg_advisory_unlock_all()``), one more per transaction. The server never leaves session
+    state on a pooled connection: no cursors, ``LISTEN`` (the notifier has its own connection)
+    or ``SET``, and the migration lock is released in a ``finally``. asyncpg still rolls back an
+    open transaction on release.
+    """
+
+    def get_reset_query(self) -> str:
+        """No reset round trip (see the class docstring)."""
+        return ""
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable."""
     settings = {"application_name": "chronicle-server"}
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, timeout=10, server_settings=settings
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=10,
+        server_settings=settings,
+        connection_class=_PooledConnection,
     )
     assert pool is not None
     return pool

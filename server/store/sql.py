@@ -171,9 +171,11 @@ del_activities AS (
 ),
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
-                            scheduled_time, attempt_scheduled_time, attributes)
-    SELECT $1, $2, $3, a.s, 'scheduled', 1, a.t, a.t, a.attrs::jsonb
-    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[]) AS a(s, t, attrs)
+                            scheduled_time, attempt_scheduled_time, started_time,
+                            last_worker_identity, attributes)
+    SELECT $1, $2, $3, a.s, CASE WHEN a.w = '' THEN 'scheduled' ELSE 'started' END, 1, a.t, a.t,
+           CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb
+    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
 )
 SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
 
@@ -299,3 +301,42 @@ RELEASE_RATE_SLOT: Final = """
 UPDATE task_queue_rate_limits SET next_at = granted_at
 WHERE namespace = $1 AND task_queue = $2 AND granted_at = $3::timestamptz"""
 """Give back a slot taken for a poll that found no task (unless another poll took one since)."""
+# ---------------------------------------------------------------- lost workers
+
+UNSTICK_RUNS: Final = """
+UPDATE executions SET sticky_identity = ''
+WHERE namespace = $1 AND status = 'running' AND sticky_identity = $2"""
+"""Runs sticky to a lost worker: their next workflow tasks go to any worker."""
+
+EXPIRE_WORKER_TASKS: Final = """
+WITH
+acts AS (
+    UPDATE timers t SET fire_at = $3
+    FROM activities a
+    WHERE a.namespace = $1 AND a.last_worker_identity = $2 AND a.state = 'started'
+      AND t.namespace = a.namespace AND t.workflow_id = a.workflow_id AND t.run_id = a.run_id
+      AND t.kind = 'activity_start_to_close' AND t.ref_id = a.scheduled_event_id
+      AND t.attempt = a.attempt AND t.fire_at > $3
+    RETURNING t.id
+),
+wfts AS (
+    UPDATE timers t SET fire_at = $3
+    FROM history_events h
+    WHERE t.namespace = $1 AND t.kind = 'workflow_task_timeout' AND t.fire_at > $3
+      AND h.namespace = t.namespace AND h.workflow_id = t.workflow_id AND h.run_id = t.run_id
+      AND h.event_id = t.ref_id AND h.attributes->>'identity' = $2
+    RETURNING t.id
+),
+tasks_unstuck AS (
+    UPDATE tasks SET sticky_identity = ''
+    WHERE namespace = $1 AND sticky_identity = $2
+    RETURNING kind, task_queue
+)
+SELECT (SELECT count(*) FROM acts) AS activities,
+       (SELECT count(*) FROM wfts) AS workflow_tasks,
+       pg_notify('chronicle_timer', $4),
+       (SELECT array_agg(DISTINCT ARRAY[kind, task_queue]) FROM tasks_unstuck) AS queues"""
+"""A lost worker's started activities and workflow tasks time out now (their start-to-close and
+workflow-task timers fall due at ``$3``); its sticky task rows go to anyone."""
+
+NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

@@ -67,6 +67,38 @@ async def test_worker_sigkill_mid_workflow_a_new_worker_finishes_it(
             second.kill()
 
 
+async def test_killed_worker_is_noticed_by_its_dropped_session(
+    server: ServerProcess, client: Any, tmp_path: Path
+) -> None:
+    """The attempt a SIGKILLed worker was running is retried long before its one-hour
+    start-to-close timeout: the server times it out when the worker's session stream drops."""
+    log = tmp_path / "executions.log"
+    first = start_worker(server.address, MODULE, "crash-session", CHRONICLE_TEST_LOG=str(log))
+    second: ManagedProcess | None = None
+    try:
+        handle = await client.start(
+            wf.stalled_step, 41, id="crash-session", task_queue="crash-session"
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while "attempt 1" not in (log.read_text() if log.exists() else ""):
+            assert asyncio.get_running_loop().time() < deadline, first.log()
+            await asyncio.sleep(0.05)
+        first.kill()
+        second = start_worker(server.address, MODULE, "crash-session", CHRONICLE_TEST_LOG=str(log))
+        assert await asyncio.wait_for(handle.result(), 60) == 42
+        assert log.read_text().splitlines() == [
+            "stalls_on_first_attempt 41 attempt 1",
+            "stalls_on_first_attempt 41 attempt 2",
+        ]
+        history = await handle.history()
+        completed = [e for e in history if e.type == "ActivityCompleted"]
+        assert [e.attributes.attempt for e in completed] == [2]
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 async def test_server_sigkill_mid_workflow_restart_finishes_it(
     server: ServerProcess, client: Any, tmp_path: Path
 ) -> None:

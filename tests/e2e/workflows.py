@@ -47,6 +47,22 @@ async def slow_increment(x: int) -> int:
     return x + 1
 
 
+@activity(start_to_close_timeout=timedelta(hours=1), retry=FAST_RETRY)
+async def stalls_on_first_attempt(x: int) -> int:
+    """Hangs on attempt 1 (until its worker is killed); later attempts return x + 1."""
+    attempt = activity.info().attempt
+    _record(f"stalls_on_first_attempt {x} attempt {attempt}")
+    if attempt == 1:
+        await asyncio.sleep(3600)
+    return x + 1
+
+
+@workflow
+async def stalled_step(x: int) -> int:
+    """One activity whose first attempt only ends when its worker dies."""
+    return await stalls_on_first_attempt(x)
+
+
 @activity
 def sync_double(x: int) -> int:
     """A sync activity: runs in the worker's thread pool."""
