@@ -127,8 +127,12 @@ def start_eagerly(
         changes.remove_task(rows.ACTIVITY, sid)
         changes.insert_timers.pop((rows.ACT_SCHEDULE_TO_START, sid), None)
         changes.add_activity(replace(changes.insert_activities[sid], started_by=identity))
-        close = a.start_to_close_timeout or a.schedule_to_close_timeout or timedelta(seconds=300)
-        changes.add_timer(rows.TimerRow(rows.ACT_START_TO_CLOSE, sid, now + close))
+        # commands.py always records a start-to-close (given, schedule-to-close, or the server
+        # default), as DISPATCH_ACTIVITY relies on too
+        assert a.start_to_close_timeout is not None, "ActivityScheduled without start_to_close"
+        changes.add_timer(
+            rows.TimerRow(rows.ACT_START_TO_CLOSE, sid, now + a.start_to_close_timeout)
+        )
         if a.heartbeat_timeout is not None:
             changes.add_timer(rows.TimerRow(rows.ACT_HEARTBEAT, sid, now + a.heartbeat_timeout))
         grants.append(

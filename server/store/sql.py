@@ -242,9 +242,9 @@ started AS (
       AND a.scheduled_event_id = t.scheduled_event_id AND a.state = 'scheduled'
     RETURNING a.workflow_id, a.run_id, a.scheduled_event_id, a.attempt, a.scheduled_time,
               a.attempt_scheduled_time, a.heartbeat_details, a.attributes,
-              $3::timestamptz + make_interval(secs => coalesce(
-                  (a.attributes->>'start_to_close_timeout')::float8,
-                  (a.attributes->>'schedule_to_close_timeout')::float8, 300)) AS close_at,
+              -- every ActivityScheduled records a start-to-close (engine/commands.py)
+              $3::timestamptz + make_interval(
+                  secs => (a.attributes->>'start_to_close_timeout')::float8) AS close_at,
               $3::timestamptz + make_interval(secs => (a.attributes->>'heartbeat_timeout')::float8)
                   AS heartbeat_at
 ),
