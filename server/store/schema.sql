@@ -54,6 +54,12 @@ CREATE TABLE history_events (
     attributes  jsonb       NOT NULL,
     PRIMARY KEY (namespace, workflow_id, run_id, event_id)
 );
+CREATE INDEX history_signal_request_ids ON history_events
+    (namespace, workflow_id, run_id, (attributes ->> 'request_id'))
+    WHERE event_type = 'SignalReceived';
+CREATE INDEX history_update_ids ON history_events
+    (namespace, workflow_id, run_id, (attributes ->> 'update_id'))
+    WHERE event_type IN ('UpdateAccepted', 'UpdateCompleted');
 
 CREATE TABLE tasks (
     id                 bigserial   PRIMARY KEY,
