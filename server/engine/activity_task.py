@@ -96,13 +96,15 @@ def start_eagerly(
     identity: str,
     activity_types: frozenset[str],
     limit: int,
+    rate_limited_queues: frozenset[str] = frozenset(),
 ) -> list[ActivityTaskGrant]:
     """Start up to ``limit`` activities scheduled by this transition for worker ``identity``.
 
     Eager activity dispatch: instead of a task row (and a second transaction when a poller takes
     it), the ``activities`` row is written as *started* with its start-to-close (and heartbeat)
     timers, exactly as ``DISPATCH_ACTIVITY`` would, in the transaction that schedules it. Only
-    activities on the run's own task queue whose type the worker serves qualify. Pure: changes
+    activities on the run's own task queue whose type the worker serves qualify, and none of a
+    rate-limited queue (its dispatch enforces the limit). Pure: changes
     ``planned.changes`` in place.
     """
     grants: list[ActivityTaskGrant] = []
@@ -116,6 +118,7 @@ def start_eagerly(
             not isinstance(a, ev.ActivityScheduled)
             or a.activity_type not in activity_types
             or a.task_queue != state.task_queue
+            or a.task_queue in rate_limited_queues
             or sid not in changes.insert_activities
             or (rows.ACTIVITY, sid) not in changes.insert_tasks
         ):

@@ -147,12 +147,26 @@ async def complete(
         )
 
     types = frozenset(eager_activity_types)
+    eager = max_eager_activities > 0 and bool(types)
+    # A rate-limited queue's activities go through its queue, whose dispatch enforces the limit
+    # for every worker (a queue becomes limited when a worker polls it with a limit).
+    limited: frozenset[str] = frozenset(
+        row["task_queue"]
+        for row in (
+            await services.pool.fetch(sql.RATE_LIMITED_QUEUES, token.key.namespace) if eager else ()
+        )
+    )
 
     def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:
-        if max_eager_activities <= 0 or not types:
+        if not eager:
             return []
         return activity_task.start_eagerly(
-            planned, token.key, identity=identity, activity_types=types, limit=max_eager_activities
+            planned,
+            token.key,
+            identity=identity,
+            activity_types=types,
+            limit=max_eager_activities,
+            rate_limited_queues=limited,
         )
 
     async def body(conn: Conn) -> list[activity_task.ActivityTaskGrant]:

@@ -48,17 +48,18 @@ async def poll_activity_task(
 ) -> activity_task.ActivityTaskGrant | None:
     """The next activity task of the queue, or None after ``timeout`` seconds.
 
-    ``max_per_second > 0`` limits the whole queue to that many dispatches per second
-    (``rate_limit.py``)."""
+    ``max_per_second > 0`` limits the whole queue to that many dispatches per second; without
+    it the queue's configured limit, if any, applies (``rate_limit.py``)."""
     deadline = asyncio.get_running_loop().time() + timeout
+    rate = max_per_second or await rate_limit.configured_rate(services.pool, namespace, task_queue)
 
     async def dispatch() -> activity_task.ActivityTaskGrant | None:
         return await activity_task.dispatch(services, namespace, task_queue, identity)
 
     async def attempt() -> activity_task.ActivityTaskGrant | None:
-        if max_per_second > 0:
+        if rate > 0:
             return await rate_limit.limited(
-                services.pool, namespace, task_queue, max_per_second, deadline, dispatch
+                services.pool, namespace, task_queue, rate, deadline, dispatch
             )
         return await dispatch()
 

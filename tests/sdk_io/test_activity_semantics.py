@@ -418,6 +418,41 @@ async def test_rate_limit_spans_workers_and_max_concurrency_holds(client: Client
     assert RUNNING[1] <= 2
 
 
+@workflow
+async def fans_out_here(n: int) -> int:
+    """Activities on the workflow's own task queue (where eager dispatch could start them)."""
+    return sum(await asyncio.gather(*(workflow.execute_activity(counted, i) for i in range(n))))
+
+
+async def test_a_worker_without_a_limit_obeys_the_queues_limit(
+    client: Client, database_url: str
+) -> None:
+    """Once a limited worker has set the queue's limit, a worker with none of its own neither
+    polls past it nor starts the queue's activities eagerly."""
+    import asyncpg
+
+    STARTS.clear()
+    async with Worker(client, task_queue="rl2", activities=[counted], max_activities_per_second=5):
+        conn = await asyncpg.connect(database_url)
+        try:
+            await eventually(
+                lambda: conn.fetchval(
+                    "SELECT 1 FROM task_queue_rate_limits WHERE task_queue = 'rl2'"
+                )
+            )
+        finally:
+            await conn.close()
+        async with Worker(
+            client, task_queue="rl2", workflows=[fans_out_here], activities=[counted]
+        ):
+            handle = await client.start(fans_out_here, 4, id="rate-eager", task_queue="rl2")
+            assert await asyncio.wait_for(handle.result(), 30) == 6
+    starts = sorted(STARTS)
+    assert len(starts) == 4
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.15, gaps
+
+
 def test_worker_rate_limit_must_be_positive(client: Client) -> None:
     with pytest.raises(ValueError, match="max_activities_per_second"):
         Worker(client, task_queue="t", activities=[counted], max_activities_per_second=0)
