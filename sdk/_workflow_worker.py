@@ -209,39 +209,43 @@ class WorkflowWorker:
         shared = run_id not in self._busy
         self._busy.add(run_id)
         try:
-            events = wire.events_from_proto(task.events)
-            instance, events = await self._instance_for(task, definition, events, shared, log)
             try:
-                commands = await self._activate(instance, events)
-            except StaleInstanceError:
-                log.info("cached instance is stale; replaying the full history")
+                events = wire.events_from_proto(task.events)
+                instance, events = await self._instance_for(task, definition, events, shared, log)
+                try:
+                    commands = await self._activate(instance, events)
+                except StaleInstanceError:
+                    log.info("cached instance is stale; replaying the full history")
+                    await self._drop(run_id, instance)
+                    instance, events = await self._replayed(task, definition, events, log)
+                    commands = await self._activate(instance, events)
+                while due := instance.local_activities_due:
+                    outcomes = await self._run_local_activities(due, log)
+                    resume = functools.partial(instance.resume_local_activities, outcomes)
+                    commands = await self._activate(instance, [], resume)
+            except _TaskFailure as exc:
+                log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
+                await self._fail(task, log, exc.cause, exc.failure)
+                return
+            except WorkflowTaskError as exc:
+                log.error("workflow task failed", cause=str(exc.cause), error=str(exc))
                 await self._drop(run_id, instance)
-                instance, events = await self._replayed(task, definition, events, log)
-                commands = await self._activate(instance, events)
-            while due := instance.local_activities_due:
-                outcomes = await self._run_local_activities(due, log)
-                resume = functools.partial(instance.resume_local_activities, outcomes)
-                commands = await self._activate(instance, [], resume)
-        except _TaskFailure as exc:
-            log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
-            await self._fail(task, log, exc.cause, exc.failure)
-            return
-        except WorkflowTaskError as exc:
-            log.error("workflow task failed", cause=str(exc.cause), error=str(exc))
-            await self._drop(run_id, instance)
-            await self._fail(task, log, exc.cause, exc.failure)
-            return
-        except Exception as exc:
-            log.exception("workflow task failed", cause="workflow_error")
-            await self._drop(run_id, instance)
-            await self._fail(
-                task, log, WorkflowTaskFailedCause.WORKFLOW_ERROR, exception_to_failure(exc)
-            )
-            return
+                await self._fail(task, log, exc.cause, exc.failure)
+                return
+            except Exception as exc:
+                log.exception("workflow task failed", cause="workflow_error")
+                await self._drop(run_id, instance)
+                await self._fail(
+                    task, log, WorkflowTaskFailedCause.WORKFLOW_ERROR, exception_to_failure(exc)
+                )
+                return
+            # Still busy while the answer is in flight: a next task of the run arriving meanwhile
+            # (the server may have committed this one) must not share an instance that a failed
+            # completion is about to drop.
+            await self._complete(task, instance, commands, shared, log)
         finally:
             if shared:
                 self._busy.discard(run_id)
-        await self._complete(task, instance, commands, shared, log)
 
     async def _instance_for(
         self,

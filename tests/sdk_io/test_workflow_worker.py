@@ -9,9 +9,11 @@ instance, which starts it again.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
+from chronicle.sdk._grpc import ServerUnavailableError
 from chronicle.sdk.client import Client, WorkflowHandle
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
@@ -176,3 +178,71 @@ async def test_a_closed_workflow_is_evicted_after_its_completion(client: Client)
 
         await eventually(evicted)
         await keep.terminate("test over")
+
+
+GATE = threading.Event()
+ENTERED = threading.Event()
+
+
+@workflow
+async def gated() -> int:
+    a = int(await workflow.wait_signal("a"))
+    b = int(await workflow.wait_signal("b"))
+    ENTERED.set()
+    GATE.wait(10)  # test-only: hold this activation while the worker handles another answer
+    return a + b
+
+
+class _LostCompletion:
+    """A connection whose next ``CompleteWorkflowTask`` is committed by the server but answered
+    ``UNAVAILABLE`` (as after a lost response whose retry came back ``NOT_FOUND``), after the
+    run's next workflow task has reached the worker and is running."""
+
+    def __init__(self, real: Any, on_committed: Any) -> None:
+        self._real = real
+        self._on_committed = on_committed
+        self.completions = 0
+        self.raised = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def call(self, method: str, request: Any, **kwargs: Any) -> Any:
+        response = await self._real.call(method, request, **kwargs)
+        if method == "CompleteWorkflowTask":
+            self.completions += 1
+            if self.completions == 1:
+                await self._on_committed()
+                self.raised.set()
+                raise ServerUnavailableError("response lost", code="UNAVAILABLE")
+        return response
+
+
+async def test_a_lost_completion_answer_does_not_evict_the_instance_the_next_task_runs_on(
+    client: Client,
+) -> None:
+    """Task 2's completion is committed, but its answer is lost. Task 3 (sticky, continuing
+    the cached instance) is already running when the worker learns of the failure: dropping the
+    instance then would close it under task 3's feet, from another thread."""
+    GATE.clear()
+    ENTERED.clear()
+    async with Worker(
+        client, task_queue="wf", workflows=[gated], deadlock_timeout=15, determinism_guard="off"
+    ) as worker:
+        handle = await client.start(gated, id="lost-answer", task_queue="wf")
+        await wait_cached(worker, handle, 1)
+
+        async def on_committed() -> None:
+            await handle.signal("b", 2)  # task 3 goes to this worker (sticky)
+            assert await asyncio.to_thread(ENTERED.wait, 10), "task 3 did not start"
+
+        workflow_worker = worker._workflow_worker
+        assert workflow_worker is not None
+        lossy = _LostCompletion(workflow_worker.connection, on_committed)
+        workflow_worker.connection = lossy  # type: ignore[assignment]
+        await handle.signal("a", 1)
+        await asyncio.wait_for(lossy.raised.wait(), 15)
+        await asyncio.sleep(0.5)  # the worker handles the failed completion
+        GATE.set()
+        assert await asyncio.wait_for(handle.result(), 15) == 3
+    assert of_type(await handle.history(), "WorkflowTaskFailed") == []
