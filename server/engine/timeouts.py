@@ -43,16 +43,19 @@ async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
     if row is None:
         return
     child = codec.state_from_json(row["state"]).pending_children.get(initiated)
-    if child is None:
+    if child is None or not child.run_id:
         return
-    current = await conn.fetchrow(sql.GET_CURRENT, parent.namespace, child.workflow_id)
-    if current is None:
-        return
-    child_key = RunKey(parent.namespace, child.workflow_id, current["run_id"])
-    status = await conn.fetchrow(sql.GET_EXECUTION_STATUS, *child_key.params())
-    if status is None or status["status"] in (RunStatus.RUNNING, RunStatus.CONTINUED_AS_NEW):
-        return  # the chain goes on: its last run reports again
-    attributes = await read.close_event(conn, child_key, status["next_event_id"])
+    # Follow the child's own chain of runs from the run it started as, not whatever run holds
+    # its workflow id now: the id may already be reused by an unrelated run.
+    child_key = RunKey(parent.namespace, child.workflow_id, child.run_id)
+    while True:
+        status = await conn.fetchrow(sql.GET_EXECUTION_STATUS, *child_key.params())
+        if status is None or status["status"] == RunStatus.RUNNING:
+            return  # the chain goes on: its last run reports again
+        attributes = await read.close_event(conn, child_key, status["next_event_id"])
+        if not isinstance(attributes, ev.WorkflowContinuedAsNew):
+            break
+        child_key = RunKey(parent.namespace, child.workflow_id, attributes.new_run_id)
     outcome: ev.EventAttributes
     if isinstance(attributes, ev.WorkflowCompleted):
         outcome = ev.ChildWorkflowCompleted(initiated_event_id=initiated, result=attributes.result)

@@ -193,6 +193,14 @@ async def chain(remaining: int, runs: list[str]) -> list[str]:
     return runs
 
 
+@workflow
+async def parent_of_chain(remaining: int) -> list[str]:
+    """A child that continues as new ``remaining`` times: the parent gets its last run's result."""
+    child_id = f"{workflow.info().workflow_id}-child"
+    result: list[str] = await workflow.execute_child(chain, remaining, [], id=child_id)
+    return result
+
+
 def _draws() -> dict[str, Any]:
     info = workflow.info()
     return {
@@ -267,6 +275,7 @@ SEMANTICS_WORKFLOWS = [
     signals_a_finished_child,
     parent_with_policies,
     chain,
+    parent_of_chain,
     draws,
     everything,
     continues_once,

@@ -99,6 +99,19 @@ async def test_result_follows_a_continue_as_new_chain_to_the_last_run(client: Cl
     assert (await client.get_handle("chain").describe()).run_id == runs[2]
 
 
+async def test_a_child_that_continues_as_new_reports_its_last_runs_result(client: Client) -> None:
+    async with worker(client):
+        handle = await client.start(sw.parent_of_chain, 2, id="chain-parent", task_queue=QUEUE)
+        runs = await handle.result()
+    assert len(runs) == len(set(runs)) == 3
+    assert (
+        runs[0] == (await client.get_handle("chain-parent-child", run_id=runs[0]).describe()).run_id
+    )
+    history = await handle.history()
+    assert [e.attributes.run_id for e in history if e.type == "ChildWorkflowStarted"] == [runs[0]]
+    assert sum(1 for e in history if e.type == "ChildWorkflowCompleted") == 1
+
+
 # ---------------------------------------------------------------- deterministic values
 
 
