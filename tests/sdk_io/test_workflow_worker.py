@@ -13,7 +13,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from chronicle.sdk._grpc import ServerUnavailableError
+from chronicle.sdk._guards import WorkflowDeterminismWarning
 from chronicle.sdk.client import Client, WorkflowHandle
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
@@ -148,20 +151,25 @@ async def test_an_error_in_workflow_code_fails_the_task_and_evicts(client: Clien
 async def test_a_blocked_workflow_fails_the_task_as_a_deadlock_with_its_stack(
     client: Client,
 ) -> None:
-    async with Worker(client, task_queue="wf", workflows=[blocks_once], deadlock_timeout=0.5):
-        handle = await client.start(blocks_once, id="block-1", task_queue="wf")
-
-        async def failed() -> Any:
-            return (await handle.describe()).last_workflow_task_failure
-
-        failure = await eventually(failed)
-        assert "did not finish within 0.5 s" in failure.message
-        assert "time.sleep(3)" in failure.stack
-        assert (await handle.describe()).status == "running"
-        # The server retries the task; this time the code does not block.
-        assert await asyncio.wait_for(handle.result(), 15) == "unblocked"
+    guard_warning = pytest.warns(WorkflowDeterminismWarning, match=r"time\.sleep\(\) called from")
+    with guard_warning:  # the guard rails name the blocking call too
+        async with Worker(client, task_queue="wf", workflows=[blocks_once], deadlock_timeout=0.5):
+            handle = await client.start(blocks_once, id="block-1", task_queue="wf")
+            failure = await _deadlock_failure(handle)
+            assert "did not finish within 0.5 s" in failure.message
+            assert "time.sleep(3)" in failure.stack
+            assert (await handle.describe()).status == "running"
+            # The server retries the task; this time the code does not block.
+            assert await asyncio.wait_for(handle.result(), 15) == "unblocked"
     [task_failed] = of_type(await handle.history(), "WorkflowTaskFailed")
     assert task_failed.cause == "deadlock"
+
+
+async def _deadlock_failure(handle: Any) -> Any:
+    async def failed() -> Any:
+        return (await handle.describe()).last_workflow_task_failure
+
+    return await eventually(failed)
 
 
 async def test_a_closed_workflow_is_evicted_after_its_completion(client: Client) -> None:
