@@ -26,5 +26,8 @@ class ServerConfig(pydantic.BaseModel):
     sticky_timeout: timedelta = timedelta(seconds=3)
     query_pickup_timeout: float = pydantic.Field(default=5.0, gt=0)
     default_activity_start_to_close: timedelta = timedelta(minutes=5)
+    lost_worker_settle: float = pydantic.Field(default=2.0, ge=0)
+    """Seconds after a worker's session broke before its tasks are expired a second time (to
+    catch what its in-flight RPCs committed); see ``engine/workers.py``."""
     pool_min_size: int = pydantic.Field(default=2, ge=1)
     pool_max_size: int = pydantic.Field(default=20, ge=1)

@@ -9,9 +9,18 @@ normal queue). Nothing new is decided here: the timer loop applies the usual tim
 transitions, with their checks against the run's state, so a late answer from a worker that
 was not dead after all is rejected as stale, exactly as after a real timeout. Runs and task
 rows sticky to the worker are released so their next workflow task goes to anyone at once.
+
+An RPC of the worker that was in flight when its stream broke (a workflow-task completion with
+eager starts, an activity completion with an eager workflow task, a poll) can commit tasks for
+it just after that first pass. So the pass runs again ``ServerConfig.lost_worker_settle`` later,
+unless the worker has opened a new session meanwhile (it was only cut off, and what it started
+since is its own).
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 from chronicle.server import telemetry
 from chronicle.server.engine import tasks as rows
@@ -22,10 +31,22 @@ from chronicle.server.store import pool as db
 from chronicle.server.store.pool import Conn
 
 
-async def worker_lost(services: Services, namespace: str, identity: str) -> None:
-    """Time out everything worker ``identity`` had started, now (one transaction)."""
+async def worker_lost(
+    services: Services, namespace: str, identity: str, reconnected: Callable[[], bool]
+) -> None:
+    """Time out everything worker ``identity`` had started, now; and once more after the
+    settle time (for tasks its in-flight RPCs committed) unless ``reconnected()``."""
     if not identity:
         return
+    await _expire(services, namespace, identity)
+    await asyncio.sleep(services.config.lost_worker_settle)
+    if reconnected() or services.notifier.is_stopping():
+        return
+    await _expire(services, namespace, identity)
+
+
+async def _expire(services: Services, namespace: str, identity: str) -> None:
+    """One pass: time out the worker's started tasks now and release what is sticky to it."""
     now = tr.utcnow()
 
     async def body(conn: Conn) -> tuple[int, int]:

@@ -51,6 +51,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self._services = services
         self._limit = services.config.max_payload_bytes
         self._lost: set[asyncio.Task[None]] = set()
+        self._sessions: dict[tuple[str, str], int] = {}
+        """Open WorkerSession streams on this server, by (namespace, identity)."""
 
     def _wait(self, context: Any, requested: float | None = None) -> float:
         limit = self._services.config.poll_timeout if requested is None else requested
@@ -445,6 +447,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         require(request, "identity")
         notifier = self._services.notifier
         ns, identity = namespace(request), request.identity
+        key = (ns, identity)
+        self._sessions[key] = self._sessions.get(key, 0) + 1
         try:
             await context.write(service_pb2.WorkerSessionResponse())
             with notifier.subscribe("session", identity) as waiter:
@@ -453,10 +457,18 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                     await waiter.wait(3600.0)
         except asyncio.CancelledError:
             if not notifier.is_stopping():
-                lost = asyncio.create_task(workers.worker_lost(self._services, ns, identity))
+                lost = asyncio.create_task(
+                    workers.worker_lost(
+                        self._services, ns, identity, lambda: self._sessions.get(key, 0) > 0
+                    )
+                )
                 self._lost.add(lost)
                 lost.add_done_callback(self._lost.discard)
             raise
+        finally:
+            self._sessions[key] -= 1
+            if not self._sessions[key]:
+                del self._sessions[key]
 
 
 def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:

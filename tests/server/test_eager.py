@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -128,5 +129,24 @@ async def test_lost_worker_session_times_out_its_activity_at_once(stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:  # the lost attempt's answer is stale
         await stub.CompleteActivityTask(
             pb.CompleteActivityTaskRequest(task_token=activity.task_token, identity="w1")
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_task_started_for_a_worker_just_after_it_was_lost_times_out_soon(stub) -> None:
+    """An RPC of a lost worker still in flight when its session broke can commit an eager start
+    after the first expiry pass; the second pass (lost_worker_settle later) catches it, long
+    before its 5-minute start-to-close."""
+    session = stub.WorkerSession(pb.WorkerSessionRequest(identity="ghost"))
+    await session.read()  # established
+    session.cancel()
+    await asyncio.sleep(0.5)  # the first pass has run, with nothing of ghost's to expire
+    response = await _schedule(stub, "late-start", ["act"], identity="ghost")
+    [activity] = response.activity_tasks  # started for the lost worker after that pass
+    retried = await _poll_activity(stub, timeout=10)
+    assert (retried.activity_type, retried.attempt) == ("act", 2)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CompleteActivityTask(
+            pb.CompleteActivityTaskRequest(task_token=activity.task_token, identity="ghost")
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
