@@ -19,6 +19,7 @@ from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool, create_pool
+from chronicle.server.store.rate_limits import RateLimits
 from chronicle.server.timers.loop import TimerLoop
 
 _MiB = 1024 * 1024
@@ -65,6 +66,7 @@ class Server:
                 self.config,
                 self._notifier,
                 QueryRouter(self._notifier),
+                RateLimits(self._pool),
             )
             self._services = services
             limit = max(64 * _MiB, 8 * self.config.max_payload_bytes)

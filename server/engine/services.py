@@ -8,6 +8,7 @@ from chronicle.server.config import ServerConfig
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool
+from chronicle.server.store.rate_limits import RateLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +24,4 @@ class Services:
     config: ServerConfig
     notifier: Notifier
     queries: QueryRouter
+    rate_limits: RateLimits

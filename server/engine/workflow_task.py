@@ -150,11 +150,8 @@ async def complete(
     eager = max_eager_activities > 0 and bool(types)
     # A rate-limited queue's activities go through its queue, whose dispatch enforces the limit
     # for every worker (a queue becomes limited when a worker polls it with a limit).
-    limited: frozenset[str] = frozenset(
-        row["task_queue"]
-        for row in (
-            await services.pool.fetch(sql.RATE_LIMITED_QUEUES, token.key.namespace) if eager else ()
-        )
+    limited = (
+        frozenset(await services.rate_limits.rates(token.key.namespace)) if eager else frozenset()
     )
 
     def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:

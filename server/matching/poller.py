@@ -51,7 +51,11 @@ async def poll_activity_task(
     ``max_per_second > 0`` limits the whole queue to that many dispatches per second; without
     it the queue's configured limit, if any, applies (``rate_limit.py``)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    rate = max_per_second or await rate_limit.configured_rate(services.pool, namespace, task_queue)
+    if max_per_second > 0:
+        services.rate_limits.invalidate(namespace)  # this poll sets the queue's limit
+        rate = max_per_second
+    else:
+        rate = (await services.rate_limits.rates(namespace)).get(task_queue, 0.0)
 
     async def dispatch() -> activity_task.ActivityTaskGrant | None:
         return await activity_task.dispatch(services, namespace, task_queue, identity)

@@ -1,13 +1,13 @@
 """Per-task-queue activity rate limits, shared by every worker and server replica.
 
 A worker that polls with ``max_activities_per_second = r`` sets the queue's limit (the latest
-poll's value applies); a poll without a limit of its own obeys the queue's (``configured_rate``),
+poll's value applies); a poll without a limit of its own obeys the queue's (``RateLimits``),
 and no activity of a limited queue is started eagerly (``activity_task.start_eagerly``), so the
 limit holds for every worker. Before leasing an activity task, the poll reserves the queue's
 next slot in ``task_queue_rate_limits`` (one row per limited queue): slots are ``1 / r`` s
 apart, so at most ``r`` activities per second start on the queue however many workers and
 servers poll it. A poll that reserved a slot but found no task gives the slot back. Unlimited
-queues cost one indexed look-up per poll.
+queues cost nothing per poll: the namespace's limits are cached per server (``RateLimits``).
 """
 
 from __future__ import annotations
@@ -24,12 +24,6 @@ T = TypeVar("T")
 
 _MAX_WAIT = 1.0
 """Longest sleep before re-trying a reservation (the limit may change meanwhile)."""
-
-
-async def configured_rate(pool: Pool, namespace: str, task_queue: str) -> float:
-    """The queue's activities-per-second limit as set by a limited worker's poll; 0: none."""
-    rate = await pool.fetchval(sql.QUEUE_RATE, namespace, task_queue)
-    return float(rate) if rate is not None else 0.0
 
 
 async def limited(

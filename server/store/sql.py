@@ -302,12 +302,8 @@ UPDATE task_queue_rate_limits SET next_at = granted_at
 WHERE namespace = $1 AND task_queue = $2 AND granted_at = $3::timestamptz"""
 """Give back a slot taken for a poll that found no task (unless another poll took one since)."""
 
-QUEUE_RATE: Final = """
-SELECT rate FROM task_queue_rate_limits WHERE namespace = $1 AND task_queue = $2"""
-"""A queue's activity rate limit, if a limited worker has set one."""
-
 RATE_LIMITED_QUEUES: Final = """
-SELECT task_queue FROM task_queue_rate_limits WHERE namespace = $1"""
+SELECT task_queue, rate FROM task_queue_rate_limits WHERE namespace = $1"""
 """The namespace's rate-limited task queues: their activities are never started eagerly."""
 
 # ---------------------------------------------------------------- lost workers
