@@ -15,7 +15,6 @@ attempt is stale (it timed out and was retried elsewhere); that is logged and ig
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import threading
 import time
@@ -33,7 +32,7 @@ from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._definitions import ActivityDefinition
 from chronicle.sdk._info import ActivityInfo
-from chronicle.sdk.activity import ActivityContext, reset_activity_context, set_activity_context
+from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
 
 __all__ = ["POLL_TIMEOUT", "ActivityWorker", "EagerWorkflowTasks", "poll"]
@@ -211,17 +210,9 @@ class ActivityWorker:
             identity=self.identity,
             max_activities_per_second=self._max_per_second,
         )
-        while True:
-            await self._slots.acquire()
-            try:
-                task = await poll(self.connection, "PollActivityTask", request, self._log)
-            except BaseException:
-                self._slots.release()
-                raise
-            if task is None or not task.task_token:
-                self._slots.release()
-                continue
-            self._start(task)
+        await poll_into_slots(
+            self._slots, self.connection, "PollActivityTask", request, self._log, self._start
+        )
 
     def _start(self, task: service_pb2.PollActivityTaskResponse) -> None:
         """Run ``task`` in a slot already taken; the slot is released when it is done."""
@@ -319,7 +310,7 @@ class ActivityWorker:
         context = ActivityContext(info=info, heartbeat=heartbeater.heartbeat, cancelled=cancelled)
         started = time.monotonic()
         try:
-            result = await self._invoke(definition, args, context)
+            result = await run_with_context(definition, args, context, self._executor)
         except asyncio.CancelledError:
             heartbeater.stop()
             if self._shutting_down or not cancelled.is_set():
@@ -385,27 +376,6 @@ class ActivityWorker:
             ),
         )
 
-    async def _invoke(
-        self, definition: ActivityDefinition, args: Sequence[Any], context: ActivityContext
-    ) -> Any:
-        if definition.is_async:
-            token = set_activity_context(context)
-            try:
-                return await definition.fn(*args)
-            finally:
-                reset_activity_context(token)
-
-        def run() -> Any:
-            token = set_activity_context(context)
-            try:
-                return definition.fn(*args)
-            finally:
-                reset_activity_context(token)
-
-        ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, ctx.run, run)
-
     def _info(
         self, task: service_pb2.PollActivityTaskResponse, details: tuple[Any, ...]
     ) -> ActivityInfo:
@@ -468,6 +438,29 @@ class ActivityWorker:
             if reserved:
                 assert eager is not None
                 eager.release()
+
+
+async def poll_into_slots(
+    slots: asyncio.Semaphore,
+    connection: _grpc.Connection,
+    method: str,
+    request: Any,
+    log: Any,
+    start: Callable[[Any], None],
+) -> None:
+    """Poll ``method`` forever (shared with the workflow worker): take a slot, long-poll, and
+    hand a task to ``start``, which owns the slot from then on; an empty poll gives it back."""
+    while True:
+        await slots.acquire()
+        try:
+            task = await poll(connection, method, request, log)
+        except BaseException:
+            slots.release()
+            raise
+        if task is None or not task.task_token:
+            slots.release()
+            continue
+        start(task)
 
 
 async def poll(connection: _grpc.Connection, method: str, request: Any, log: Any) -> Any:

@@ -18,7 +18,6 @@ replays up to the open task and runs the local activity again (at-least-once, re
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,7 +40,7 @@ from chronicle.history.values import (
 from chronicle.sdk._commands import CommandBuffer
 from chronicle.sdk._definitions import ActivityDefinition, ActivityOptions
 from chronicle.sdk._info import ActivityInfo, WorkflowInfo
-from chronicle.sdk.activity import ActivityContext, reset_activity_context, set_activity_context
+from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import (
     ActivityError,
     exception_to_failure,
@@ -278,22 +277,7 @@ async def _attempt(
         is_local=True,
     )
     context = ActivityContext(info=info, heartbeat=_ignore, cancelled=threading.Event())
-    if definition.is_async:
-        token = set_activity_context(context)
-        try:
-            return await definition.fn(*args)
-        finally:
-            reset_activity_context(token)
-
-    def run() -> Any:
-        token = set_activity_context(context)
-        try:
-            return definition.fn(*args)
-        finally:
-            reset_activity_context(token)
-
-    ctx = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, run)
+    return await run_with_context(definition, args, context, executor)
 
 
 def _ignore(_details: tuple[Any, ...]) -> None:

@@ -40,7 +40,7 @@ from chronicle.history.events import (
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
-from chronicle.sdk._activity_worker import ActivityWorker, poll
+from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._info import WorkflowInfo
@@ -120,17 +120,14 @@ class WorkflowWorker:
         request = service_pb2.PollWorkflowTaskRequest(
             namespace=self.namespace, task_queue=self.task_queue, identity=self.identity
         )
-        while True:
-            await self._slots.acquire()
-            try:
-                task = await poll(self.connection, "PollWorkflowTask", request, self._log)
-            except BaseException:
-                self._slots.release()
-                raise
-            if task is None or not task.task_token:
-                self._slots.release()
-                continue
-            self.start_reserved(task)
+        await poll_into_slots(
+            self._slots,
+            self.connection,
+            "PollWorkflowTask",
+            request,
+            self._log,
+            self.start_reserved,
+        )
 
     async def reserve(self) -> bool:
         """Take a free slot without waiting (for an eager task); False when none is free."""

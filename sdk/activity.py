@@ -23,7 +23,8 @@ import contextvars
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
@@ -175,6 +176,33 @@ def set_activity_context(ctx: ActivityContext) -> contextvars.Token[ActivityCont
 def reset_activity_context(token: contextvars.Token[ActivityContext | None]) -> None:
     """Undo ``set_activity_context``."""
     _context.reset(token)
+
+
+async def run_with_context(
+    definition: ActivityDefinition,
+    args: Sequence[Any],
+    context: ActivityContext,
+    executor: Executor,
+) -> Any:
+    """Run one attempt of ``definition`` under ``context``: an async function on this loop, a
+    sync one in ``executor`` (with the context set in that thread). Used by the activity worker
+    and by local activities alike."""
+    if definition.is_async:
+        token = set_activity_context(context)
+        try:
+            return await definition.fn(*args)
+        finally:
+            reset_activity_context(token)
+
+    def run() -> Any:
+        token = set_activity_context(context)
+        try:
+            return definition.fn(*args)
+        finally:
+            reset_activity_context(token)
+
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, run)
 
 
 def _current() -> ActivityContext:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 
 from chronicle.history import events as ev
-from chronicle.history.state import RunStatus
+from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure
 from chronicle.server import errors
 from chronicle.server.config import ServerConfig
@@ -98,55 +99,52 @@ def _not_found(workflow_id: str) -> Failure:
     )
 
 
+async def _deliver(
+    conn: Conn,
+    source: RunKey,
+    workflow_id: str,
+    run_id: str,
+    events: Callable[[WorkflowState], list[ev.EventAttributes]],
+) -> Failure | None:
+    """Append ``events(target state)`` to the open target run; a failure when there is none
+    (unknown, closed, or the source itself)."""
+    target = await _target(conn, source.namespace, workflow_id, run_id)
+    if target is None or target.run_id == source.run_id:
+        return _not_found(workflow_id)
+
+    def callback(ctx: tr.Context) -> tr.Decision:
+        if not ctx.state.is_open:
+            raise errors.NotFound(workflow_id)
+        return tr.Decision(events=events(ctx.state))
+
+    try:
+        await tr.transition(conn, target, callback)
+    except errors.NotFound:
+        return _not_found(workflow_id)
+    return None
+
+
 async def _signal(
     conn: Conn, source: RunKey, initiated: int, a: ev.ExternalSignalInitiated
 ) -> Failure | None:
-    target = await _target(conn, source.namespace, a.workflow_id, a.run_id)
-    if target is None or target.run_id == source.run_id:
-        return _not_found(a.workflow_id)
-
-    def callback(ctx: tr.Context) -> tr.Decision:
-        if not ctx.state.is_open:
-            raise errors.NotFound(a.workflow_id)
-        return tr.Decision(
-            events=[
-                ev.SignalReceived(
-                    signal_name=a.signal_name,
-                    input=a.input,
-                    identity=f"workflow:{source.workflow_id}",
-                    request_id=f"{source.run_id}:{initiated}",
-                )
-            ]
-        )
-
-    try:
-        await tr.transition(conn, target, callback)
-    except errors.NotFound:
-        return _not_found(a.workflow_id)
-    return None
+    signal = ev.SignalReceived(
+        signal_name=a.signal_name,
+        input=a.input,
+        identity=f"workflow:{source.workflow_id}",
+        request_id=f"{source.run_id}:{initiated}",
+    )
+    return await _deliver(conn, source, a.workflow_id, a.run_id, lambda state: [signal])
 
 
 async def _cancel(conn: Conn, source: RunKey, a: ev.ExternalCancelInitiated) -> Failure | None:
-    target = await _target(conn, source.namespace, a.workflow_id, a.run_id)
-    if target is None or target.run_id == source.run_id:
-        return _not_found(a.workflow_id)
-
-    def callback(ctx: tr.Context) -> tr.Decision:
-        if not ctx.state.is_open:
-            raise errors.NotFound(a.workflow_id)
-        if ctx.state.cancel_requested:
-            return tr.Decision()
-        return tr.Decision(
-            events=[
-                ev.WorkflowCancelRequested(
-                    reason=f"requested by workflow '{source.workflow_id}'",
-                    identity=f"workflow:{source.workflow_id}",
-                )
-            ]
-        )
-
-    try:
-        await tr.transition(conn, target, callback)
-    except errors.NotFound:
-        return _not_found(a.workflow_id)
-    return None
+    request = ev.WorkflowCancelRequested(
+        reason=f"requested by workflow '{source.workflow_id}'",
+        identity=f"workflow:{source.workflow_id}",
+    )
+    return await _deliver(
+        conn,
+        source,
+        a.workflow_id,
+        a.run_id,
+        lambda state: [] if state.cancel_requested else [request],
+    )

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import grpc
@@ -19,8 +17,6 @@ from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.config import ServerConfig
-
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -93,17 +89,3 @@ def event_types(events: Any) -> list[str]:
 def attributes(event: Any) -> Any:
     """A wire event's decoded attributes."""
     return codec.decode_attributes(event.event_type, event.attributes)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], timeout: float = 10.0, interval: float = 0.05
-) -> T:
-    """Poll ``check`` until it returns a value (test helper with a hard timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
