@@ -123,6 +123,9 @@ async def test_signal_with_start_starts_once_then_signals_the_running_run(client
 async def test_wait_signal_returns_the_value_or_times_out(client: Client) -> None:
     async with worker(client):
         gets = await client.start(sw.waits_for_signal, 30.0, id="wait-gets", task_queue=QUEUE)
+        # signal only once the wait's timer is recorded (a signal that arrives first is taken
+        # from the buffer and no timer is ever started)
+        await eventually(lambda: has_event(gets, "TimerStarted"))
         await gets.signal("go", "now")
         times_out = await client.start(
             sw.waits_for_signal, 0.2, id="wait-times-out", task_queue=QUEUE
