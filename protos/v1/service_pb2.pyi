@@ -1030,10 +1030,15 @@ class PollWorkflowTaskResponse(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     TASK_QUEUE_FIELD_NUMBER: _builtins.int
+    ACTIVITIES_RATE_LIMITED_FIELD_NUMBER: _builtins.int
     task_token: _builtins.bytes
     workflow_type: _builtins.str
     attempt: _builtins.int
     task_queue: _builtins.str
+    activities_rate_limited: _builtins.bool
+    """The run's task queue has an activity rate limit: its activities must go through the queue
+    (no inline activities).
+    """
     @_builtins.property
     def workflow_execution(self) -> _common_pb2.WorkflowExecution: ...
     @_builtins.property
@@ -1058,10 +1063,11 @@ class PollWorkflowTaskResponse(_message.Message):
         attempt: _builtins.int = ...,
         query: Global___QueryRequest | None = ...,
         task_queue: _builtins.str = ...,
+        activities_rate_limited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "workflow_execution", b"workflow_execution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "events", b"events", "query", b"query", "task_queue", b"task_queue", "task_token", b"task_token", "workflow_execution", b"workflow_execution", "workflow_type", b"workflow_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities_rate_limited", b"activities_rate_limited", "attempt", b"attempt", "events", b"events", "query", b"query", "task_queue", b"task_queue", "task_token", b"task_token", "workflow_execution", b"workflow_execution", "workflow_type", b"workflow_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1078,6 +1084,9 @@ class CompleteWorkflowTaskRequest(_message.Message):
     SDK_FLAGS_FIELD_NUMBER: _builtins.int
     MAX_EAGER_ACTIVITIES_FIELD_NUMBER: _builtins.int
     EAGER_ACTIVITY_TYPES_FIELD_NUMBER: _builtins.int
+    INLINE_RESULTS_FIELD_NUMBER: _builtins.int
+    INLINE_STARTED_ACTIVITY_IDS_FIELD_NUMBER: _builtins.int
+    EAGER_WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
@@ -1086,12 +1095,26 @@ class CompleteWorkflowTaskRequest(_message.Message):
     the workflow's task queue, of a type listed below) are started at once for this worker, in
     the same transaction, and returned in the response instead of being queued.
     """
+    eager_workflow_task: _builtins.bool
+    """When this completion makes a workflow task due (inline results, events that arrived while
+    the task ran), start it for this worker in the same transaction and return it.
+    """
     @_builtins.property
     def commands(self) -> _containers.RepeatedCompositeFieldContainer[_command_pb2.Command]: ...
     @_builtins.property
     def sdk_flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def eager_activity_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def inline_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___InlineActivityResult]:
+        """Inline activities: the worker ran these activities (scheduled by these commands on the
+        workflow's own task queue) before recording them. Each finished one is recorded as
+        scheduled and completed in this transaction; each still running is recorded as scheduled
+        and started by this worker (attempt 1), and reports later with an activity-id token.
+        """
+
+    @_builtins.property
+    def inline_started_activity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1102,32 +1125,66 @@ class CompleteWorkflowTaskRequest(_message.Message):
         sdk_flags: _abc.Iterable[_builtins.int] | None = ...,
         max_eager_activities: _builtins.int = ...,
         eager_activity_types: _abc.Iterable[_builtins.str] | None = ...,
+        inline_results: _abc.Iterable[Global___InlineActivityResult] | None = ...,
+        inline_started_activity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        eager_workflow_task: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "eager_activity_types", b"eager_activity_types", "identity", b"identity", "max_eager_activities", b"max_eager_activities", "namespace", b"namespace", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "eager_activity_types", b"eager_activity_types", "eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "inline_results", b"inline_results", "inline_started_activity_ids", b"inline_started_activity_ids", "max_eager_activities", b"max_eager_activities", "namespace", b"namespace", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteWorkflowTaskRequest: _TypeAlias = CompleteWorkflowTaskRequest  # noqa: Y015
 
 @_typing.final
+class InlineActivityResult(_message.Message):
+    """The result of an activity the worker ran inline (see inline_results)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    activity_id: _builtins.str
+    @_builtins.property
+    def result(self) -> _common_pb2.Payload: ...
+    def __init__(
+        self,
+        *,
+        activity_id: _builtins.str = ...,
+        result: _common_pb2.Payload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineActivityResult: _TypeAlias = InlineActivityResult  # noqa: Y015
+
+@_typing.final
 class CompleteWorkflowTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVITY_TASKS_FIELD_NUMBER: _builtins.int
+    WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def activity_tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___PollActivityTaskResponse]:
         """Activities started for the completing worker (see max_eager_activities)."""
+
+    @_builtins.property
+    def workflow_task(self) -> Global___PollWorkflowTaskResponse:
+        """The run's next workflow task, started for this worker (see eager_workflow_task)."""
 
     def __init__(
         self,
         *,
         activity_tasks: _abc.Iterable[Global___PollActivityTaskResponse] | None = ...,
+        workflow_task: Global___PollWorkflowTaskResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_task", b"workflow_task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_tasks", b"activity_tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_tasks", b"activity_tasks", "workflow_task", b"workflow_task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,11 +7,13 @@ requires the row to exist at the token's attempt in state ``started``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from chronicle.history import codec
 from chronicle.history import events as ev
+from chronicle.history.state import WorkflowState
 from chronicle.history.values import Failure, FailureKind, Payload, RetryPolicy, TimeoutType
 from chronicle.server import errors
 from chronicle.server.engine import grants
@@ -74,17 +76,22 @@ async def dispatch(
 
 
 def _started(ctx: tr.Context, token: ActivityTaskToken) -> ActivityInfo:
-    info = ctx.activities.get(token.scheduled_event_id)
+    info = ctx.activities.get(token.scheduled_event_id_in(ctx.state))
     if info is None or info.attempt != token.attempt or info.state != "started":
         raise errors.NotFound(STALE_TASK)
     return info
 
 
+def _locked_ids(token: ActivityTaskToken) -> list[int] | Callable[[WorkflowState], list[int]]:
+    """The ``activities`` row to lock: known from a server token, looked up for an inline one."""
+    if token.scheduled_event_id:
+        return [token.scheduled_event_id]
+    return lambda state: [token.scheduled_event_id_in(state)]
+
+
 async def _run(services: Services, token: ActivityTaskToken, callback: tr.Callback) -> tr.Outcome:
     async def body(conn: Conn) -> tr.Outcome:
-        return await tr.transition(
-            conn, token.key, callback, activity_ids=[token.scheduled_event_id]
-        )
+        return await tr.transition(conn, token.key, callback, activity_ids=_locked_ids(token))
 
     return await db.in_transaction(services.pool, body)
 
@@ -127,23 +134,31 @@ def start_eagerly(
         if pending is None or pending.cancel_requested:
             continue
         now = event.time
-        changes.remove_task(rows.ACTIVITY, sid)
-        changes.insert_timers.pop((rows.ACT_SCHEDULE_TO_START, sid), None)
-        changes.add_activity(replace(changes.insert_activities[sid], started_by=identity))
-        # commands.py always records a start-to-close (given, schedule-to-close, or the server
-        # default), as DISPATCH_ACTIVITY relies on too
-        assert a.start_to_close_timeout is not None, "ActivityScheduled without start_to_close"
-        changes.add_timer(
-            rows.TimerRow(rows.ACT_START_TO_CLOSE, sid, now + a.start_to_close_timeout)
-        )
-        if a.heartbeat_timeout is not None:
-            changes.add_timer(rows.TimerRow(rows.ACT_HEARTBEAT, sid, now + a.heartbeat_timeout))
+        mark_started(changes, event, identity)
         grants.append(
             ActivityTaskGrant(
                 ActivityTaskToken(key, sid, 1), state.workflow_type, a, 1, now, now, now, ()
             )
         )
     return grants
+
+
+def mark_started(changes: rows.RowChanges, scheduled: ev.Event, identity: str) -> None:
+    """Turn the rows of an activity scheduled in this batch into attempt 1 *started* by
+    ``identity``, exactly as ``DISPATCH_ACTIVITY`` would: no task row, no schedule-to-start
+    timer, a start-to-close (and heartbeat) timer from the event's time."""
+    a = scheduled.attributes
+    assert isinstance(a, ev.ActivityScheduled)
+    sid, now = scheduled.id, scheduled.time
+    changes.remove_task(rows.ACTIVITY, sid)
+    changes.insert_timers.pop((rows.ACT_SCHEDULE_TO_START, sid), None)
+    changes.add_activity(replace(changes.insert_activities[sid], started_by=identity))
+    # commands.py always records a start-to-close (given, schedule-to-close, or the server
+    # default), as DISPATCH_ACTIVITY relies on too
+    assert a.start_to_close_timeout is not None, "ActivityScheduled without start_to_close"
+    changes.add_timer(rows.TimerRow(rows.ACT_START_TO_CLOSE, sid, now + a.start_to_close_timeout))
+    if a.heartbeat_timeout is not None:
+        changes.add_timer(rows.TimerRow(rows.ACT_HEARTBEAT, sid, now + a.heartbeat_timeout))
 
 
 async def complete(
@@ -179,7 +194,7 @@ async def complete(
             conn,
             token.key,
             callback,
-            activity_ids=[token.scheduled_event_id],
+            activity_ids=_locked_ids(token),
             start_workflow_task_for=identity if eager_workflow_task else "",
         )
         task = outcome.state.workflow_task
@@ -187,7 +202,8 @@ async def complete(
             return None
         if not any(e.id == task.started_event_id for e in outcome.events):
             return None
-        return await grants.grant(conn, token.key, outcome, sticky=True)
+        after = outcome.previous.last_completed_started_event_id
+        return await grants.grant(conn, token.key, outcome, after=after)
 
     return await db.in_transaction(services.pool, body)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chronicle.history import codec
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.tokens import WorkflowTaskToken
@@ -26,16 +27,22 @@ class WorkflowTaskGrant:
     attempt: int
 
 
-async def grant(conn: Conn, key: RunKey, outcome: tr.Outcome, *, sticky: bool) -> WorkflowTaskGrant:
+async def grant(conn: Conn, key: RunKey, outcome: tr.Outcome, *, after: int) -> WorkflowTaskGrant:
     """The grant of the workflow task ``outcome`` started (in the caller's transaction).
 
-    ``sticky``: the worker completed the run's previous task (it may hold the run in its cache),
-    so it gets only the events after that task; otherwise the whole history.
+    The worker gets the events after event ``after``: 0 for the whole history, or the last
+    ``WorkflowTaskStarted`` it processed when it may hold the run in its sticky cache. Events of
+    this transition come from memory; only older ones are read.
     """
     state = outcome.state
     task = state.workflow_task
     assert task is not None
-    first = outcome.previous.last_completed_started_event_id + 1 if sticky else 1
-    events = await read.fetch_events(conn, key, first, state.next_event_id)
+    written = outcome.previous.next_event_id
+    events = await read.fetch_events(conn, key, after + 1, written) if after + 1 < written else []
+    events += [
+        StoredEvent(e.id, e.type, e.time, codec.to_json(e.attributes).decode())
+        for e in outcome.events
+        if e.id > after
+    ]
     token = WorkflowTaskToken(key, task.scheduled_event_id, task.started_event_id)
     return WorkflowTaskGrant(token, state.workflow_type, task.task_queue, events, task.attempt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from chronicle.history.state import WorkflowState
 from chronicle.server import errors
 from chronicle.server.store.rows import RunKey
 
@@ -34,11 +35,18 @@ class WorkflowTaskToken:
 
 @dataclass(frozen=True, slots=True)
 class ActivityTaskToken:
-    """Names one attempt of one activity of one run."""
+    """Names one attempt of one activity of one run.
+
+    Tokens the server hands out name the activity by ``scheduled_event_id``. A worker that runs
+    an activity *inline* (before its schedule is recorded, see docs/inline-activities.md) mints
+    the token itself, naming the activity by ``activity_id`` (unique among the run's pending
+    activities) with ``scheduled_event_id`` 0: ``{"t":"act","ns","wid","rid","aid","attempt"}``.
+    """
 
     key: RunKey
     scheduled_event_id: int
     attempt: int
+    activity_id: str = ""
 
     def encode(self) -> bytes:
         """The opaque token handed to the worker."""
@@ -53,6 +61,15 @@ class ActivityTaskToken:
             },
             separators=(",", ":"),
         ).encode()
+
+    def scheduled_event_id_in(self, state: WorkflowState) -> int:
+        """The activity's ``scheduled_event_id`` in ``state`` (0: no such pending activity)."""
+        if self.scheduled_event_id:
+            return self.scheduled_event_id
+        for sid, pending in state.pending_activities.items():
+            if pending.activity_id == self.activity_id:
+                return sid
+        return 0
 
 
 def _parse(token: bytes, kind: str) -> dict[str, object]:
@@ -90,4 +107,9 @@ def decode_workflow_token(token: bytes) -> WorkflowTaskToken:
 def decode_activity_token(token: bytes) -> ActivityTaskToken:
     """Read an activity task token; ``InvalidArgument`` when malformed."""
     data = _parse(token, "act")
+    activity_id = data.get("aid")
+    if activity_id is not None:
+        if not isinstance(activity_id, str) or not activity_id:
+            raise errors.InvalidArgument("task_token is malformed", field="task_token")
+        return ActivityTaskToken(_key(data), 0, _int(data, "attempt"), activity_id)
     return ActivityTaskToken(_key(data), _int(data, "sched"), _int(data, "attempt"))

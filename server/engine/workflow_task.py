@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from chronicle.history import codec
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
-from chronicle.history.values import Failure
+from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import activity_task, grants, outbound, start
+from chronicle.server.engine import activity_task, grants, inline, outbound, start
 from chronicle.server.engine import commands as commands_mod
 from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
@@ -52,7 +53,8 @@ async def dispatch(
             except (_Stale, errors.NotFound):
                 continue  # the row is deleted with this transaction: it was stale
             sticky = bool(identity) and outcome.decision.result == identity
-            return await grants.grant(conn, key, outcome, sticky=sticky)
+            after = outcome.previous.last_completed_started_event_id if sticky else 0
+            return await grants.grant(conn, key, outcome, after=after)
 
     return await db.in_transaction(services.pool, body)
 
@@ -88,6 +90,16 @@ def _check_token(state: WorkflowState, token: WorkflowTaskToken) -> None:
         raise errors.NotFound(STALE_TASK)
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a workflow-task completion hands back to the completing worker."""
+
+    activity_tasks: list[activity_task.ActivityTaskGrant]
+    """Activities started eagerly for it (``activity_task.start_eagerly``)."""
+    workflow_task: grants.WorkflowTaskGrant | None = None
+    """The run's next workflow task, started for it (``eager_workflow_task``)."""
+
+
 async def complete(
     services: Services,
     token_bytes: bytes,
@@ -97,15 +109,22 @@ async def complete(
     sdk_flags: Sequence[int] = (),
     eager_activity_types: Sequence[str] = (),
     max_eager_activities: int = 0,
-) -> list[activity_task.ActivityTaskGrant]:
+    inline_results: Mapping[str, Payload | None] | None = None,
+    inline_started: Sequence[str] = (),
+    eager_workflow_task: bool = False,
+) -> Completion:
     """Apply a worker's answer to a started workflow task (exactly once).
 
     Returns the activities started eagerly for ``identity`` (``activity_task.start_eagerly``):
     at most ``max_eager_activities`` of those the commands schedule, of the listed types.
+    ``inline_results`` / ``inline_started``: activities the worker ran before this completion
+    recorded them (``inline.py``). ``eager_workflow_task``: a workflow task this completion
+    makes due is started for ``identity`` at once and returned.
     """
     token = decode_workflow_token(token_bytes)
     commands_mod.validate(commands)
     closes = commands_mod.has_close(commands)
+    inline.validate(commands, inline_results or {}, inline_started, closes=closes)
     new_run_id = str(uuid.uuid4())
 
     def callback(ctx: tr.Context) -> tr.Decision:
@@ -140,11 +159,9 @@ async def complete(
             new_run_id=new_run_id,
             config=services.config,
         )
-        return tr.Decision(
-            events=[completed, *command_events],
-            sticky_identity=identity,
-            last_workflow_task_failure=None,
-        )
+        new = [completed, *command_events]
+        new += inline.completed_events(state, new, inline_results or {}, identity=identity)
+        return tr.Decision(events=new, sticky_identity=identity, last_workflow_task_failure=None)
 
     types = frozenset(eager_activity_types)
     eager = max_eager_activities > 0 and bool(types)
@@ -155,6 +172,7 @@ async def complete(
     )
 
     def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:
+        inline.mark_started(planned, inline_started, identity=identity)
         if not eager:
             return []
         return activity_task.start_eagerly(
@@ -166,23 +184,33 @@ async def complete(
             rate_limited_queues=limited,
         )
 
-    async def body(conn: Conn) -> list[activity_task.ActivityTaskGrant]:
+    async def body(conn: Conn) -> Completion:
         outcome = await tr.transition(
             conn,
             token.key,
             callback,
             activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
             finish=finish,
+            start_workflow_task_for=identity if eager_workflow_task else "",
         )
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
         await outbound.apply(conn, token.key, outcome, services.config)
-        return list(outcome.extra or [])
+        next_task = outcome.state.workflow_task
+        granted = None
+        if (
+            eager_workflow_task
+            and next_task is not None
+            and next_task.started_event_id
+            and any(e.id == next_task.started_event_id for e in outcome.events)
+        ):
+            granted = await grants.grant(conn, token.key, outcome, after=token.started_event_id)
+        return Completion(list(outcome.extra or []), granted)
 
-    started = await db.in_transaction(services.pool, body)
+    completion = await db.in_transaction(services.pool, body)
     if closes:
         telemetry.run_logger(*token.key.params()).info("workflow closed")
-    return started
+    return completion
 
 
 async def _continue_as_new(conn: Conn, key: RunKey, outcome: tr.Outcome) -> None:

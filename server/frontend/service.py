@@ -329,7 +329,15 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 ),
                 task_queue=grant.task_queue,
             )
-        return _workflow_task_proto(grant)
+        return await self._workflow_task_proto(grant)
+
+    async def _workflow_task_proto(
+        self, grant: grants.WorkflowTaskGrant
+    ) -> service_pb2.PollWorkflowTaskResponse:
+        """The task message, telling the worker whether the run's queue is rate-limited (then
+        its activities must go through the queue, not run inline)."""
+        limited = await self._services.rate_limits.rates(grant.token.key.namespace)
+        return _workflow_task_proto(grant, rate_limited=grant.task_queue in limited)
 
     @rpc
     async def CompleteWorkflowTask(
@@ -338,7 +346,15 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Apply the worker's commands to the run (a stale or repeated answer: NOT_FOUND)."""
         commands = wire.commands_from_proto(request.commands)
         check_values(commands, self._limit, "commands")
-        started = await workflow_task.complete(
+        inline_results = {
+            item.activity_id: wire.optional_payload_from_proto(item, "result")
+            for item in request.inline_results
+        }
+        if len(inline_results) < len(request.inline_results):
+            raise errors.InvalidArgument(
+                "an inline activity is listed twice", field="inline_results"
+            )
+        completion = await workflow_task.complete(
             self._services,
             request.task_token,
             commands,
@@ -346,10 +362,17 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             sdk_flags=list(request.sdk_flags),
             eager_activity_types=list(request.eager_activity_types),
             max_eager_activities=request.max_eager_activities,
+            inline_results=inline_results,
+            inline_started=list(request.inline_started_activity_ids),
+            eager_workflow_task=request.eager_workflow_task,
         )
-        return service_pb2.CompleteWorkflowTaskResponse(
-            activity_tasks=[_activity_task_proto(grant) for grant in started]
+        response = service_pb2.CompleteWorkflowTaskResponse(
+            activity_tasks=[_activity_task_proto(grant) for grant in completion.activity_tasks]
         )
+        if completion.workflow_task is not None:
+            granted = await self._workflow_task_proto(completion.workflow_task)
+            response.workflow_task.CopyFrom(granted)
+        return response
 
     @rpc
     async def FailWorkflowTask(
@@ -405,7 +428,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         response = service_pb2.CompleteActivityTaskResponse()
         if grant is not None:
-            response.workflow_task.CopyFrom(_workflow_task_proto(grant))
+            response.workflow_task.CopyFrom(await self._workflow_task_proto(grant))
         return response
 
     @rpc
@@ -471,9 +494,12 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 del self._sessions[key]
 
 
-def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:
+def _workflow_task_proto(
+    grant: grants.WorkflowTaskGrant, *, rate_limited: bool
+) -> service_pb2.PollWorkflowTaskResponse:
     key = grant.token.key
     return service_pb2.PollWorkflowTaskResponse(
+        activities_rate_limited=rate_limited,
         task_token=grant.token.encode(),
         workflow_execution=common_pb2.WorkflowExecution(
             workflow_id=key.workflow_id, run_id=key.run_id
