@@ -32,6 +32,7 @@ from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._definitions import ActivityDefinition
 from chronicle.sdk._info import ActivityInfo
+from chronicle.sdk._inline import InlineRun
 from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
 
@@ -90,6 +91,11 @@ class _Heartbeater:
             self._sender = self._loop.create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
+        run = self._worker.inline_run(self._token)
+        if run is not None and not await run.recorded():
+            self._log.info("heartbeat: the inline activity's schedule was not recorded")
+            self._cancel()
+            return
         while self._pending is not None:
             details, self._pending = self._pending, None
             request = service_pb2.HeartbeatActivityTaskRequest(
@@ -170,6 +176,7 @@ class ActivityWorker:
             max_workers=max_concurrent, thread_name_prefix="chronicle-activity"
         )
         self._running: dict[bytes, tuple[asyncio.Task[None], threading.Event]] = {}
+        self._inline: dict[bytes, InlineRun] = {}
         self._shutting_down = False
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
         self.eager_workflow_tasks: EagerWorkflowTasks | None = None
@@ -178,6 +185,15 @@ class ActivityWorker:
     def activity_types(self) -> list[str]:
         """The activity type names served."""
         return list(self._activities)
+
+    def serves(self, activity_type: str) -> bool:
+        """Whether this worker runs activities of ``activity_type``."""
+        return activity_type in self._activities
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether this worker polls with a rate limit (it then takes no eager or inline task)."""
+        return self._max_per_second > 0
 
     async def reserve(self, wanted: int) -> int:
         """Take up to ``wanted`` free slots without waiting; returns how many were taken.
@@ -201,6 +217,15 @@ class ActivityWorker:
     def start_reserved(self, task: service_pb2.PollActivityTaskResponse) -> None:
         """Run ``task`` (dispatched eagerly) in a slot taken by ``reserve``."""
         self._start(task)
+
+    def start_inline(self, task: service_pb2.PollActivityTaskResponse, run: InlineRun) -> None:
+        """Run ``task`` before its schedule is recorded (``_inline.py``), in a reserved slot."""
+        self._inline[task.task_token] = run
+        self._start(task)
+
+    def inline_run(self, token: bytes) -> InlineRun | None:
+        """The inline run of the attempt with ``token``, while its activity runs."""
+        return self._inline.get(token)
 
     async def poll_forever(self) -> None:
         """Poll and dispatch until cancelled; in-flight activities keep running."""
@@ -226,6 +251,9 @@ class ActivityWorker:
 
     def _done(self, token: bytes, _task: asyncio.Task[None]) -> None:
         self._running.pop(token, None)
+        run = self._inline.pop(token, None)
+        if run is not None:
+            run.detach()  # ended without delivering a result (crashed, cancelled)
         self._slots.release()
 
     async def drain(self, grace: float) -> None:
@@ -340,6 +368,9 @@ class ActivityWorker:
             heartbeater.stop()
             if isinstance(exc, CompleteAsyncError):
                 log.info("activity will complete asynchronously")
+                run = self._inline.get(task.task_token)
+                if run is not None:
+                    run.detach()  # recorded as started: the completer's token must be valid
                 return
             if not isinstance(exc, Exception):
                 raise
@@ -365,6 +396,9 @@ class ActivityWorker:
             )
             return
         log.debug("activity completed", seconds=round(time.monotonic() - started, 3))
+        run = self._inline.get(task.task_token)
+        if run is not None and run.deliver(payload):
+            return  # travels in the workflow-task completion that records it
         await self._report(
             log,
             "CompleteActivityTask",
@@ -412,6 +446,10 @@ class ActivityWorker:
         )
 
     async def _report(self, log: Any, method: str, request: Any) -> None:
+        run = self._inline.get(request.task_token)
+        if run is not None and not await run.recorded():
+            log.info("activity outcome not reported: its inline schedule was not recorded")
+            return
         eager = self.eager_workflow_tasks
         reserved = False
         if method == "CompleteActivityTask" and eager is not None and await eager.reserve():

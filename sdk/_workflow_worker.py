@@ -30,7 +30,12 @@ from typing import Any
 import structlog
 
 from chronicle.history import wire
-from chronicle.history.commands import CLOSE_COMMAND_TYPES, Command, ScheduleActivity
+from chronicle.history.commands import (
+    CLOSE_COMMAND_TYPES,
+    Command,
+    RequestCancelActivity,
+    ScheduleActivity,
+)
 from chronicle.history.events import (
     Event,
     WorkflowStarted,
@@ -44,6 +49,8 @@ from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk._inline import MAX_INLINE, InlineBatch
+from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
 from chronicle.sdk.client import fetch_history
@@ -88,8 +95,10 @@ class WorkflowWorker:
         max_cached: int = 1000,
         deadlock_timeout: float | None = 2.0,
         guard_mode: GuardMode = "warn",
+        inline_activity_budget: float = 0.0,
     ) -> None:
         self.connection = connection
+        self._inline_budget = inline_activity_budget
         self.namespace = namespace
         self.task_queue = task_queue
         self.identity = identity
@@ -174,6 +183,14 @@ class WorkflowWorker:
     # ------------------------------------------------------------ one task
 
     async def _handle(self, task: service_pb2.PollWorkflowTaskResponse) -> None:
+        """Handle ``task`` and then each next task of the run the server hands back at once."""
+        next_task: service_pb2.PollWorkflowTaskResponse | None = task
+        while next_task is not None:
+            next_task = await self._handle_one(next_task)
+
+    async def _handle_one(
+        self, task: service_pb2.PollWorkflowTaskResponse
+    ) -> service_pb2.PollWorkflowTaskResponse | None:
         execution = task.workflow_execution
         log = self._log.bind(
             workflow_id=execution.workflow_id,
@@ -183,7 +200,7 @@ class WorkflowWorker:
         )
         if task.HasField("query") and not task.events:
             await self._answer_query(task, log)
-            return
+            return None
         run_id = execution.run_id
         definition = self._workflows.get(task.workflow_type)
         if definition is None:
@@ -201,7 +218,7 @@ class WorkflowWorker:
                     type="WorkflowNotRegisteredError",
                 ),
             )
-            return
+            return None
         instance: WorkflowInstance | None = None
         shared = run_id not in self._busy
         self._busy.add(run_id)
@@ -223,23 +240,23 @@ class WorkflowWorker:
             except _TaskFailure as exc:
                 log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
                 await self._fail(task, log, exc.cause, exc.failure)
-                return
+                return None
             except WorkflowTaskError as exc:
                 log.error("workflow task failed", cause=str(exc.cause), error=str(exc))
                 await self._drop(run_id, instance)
                 await self._fail(task, log, exc.cause, exc.failure)
-                return
+                return None
             except Exception as exc:
                 log.exception("workflow task failed", cause="workflow_error")
                 await self._drop(run_id, instance)
                 await self._fail(
                     task, log, WorkflowTaskFailedCause.WORKFLOW_ERROR, exception_to_failure(exc)
                 )
-                return
+                return None
             # Still busy while the answer is in flight: a next task of the run arriving meanwhile
             # (the server may have committed this one) must not share an instance that a failed
             # completion is about to drop.
-            await self._complete(task, instance, commands, shared, log)
+            return await self._complete(task, instance, commands, shared, log)
         finally:
             if shared:
                 self._busy.discard(run_id)
@@ -397,48 +414,95 @@ class WorkflowWorker:
         commands: list[Command],
         shared: bool,
         log: Any,
-    ) -> None:
+    ) -> service_pb2.PollWorkflowTaskResponse | None:
+        """Send the task's commands; returns the run's next task when the server started it for
+        this worker (``eager_workflow_task``: the instance stays cached for it)."""
         run_id = task.workflow_execution.run_id
+        closing = any(isinstance(c, tuple(CLOSE_COMMAND_TYPES)) for c in commands)
+        keep = shared and not closing
         request = service_pb2.CompleteWorkflowTaskRequest(
             namespace=self.namespace,
             task_token=task.task_token,
             commands=[wire.command_to_proto(c) for c in commands],
             identity=self.identity,
+            eager_workflow_task=keep,
         )
+        batch = await self._start_inline(task, commands) if keep else None
+        if batch is not None:
+            await batch.wait(self._inline_budget)
+            for run in batch.runs:
+                if run.delivered:
+                    request.inline_results.add(activity_id=run.activity_id, result=run.result)
+                else:
+                    request.inline_started_activity_ids.append(run.activity_id)
         eager = self.eager_activities
         reserved = 0
         if eager is not None:
             wanted = sum(isinstance(c, ScheduleActivity) for c in commands)
+            wanted -= len(batch.runs) if batch is not None else 0
             reserved = await eager.reserve(min(wanted, MAX_EAGER_ACTIVITIES))
             if reserved:
                 request.max_eager_activities = reserved
                 request.eager_activity_types.extend(eager.activity_types)
         try:
             response = await self.connection.call("CompleteWorkflowTask", request)
+            if batch is not None:
+                batch.resolve(True)
             for activity_task in response.activity_tasks[:reserved]:
                 eager.start_reserved(activity_task)  # type: ignore[union-attr]
                 reserved -= 1
         except Exception as exc:
+            if batch is not None:
+                batch.resolve(False)
             stale = isinstance(exc, _grpc.NotFoundError)
             (log.info if stale else log.error)(
                 "workflow task completion not accepted; dropping the cached instance",
                 error=str(exc),
             )
             await self._drop(run_id, instance)
-            return
+            return None
         finally:
             if reserved:
                 eager.release(reserved)  # type: ignore[union-attr]
-        closing = any(isinstance(c, tuple(CLOSE_COMMAND_TYPES)) for c in commands)
-        log.debug("workflow task completed", commands=[type(c).__name__ for c in commands])
-        if closing or not shared:
+        log.debug(
+            "workflow task completed",
+            commands=[type(c).__name__ for c in commands],
+            inline_results=len(request.inline_results),
+        )
+        if not keep:
             await self._drop(run_id, instance)
-            return
+            return None
         self._cache[run_id] = instance
         self._cache.move_to_end(run_id)
         while len(self._cache) > self._max_cached:
             oldest = next(iter(self._cache))
             await self._evict(oldest)
+        return response.workflow_task if response.workflow_task.task_token else None
+
+    async def _start_inline(
+        self, task: service_pb2.PollWorkflowTaskResponse, commands: list[Command]
+    ) -> InlineBatch | None:
+        """Start the activities of ``commands`` this worker may run inline (``_inline.py``)."""
+        activities = self.eager_activities
+        if activities is None or self._inline_budget <= 0 or task.activities_rate_limited:
+            return None
+        cancelled = {c.seq for c in commands if isinstance(c, RequestCancelActivity)}
+        eligible = [
+            c
+            for c in commands
+            if isinstance(c, ScheduleActivity)
+            and c.task_queue in ("", task.task_queue)
+            and c.seq not in cancelled
+            and activities.serves(c.activity_type)
+        ][:MAX_INLINE]
+        taken = await activities.reserve(len(eligible)) if eligible else 0
+        if not taken:
+            return None
+        batch = InlineBatch()
+        for command in eligible[:taken]:
+            message = inline_activity_task(self.namespace, task, command)
+            activities.start_inline(message, batch.add(message.activity_id))
+        return batch
 
     async def _fail(
         self,

@@ -83,6 +83,7 @@ class Worker:
         graceful_shutdown_timeout: timedelta | float = 10.0,
         identity: str | None = None,
         determinism_guard: GuardMode = "warn",
+        inline_activity_budget: timedelta | float = 0.02,
     ) -> None:
         """Validate the definitions now: a function that is not decorated raises ``TypeError``.
 
@@ -93,7 +94,11 @@ class Worker:
         workflow code that calls ``time.time``, ``datetime.now``, ``random.*``, ``uuid.uuid4``,
         ``time.sleep``, ``open``, sockets or threads gets a ``WorkflowDeterminismWarning``
         (``"warn"``), a ``NondeterministicCallError`` that fails the workflow task
-        (``"strict"``), or nothing (``"off"``).
+        (``"strict"``), or nothing (``"off"``). ``inline_activity_budget``: how long a workflow
+        task's completion waits for the activities it schedules that this worker runs at once,
+        before their schedule is recorded, so that their results are recorded with it (one
+        round trip per sequential activity; ``0`` turns inline activities off; see
+        docs/inline-activities.md).
         """
         if not task_queue:
             raise ValueError("Worker(task_queue=...) must not be empty")
@@ -127,6 +132,11 @@ class Worker:
         self.task_queue = task_queue
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._grace = _seconds(graceful_shutdown_timeout)
+        inline_budget = _seconds(inline_activity_budget)
+        if inline_budget < 0:
+            raise ValueError(
+                f"Worker(inline_activity_budget=...) must not be negative, got {inline_budget}"
+            )
         deadlock = None if deadlock_timeout is None else _seconds(deadlock_timeout)
         self._workflow_pollers = workflow_pollers
         self._activity_pollers = activity_pollers
@@ -142,6 +152,7 @@ class Worker:
                 max_cached=max_cached_workflows,
                 deadlock_timeout=deadlock,
                 guard_mode=determinism_guard,
+                inline_activity_budget=inline_budget,
             )
             if self._workflow_defs
             else None

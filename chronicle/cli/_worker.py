@@ -39,9 +39,27 @@ def add_parser(commands: Any) -> None:
         "sockets or threads: warn (default), strict (fail the workflow task), off",
     )
     worker.add_argument(
+        "--inline-activity-budget",
+        type=_seconds,
+        default=0.02,
+        metavar="SECONDS",
+        help="how long a workflow task's completion waits for the activities it schedules that "
+        "this worker runs before recording them (default 0.02; 0: off)",
+    )
+    worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     worker.set_defaults(run=_run_worker)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def load_module(spec: str) -> ModuleType:
@@ -125,6 +143,7 @@ async def _serve(args: argparse.Namespace, workflows: list[Any], activities: lis
             max_concurrent_activities=args.max_concurrent_activities,
             max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
             determinism_guard=args.determinism_guard,
+            inline_activity_budget=args.inline_activity_budget,
         )
         loop = asyncio.get_running_loop()
         runner = asyncio.create_task(worker.run())

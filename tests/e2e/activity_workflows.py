@@ -73,3 +73,27 @@ async def waits_for_approval(order: str) -> str:
     return await workflow.execute_activity(
         approval, order, start_to_close_timeout=timedelta(seconds=60)
     )
+
+
+def _count(prefix: str) -> int:
+    path = os.environ.get("CHRONICLE_TEST_LOG")
+    if not path or not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as log:
+        return sum(line.startswith(prefix) for line in log)
+
+
+@activity
+async def stalls_first_time() -> int:
+    """The first run (across processes) hangs; later runs return how many runs there were."""
+    _record("stalls_first_time")
+    runs = _count("stalls_first_time")
+    if runs == 1:
+        await asyncio.sleep(600)
+    return runs
+
+
+@workflow
+async def inline_then_crash() -> int:
+    """One activity the worker runs inline; the test kills the worker while it hangs."""
+    return await workflow.execute_activity(stalls_first_time, retry=RETRY)

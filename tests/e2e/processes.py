@@ -105,9 +105,13 @@ class ServerProcess(ManagedProcess):
         return self
 
 
-def start_worker(address: str, module: str, task_queue: str, **env: str) -> ManagedProcess:
-    """Start ``chronicle worker MODULE`` as a subprocess and wait until it polls."""
+def start_worker(
+    address: str, module: str, task_queue: str, *options: str, **env: str
+) -> ManagedProcess:
+    """Start ``chronicle worker MODULE [OPTIONS]`` as a subprocess (``env`` added to its
+    environment)."""
     argv = [sys.executable, "-m", "chronicle", "worker", module, "--task-queue", task_queue]
+    argv += options
     worker = ManagedProcess("worker", [*argv, "--address", address], env=env)
     worker.start()
     time.sleep(0)  # the worker needs no readiness: tasks wait in Postgres until it polls

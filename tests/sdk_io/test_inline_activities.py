@@ -1,0 +1,135 @@
+"""Inline activities with a real worker: results recorded with the workflow-task completion,
+the budget, and activities that outlive it, heartbeat or fail (sdk/_inline.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chronicle.history.values import RetryPolicy
+from chronicle.sdk import activity as activity_api
+from chronicle.sdk.activity import activity
+from chronicle.sdk.client import Client
+from chronicle.sdk.worker import Worker
+from chronicle.sdk.workflow import workflow
+from tests.sdk_io.helpers import eventually
+
+FAST = RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3)
+RUNS: list[tuple[str, int]] = []
+
+
+@activity
+async def inc(x: int) -> int:
+    RUNS.append(("inc", x))
+    return x + 1
+
+
+@activity
+async def slow_heartbeat(seconds: float) -> str:
+    activity_api.heartbeat("started")
+    await asyncio.sleep(seconds)
+    return activity_api.info().task_token.decode()
+
+
+@activity
+async def fails_once() -> int:
+    attempt = activity_api.info().attempt
+    if attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return attempt
+
+
+@workflow
+async def three_incs() -> int:
+    x = 0
+    for _ in range(3):
+        x = await inc(x)
+    return x
+
+
+@workflow
+async def one(name: str, *args: Any) -> Any:
+    return await workflow.execute_activity(name, *args, retry=FAST)
+
+
+def _pairs(history: list[Any]) -> list[tuple[Any, Any]]:
+    """(ActivityScheduled, its ActivityCompleted) events."""
+    scheduled = {e.id: e for e in history if e.type == "ActivityScheduled"}
+    return [
+        (scheduled[e.attributes.scheduled_event_id], e)
+        for e in history
+        if e.type == "ActivityCompleted"
+    ]
+
+
+async def test_sequential_activities_are_recorded_with_the_completion(client: Client) -> None:
+    RUNS.clear()
+    async with Worker(client, task_queue="t", workflows=[three_incs], activities=[inc]):
+        handle = await client.start(three_incs, id="inline-seq", task_queue="t")
+        assert await handle.result() == 3
+    assert RUNS == [("inc", 0), ("inc", 1), ("inc", 2)]  # each ran once
+    history = await handle.history()
+    pairs = _pairs(history)
+    assert len(pairs) == 3
+    for scheduled, completed in pairs:
+        # one transaction: the completion right after the schedule, with the same time
+        assert completed.id == scheduled.id + 1
+        assert completed.time == scheduled.time
+        assert completed.attributes.attempt == 1
+    assert sum(e.type == "WorkflowTaskStarted" for e in history) == 4
+
+
+async def test_a_zero_budget_records_each_result_in_its_own_transition(client: Client) -> None:
+    async with Worker(
+        client,
+        task_queue="t",
+        workflows=[three_incs],
+        activities=[inc],
+        inline_activity_budget=0,
+    ):
+        handle = await client.start(three_incs, id="inline-off", task_queue="t")
+        assert await handle.result() == 3
+    pairs = _pairs(await handle.history())
+    assert len(pairs) == 3
+    assert all(completed.time > scheduled.time for scheduled, completed in pairs)
+
+
+async def test_an_activity_outliving_the_budget_heartbeats_and_reports_by_itself(
+    client: Client,
+) -> None:
+    async with Worker(
+        client,
+        task_queue="t",
+        workflows=[one],
+        activities=[slow_heartbeat],
+        inline_activity_budget=timedelta(milliseconds=10),
+    ):
+        handle = await client.start(one, "slow_heartbeat", 0.5, id="inline-slow", task_queue="t")
+
+        async def recorded_heartbeat() -> Any:
+            description = await handle.describe()
+            pending = description.pending_activities
+            return pending[0] if pending and pending[0].heartbeat_details else None
+
+        pending = await eventually(recorded_heartbeat, interval=0.02)
+        assert pending.heartbeat_details == ("started",)
+        token = await handle.result()
+    assert '"aid":"1"' in token  # the worker-minted token naming the activity by id
+    [(scheduled, completed)] = _pairs(await handle.history())
+    assert completed.time > scheduled.time
+
+
+async def test_an_inline_activity_that_fails_is_retried_by_its_policy(client: Client) -> None:
+    async with Worker(client, task_queue="t", workflows=[one], activities=[fails_once]):
+        handle = await client.start(one, "fails_once", id="inline-fail", task_queue="t")
+        assert await handle.result() == 2
+    [(_, completed)] = _pairs(await handle.history())
+    assert completed.attributes.attempt == 2
+
+
+def test_a_negative_budget_is_refused(client: Client) -> None:
+    with pytest.raises(ValueError, match="inline_activity_budget"):
+        Worker(client, task_queue="t", workflows=[one], inline_activity_budget=-1)
