@@ -83,6 +83,8 @@ async def test_killed_worker_is_noticed_by_its_dropped_session(
         while "attempt 1" not in (log.read_text() if log.exists() else ""):
             assert asyncio.get_running_loop().time() < deadline, first.log()
             await asyncio.sleep(0.05)
+        # attempt 1 runs inline: wait until it is recorded as started (docs/inline-activities.md)
+        await wait_for_events(handle, "ActivityScheduled", 1)
         first.kill()
         second = start_worker(server.address, MODULE, "crash-session", CHRONICLE_TEST_LOG=str(log))
         assert await asyncio.wait_for(handle.result(), 60) == 42
