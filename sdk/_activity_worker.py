@@ -66,8 +66,10 @@ class _Heartbeater:
         cancelled: threading.Event,
         on_cancel: Callable[[], object],
         log: Any,
+        run: InlineRun | None = None,
     ) -> None:
         self._worker = worker
+        self._run = run
         self._token = task_token
         self._interval = interval
         self._cancelled = cancelled
@@ -91,7 +93,7 @@ class _Heartbeater:
             self._sender = self._loop.create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
-        run = self._worker.inline_run(self._token)
+        run = self._run
         if run is not None and not await run.recorded():
             self._log.info("heartbeat: the inline activity's schedule was not recorded")
             self._cancel()
@@ -175,8 +177,8 @@ class ActivityWorker:
         self._executor = executor or ThreadPoolExecutor(
             max_workers=max_concurrent, thread_name_prefix="chronicle-activity"
         )
-        self._running: dict[bytes, tuple[asyncio.Task[None], threading.Event]] = {}
-        self._inline: dict[bytes, InlineRun] = {}
+        self._running: dict[object, tuple[asyncio.Task[None], threading.Event]] = {}
+        self._draining = False
         self._shutting_down = False
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
         self.eager_workflow_tasks: EagerWorkflowTasks | None = None
@@ -201,7 +203,7 @@ class ActivityWorker:
         ``acquire`` on an unlocked semaphore (a free slot and nobody queued) never suspends.
         A rate-limited worker takes none: eager starts would bypass the queue's limit.
         """
-        if self._max_per_second > 0:
+        if self._max_per_second > 0 or self._draining:
             return 0
         taken = 0
         while taken < wanted and not self._slots.locked():
@@ -220,12 +222,7 @@ class ActivityWorker:
 
     def start_inline(self, task: service_pb2.PollActivityTaskResponse, run: InlineRun) -> None:
         """Run ``task`` before its schedule is recorded (``_inline.py``), in a reserved slot."""
-        self._inline[task.task_token] = run
-        self._start(task)
-
-    def inline_run(self, token: bytes) -> InlineRun | None:
-        """The inline run of the attempt with ``token``, while its activity runs."""
-        return self._inline.get(token)
+        self._start(task, run)
 
     async def poll_forever(self) -> None:
         """Poll and dispatch until cancelled; in-flight activities keep running."""
@@ -239,25 +236,33 @@ class ActivityWorker:
             self._slots, self.connection, "PollActivityTask", request, self._log, self._start
         )
 
-    def _start(self, task: service_pb2.PollActivityTaskResponse) -> None:
-        """Run ``task`` in a slot already taken; the slot is released when it is done."""
+    def _start(
+        self, task: service_pb2.PollActivityTaskResponse, run: InlineRun | None = None
+    ) -> None:
+        """Run ``task`` in a slot already taken; the slot is released when it is done.
+
+        ``run``: the task runs inline, before its schedule is recorded (``_inline.py``).
+        """
         cancelled = threading.Event()
         runner = asyncio.create_task(
-            self._run_task(task, cancelled),
+            self._run_task(task, cancelled, run),
             name=f"activity {task.activity_type} {task.activity_id}",
         )
-        self._running[task.task_token] = (runner, cancelled)
-        runner.add_done_callback(functools.partial(self._done, task.task_token))
+        key = object()  # not the token: an inline token repeats when a workflow task is retried
+        self._running[key] = (runner, cancelled)
+        runner.add_done_callback(functools.partial(self._done, key, run))
 
-    def _done(self, token: bytes, _task: asyncio.Task[None]) -> None:
-        self._running.pop(token, None)
-        run = self._inline.pop(token, None)
+    def _done(self, key: object, run: InlineRun | None, _task: asyncio.Task[None]) -> None:
+        self._running.pop(key, None)
         if run is not None:
             run.detach()  # ended without delivering a result (crashed, cancelled)
         self._slots.release()
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` s for running activities, then cancel the rest and wait for them."""
+        """Wait up to ``grace`` s for running activities, then cancel the rest and wait for them.
+
+        From now on no slot is handed out for eager or inline tasks."""
+        self._draining = True
         if not self._running:
             return
         tasks = [task for task, _ in self._running.values()]
@@ -279,7 +284,10 @@ class ActivityWorker:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run_task(
-        self, task: service_pb2.PollActivityTaskResponse, cancelled: threading.Event
+        self,
+        task: service_pb2.PollActivityTaskResponse,
+        cancelled: threading.Event,
+        run: InlineRun | None,
     ) -> None:
         execution = task.workflow_execution
         log = self._log.bind(
@@ -304,6 +312,7 @@ class ActivityWorker:
                     type="ActivityNotRegisteredError",
                     non_retryable=False,
                 ),
+                run,
             )
             return
         try:
@@ -322,6 +331,7 @@ class ActivityWorker:
                     type=type(exc).__name__,
                     non_retryable=True,
                 ),
+                run,
             )
             return
         info = self._info(task, tuple(details))
@@ -334,7 +344,7 @@ class ActivityWorker:
             else _DEFAULT_HEARTBEAT_INTERVAL
         )
         on_cancel: Callable[[], object] = current.cancel if definition.is_async else _nothing
-        heartbeater = _Heartbeater(self, task.task_token, interval, cancelled, on_cancel, log)
+        heartbeater = _Heartbeater(self, task.task_token, interval, cancelled, on_cancel, log, run)
         context = ActivityContext(info=info, heartbeat=heartbeater.heartbeat, cancelled=cancelled)
         started = time.monotonic()
         try:
@@ -351,6 +361,7 @@ class ActivityWorker:
                         message=f"worker {self.identity} shut down while the activity ran",
                         type="WorkerShutdown",
                     ),
+                    run,
                 )
                 if not cancelled.is_set():
                     raise
@@ -362,13 +373,13 @@ class ActivityWorker:
                 Failure(
                     message="activity cancelled", type="CancelledError", kind=FailureKind.CANCELLED
                 ),
+                run,
             )
             return
         except BaseException as exc:
             heartbeater.stop()
             if isinstance(exc, CompleteAsyncError):
                 log.info("activity will complete asynchronously")
-                run = self._inline.get(task.task_token)
                 if run is not None:
                     run.detach()  # recorded as started: the completer's token must be valid
                 return
@@ -379,7 +390,7 @@ class ActivityWorker:
                 error=f"{type(exc).__name__}: {exc}",
                 seconds=round(time.monotonic() - started, 3),
             )
-            await self._fail(task, log, exception_to_failure(exc))
+            await self._fail(task, log, exception_to_failure(exc), run)
             return
         heartbeater.stop()
         try:
@@ -393,10 +404,10 @@ class ActivityWorker:
                     type=type(exc).__name__,
                     non_retryable=True,
                 ),
+                run,
             )
             return
         log.debug("activity completed", seconds=round(time.monotonic() - started, 3))
-        run = self._inline.get(task.task_token)
         if run is not None and run.deliver(payload):
             return  # travels in the workflow-task completion that records it
         await self._report(
@@ -408,6 +419,7 @@ class ActivityWorker:
                 result=payload,
                 identity=self.identity,
             ),
+            run,
         )
 
     def _info(
@@ -432,7 +444,11 @@ class ActivityWorker:
         )
 
     async def _fail(
-        self, task: service_pb2.PollActivityTaskResponse, log: Any, failure: Failure
+        self,
+        task: service_pb2.PollActivityTaskResponse,
+        log: Any,
+        failure: Failure,
+        run: InlineRun | None = None,
     ) -> None:
         await self._report(
             log,
@@ -443,10 +459,12 @@ class ActivityWorker:
                 failure=wire.failure_to_proto(failure),
                 identity=self.identity,
             ),
+            run,
         )
 
-    async def _report(self, log: Any, method: str, request: Any) -> None:
-        run = self._inline.get(request.task_token)
+    async def _report(
+        self, log: Any, method: str, request: Any, run: InlineRun | None = None
+    ) -> None:
         if run is not None and not await run.recorded():
             log.info("activity outcome not reported: its inline schedule was not recorded")
             return

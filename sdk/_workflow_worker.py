@@ -110,6 +110,7 @@ class WorkflowWorker:
         self._guard_mode: GuardMode = guard_mode
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._busy: set[str] = set()
+        self._draining = False
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(
@@ -140,7 +141,7 @@ class WorkflowWorker:
 
     async def reserve(self) -> bool:
         """Take a free slot without waiting (for an eager task); False when none is free."""
-        if self._slots.locked():
+        if self._slots.locked() or self._draining:
             return False
         await self._slots.acquire()  # never suspends: the semaphore is not locked
         return True
@@ -164,7 +165,10 @@ class WorkflowWorker:
             self._log.error("workflow task handler crashed", exc_info=task.exception())
 
     async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` s for tasks in progress, then evict the whole cache."""
+        """Wait up to ``grace`` s for tasks in progress, then evict the whole cache.
+
+        From now on no next task is taken eagerly."""
+        self._draining = True
         if self._running:
             _, pending = await asyncio.wait(list(self._running), timeout=grace)
             for task in pending:
@@ -419,7 +423,7 @@ class WorkflowWorker:
         this worker (``eager_workflow_task``: the instance stays cached for it)."""
         run_id = task.workflow_execution.run_id
         closing = any(isinstance(c, tuple(CLOSE_COMMAND_TYPES)) for c in commands)
-        keep = shared and not closing
+        keep = shared and not closing and not self._draining
         request = service_pb2.CompleteWorkflowTaskRequest(
             namespace=self.namespace,
             task_token=task.task_token,
@@ -453,7 +457,10 @@ class WorkflowWorker:
                 reserved -= 1
         except Exception as exc:
             if batch is not None:
-                batch.resolve(False)
+                # Only a definite refusal means the inline activities were not recorded; after
+                # a lost answer they report anyway (a stale report is refused as NOT_FOUND).
+                refused = isinstance(exc, _grpc.NotFoundError | _grpc.InvalidArgumentError)
+                batch.resolve(not refused)
             stale = isinstance(exc, _grpc.NotFoundError)
             (log.info if stale else log.error)(
                 "workflow task completion not accepted; dropping the cached instance",

@@ -7,9 +7,11 @@ requires the row to exist at the token's attempt in state ``started``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from chronicle.history import codec
 from chronicle.history import events as ev
@@ -21,10 +23,12 @@ from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import ActivityTaskToken, decode_activity_token
+from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
-from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import ActivityInfo, RunKey, payloads_from_json
+
+T = TypeVar("T")
 
 STALE_TASK = "activity task not found: already completed, timed out or cancelled"
 
@@ -75,11 +79,47 @@ async def dispatch(
         )
 
 
+INLINE_RECORD_WAIT = 10.0
+"""Seconds a report with an inline token waits for the completion that records its activity."""
+
+
+class _NotYetRecorded(Exception):
+    """An inline token names no pending activity while a workflow task is in flight."""
+
+
 def _started(ctx: tr.Context, token: ActivityTaskToken) -> ActivityInfo:
-    info = ctx.activities.get(token.scheduled_event_id_in(ctx.state))
+    sid = token.scheduled_event_id_in(ctx.state)
+    info = ctx.activities.get(sid)
+    if info is None and not sid and token.activity_id:
+        task = ctx.state.workflow_task
+        if ctx.state.is_open and task is not None and task.started_event_id:
+            raise _NotYetRecorded
     if info is None or info.attempt != token.attempt or info.state != "started":
         raise errors.NotFound(STALE_TASK)
     return info
+
+
+async def _in_transaction(
+    services: Services, token: ActivityTaskToken, body: Callable[[Conn], Awaitable[T]]
+) -> T:
+    """``body`` in one transaction. A report with an inline token (an async completer may get it
+    before the workflow-task completion that records the activity has committed) waits for that
+    completion, up to ``INLINE_RECORD_WAIT`` s, instead of failing as stale."""
+    if not token.activity_id:
+        return await db.in_transaction(services.pool, body)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INLINE_RECORD_WAIT
+    key = notify.run_key(*token.key.params())
+    with services.notifier.subscribe(notify.RUN_CHANNEL, key) as waiter:
+        while True:
+            waiter.clear()
+            try:
+                return await db.in_transaction(services.pool, body)
+            except _NotYetRecorded:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise errors.NotFound(STALE_TASK) from None
+                await waiter.wait(min(remaining, 0.5))
 
 
 def _locked_ids(token: ActivityTaskToken) -> list[int] | Callable[[WorkflowState], list[int]]:
@@ -93,7 +133,7 @@ async def _run(services: Services, token: ActivityTaskToken, callback: tr.Callba
     async def body(conn: Conn) -> tr.Outcome:
         return await tr.transition(conn, token.key, callback, activity_ids=_locked_ids(token))
 
-    return await db.in_transaction(services.pool, body)
+    return await _in_transaction(services, token, body)
 
 
 def start_eagerly(
@@ -175,6 +215,11 @@ async def complete(
     ``identity`` is started in the same transaction and returned (eager workflow task).
     """
     token = decode_activity_token(token_bytes)
+    limited = (
+        frozenset(await services.rate_limits.rates(token.key.namespace))
+        if eager_workflow_task
+        else frozenset()
+    )
 
     def callback(ctx: tr.Context) -> tr.Decision:
         info = _started(ctx, token)
@@ -203,9 +248,11 @@ async def complete(
         if not any(e.id == task.started_event_id for e in outcome.events):
             return None
         after = outcome.previous.last_completed_started_event_id
-        return await grants.grant(conn, token.key, outcome, after=after)
+        return await grants.grant(
+            conn, token.key, outcome, after=after, rate_limited_queues=limited
+        )
 
-    return await db.in_transaction(services.pool, body)
+    return await _in_transaction(services, token, body)
 
 
 async def fail(services: Services, token_bytes: bytes, failure: Failure, identity: str) -> None:

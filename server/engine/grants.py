@@ -25,14 +25,25 @@ class WorkflowTaskGrant:
     task_queue: str
     events: list[StoredEvent]
     attempt: int
+    activities_rate_limited: bool = False
+    """The run's task queue has an activity rate limit (the worker runs nothing inline)."""
 
 
-async def grant(conn: Conn, key: RunKey, outcome: tr.Outcome, *, after: int) -> WorkflowTaskGrant:
+async def grant(
+    conn: Conn,
+    key: RunKey,
+    outcome: tr.Outcome,
+    *,
+    after: int,
+    rate_limited_queues: frozenset[str] = frozenset(),
+) -> WorkflowTaskGrant:
     """The grant of the workflow task ``outcome`` started (in the caller's transaction).
 
     The worker gets the events after event ``after``: 0 for the whole history, or the last
     ``WorkflowTaskStarted`` it processed when it may hold the run in its sticky cache. Events of
-    this transition come from memory; only older ones are read.
+    this transition come from memory; only older ones are read. ``rate_limited_queues`` (looked
+    up before the transaction, so nothing can fail after its commit) sets
+    ``activities_rate_limited``.
     """
     state = outcome.state
     task = state.workflow_task
@@ -45,4 +56,7 @@ async def grant(conn: Conn, key: RunKey, outcome: tr.Outcome, *, after: int) -> 
         if e.id > after
     ]
     token = WorkflowTaskToken(key, task.scheduled_event_id, task.started_event_id)
-    return WorkflowTaskGrant(token, state.workflow_type, task.task_queue, events, task.attempt)
+    limited = task.task_queue in rate_limited_queues
+    return WorkflowTaskGrant(
+        token, state.workflow_type, task.task_queue, events, task.attempt, limited
+    )

@@ -11,6 +11,7 @@ activity id (``tokens.ActivityTaskToken``). See docs/inline-activities.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from chronicle.history import commands as cmd
@@ -39,11 +40,11 @@ def validate(
             field="inline_results",
         )
     cancelled = {c.seq for c in commands if isinstance(c, cmd.RequestCancelActivity)}
-    scheduled = {
+    scheduled = Counter(
         c.activity_id or str(c.seq)
         for c in commands
         if isinstance(c, cmd.ScheduleActivity) and c.seq not in cancelled
-    }
+    )
     seen: set[str] = set()
     for activity_id in [*results, *started]:
         if activity_id not in scheduled:
@@ -51,11 +52,29 @@ def validate(
                 f"inline activity {activity_id!r} is not scheduled by this task's commands",
                 field="inline_results",
             )
+        if scheduled[activity_id] > 1:
+            raise errors.InvalidArgument(
+                f"inline activity {activity_id!r}: this task schedules two activities with that id",
+                field="inline_results",
+            )
         if activity_id in seen:
             raise errors.InvalidArgument(
                 f"inline activity {activity_id!r} is listed twice", field="inline_results"
             )
         seen.add(activity_id)
+
+
+def check_fresh(state: WorkflowState, activity_ids: Sequence[str]) -> None:
+    """``InvalidArgument`` when an inline activity's id is already taken by a pending activity
+    of the run (its inline token, which names it by id, would be ambiguous)."""
+    wanted = set(activity_ids)
+    for pending in state.pending_activities.values():
+        if pending.activity_id in wanted:
+            raise errors.InvalidArgument(
+                f"inline activity {pending.activity_id!r}: an activity with that id is already "
+                "pending",
+                field="inline_results",
+            )
 
 
 def completed_events(

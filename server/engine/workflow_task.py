@@ -37,6 +37,7 @@ async def dispatch(
 ) -> grants.WorkflowTaskGrant | None:
     """Lease the next workflow task of the queue and start it; None when the queue is empty."""
     sticky_timeout = services.config.sticky_timeout
+    limited = frozenset(await services.rate_limits.rates(namespace))
 
     async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
         while True:
@@ -54,7 +55,7 @@ async def dispatch(
                 continue  # the row is deleted with this transaction: it was stale
             sticky = bool(identity) and outcome.decision.result == identity
             after = outcome.previous.last_completed_started_event_id if sticky else 0
-            return await grants.grant(conn, key, outcome, after=after)
+            return await grants.grant(conn, key, outcome, after=after, rate_limited_queues=limited)
 
     return await db.in_transaction(services.pool, body)
 
@@ -159,6 +160,7 @@ async def complete(
             new_run_id=new_run_id,
             config=services.config,
         )
+        inline.check_fresh(state, [*(inline_results or {}), *inline_started])
         new = [completed, *command_events]
         new += inline.completed_events(state, new, inline_results or {}, identity=identity)
         return tr.Decision(events=new, sticky_identity=identity, last_workflow_task_failure=None)
@@ -168,7 +170,9 @@ async def complete(
     # A rate-limited queue's activities go through its queue, whose dispatch enforces the limit
     # for every worker (a queue becomes limited when a worker polls it with a limit).
     limited = (
-        frozenset(await services.rate_limits.rates(token.key.namespace)) if eager else frozenset()
+        frozenset(await services.rate_limits.rates(token.key.namespace))
+        if eager or eager_workflow_task
+        else frozenset()
     )
 
     def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:
@@ -204,7 +208,13 @@ async def complete(
             and next_task.started_event_id
             and any(e.id == next_task.started_event_id for e in outcome.events)
         ):
-            granted = await grants.grant(conn, token.key, outcome, after=token.started_event_id)
+            granted = await grants.grant(
+                conn,
+                token.key,
+                outcome,
+                after=token.started_event_id,
+                rate_limited_queues=limited,
+            )
         return Completion(list(outcome.extra or []), granted)
 
     completion = await db.in_transaction(services.pool, body)

@@ -329,15 +329,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 ),
                 task_queue=grant.task_queue,
             )
-        return await self._workflow_task_proto(grant)
-
-    async def _workflow_task_proto(
-        self, grant: grants.WorkflowTaskGrant
-    ) -> service_pb2.PollWorkflowTaskResponse:
-        """The task message, telling the worker whether the run's queue is rate-limited (then
-        its activities must go through the queue, not run inline)."""
-        limited = await self._services.rate_limits.rates(grant.token.key.namespace)
-        return _workflow_task_proto(grant, rate_limited=grant.task_queue in limited)
+        return _workflow_task_proto(grant)
 
     @rpc
     async def CompleteWorkflowTask(
@@ -350,6 +342,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             item.activity_id: wire.optional_payload_from_proto(item, "result")
             for item in request.inline_results
         }
+        check_values(
+            [p for p in inline_results.values() if p is not None], self._limit, "inline_results"
+        )
         if len(inline_results) < len(request.inline_results):
             raise errors.InvalidArgument(
                 "an inline activity is listed twice", field="inline_results"
@@ -370,7 +365,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             activity_tasks=[_activity_task_proto(grant) for grant in completion.activity_tasks]
         )
         if completion.workflow_task is not None:
-            granted = await self._workflow_task_proto(completion.workflow_task)
+            granted = _workflow_task_proto(completion.workflow_task)
             response.workflow_task.CopyFrom(granted)
         return response
 
@@ -428,7 +423,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         response = service_pb2.CompleteActivityTaskResponse()
         if grant is not None:
-            response.workflow_task.CopyFrom(await self._workflow_task_proto(grant))
+            response.workflow_task.CopyFrom(_workflow_task_proto(grant))
         return response
 
     @rpc
@@ -494,12 +489,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 del self._sessions[key]
 
 
-def _workflow_task_proto(
-    grant: grants.WorkflowTaskGrant, *, rate_limited: bool
-) -> service_pb2.PollWorkflowTaskResponse:
+def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:
     key = grant.token.key
     return service_pb2.PollWorkflowTaskResponse(
-        activities_rate_limited=rate_limited,
+        activities_rate_limited=grant.activities_rate_limited,
         task_token=grant.token.encode(),
         workflow_execution=common_pb2.WorkflowExecution(
             workflow_id=key.workflow_id, run_id=key.run_id

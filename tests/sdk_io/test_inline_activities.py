@@ -18,6 +18,7 @@ from chronicle.sdk.workflow import workflow
 from tests.sdk_io.helpers import eventually
 
 FAST = RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=3)
+ONCE = RetryPolicy(maximum_attempts=1)
 RUNS: list[tuple[str, int]] = []
 
 
@@ -40,6 +41,30 @@ async def fails_once() -> int:
     if attempt == 1:
         raise RuntimeError("first attempt fails")
     return attempt
+
+
+COMPLETER: list[Client] = []
+
+
+@activity
+async def handed_off() -> None:
+    """Hands its token to a completer that answers at once, then completes asynchronously."""
+    token = activity_api.info().task_token
+    asyncio.get_running_loop().create_task(COMPLETER[0].complete_activity(token, 42))
+    activity_api.raise_complete_async()
+
+
+@activity
+def sync_step(i: int) -> int:
+    return i + 1
+
+
+@workflow
+async def chain(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await workflow.execute_activity("sync_step", x, retry=ONCE)
+    return x
 
 
 @workflow
@@ -133,3 +158,27 @@ async def test_an_inline_activity_that_fails_is_retried_by_its_policy(client: Cl
 def test_a_negative_budget_is_refused(client: Client) -> None:
     with pytest.raises(ValueError, match="inline_activity_budget"):
         Worker(client, task_queue="t", workflows=[one], inline_activity_budget=-1)
+
+
+async def test_an_inline_activity_completed_asynchronously_at_once(client: Client) -> None:
+    COMPLETER[:] = [client]
+    async with Worker(client, task_queue="t", workflows=[one], activities=[handed_off]):
+        handle = await client.start(one, "handed_off", id="inline-async", task_queue="t")
+        assert await asyncio.wait_for(handle.result(), 10) == 42
+
+
+async def test_shutdown_in_the_middle_of_a_chain_fails_no_activity(client: Client) -> None:
+    """Draining workers run nothing inline or eagerly any more: the chain's next activities are
+    queued for other workers, none fails on a closed thread pool."""
+    worker = Worker(client, task_queue="t", workflows=[chain], activities=[sync_step])
+    async with worker:
+        handle = await client.start(chain, 100_000, id="inline-drain", task_queue="t")
+
+        async def some_steps() -> Any:
+            history = await handle.history()
+            return True if sum(e.type == "ActivityCompleted" for e in history) >= 20 else None
+
+        await eventually(some_steps, interval=0.02)
+    history = await handle.history()
+    assert not [e for e in history if e.type in ("ActivityFailed", "WorkflowFailed")]
+    await handle.terminate(reason="test over")

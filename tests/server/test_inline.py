@@ -4,6 +4,7 @@ an activity-id token, and bad inline lists refused with nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -145,6 +146,7 @@ async def test_a_still_running_inline_activity_is_started_for_the_worker(stub) -
             [],
             "cannot accompany a command that closes",
         ),
+        ([_schedule("a", 1), _schedule("a", 2)], ["a"], [], "two activities with that id"),
     ],
 )
 async def test_bad_inline_lists_are_refused_and_change_nothing(
@@ -175,3 +177,77 @@ async def test_a_malformed_inline_token_is_invalid(stub) -> None:
         await stub.CompleteActivityTask(pb.CompleteActivityTaskRequest(task_token=token))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "task_token" in info.value.details()
+
+
+async def test_an_oversized_inline_result_is_refused(server, stub) -> None:
+    task = await _first_task(stub, "inline-big")
+    big = payload_proto("x" * (server.config.max_payload_bytes + 10))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(
+                task_token=task.task_token,
+                identity="w1",
+                commands=command_protos(_schedule("a")),
+                inline_results=[pb.InlineActivityResult(activity_id="a", result=big)],
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inline_results[0]" in info.value.details()
+
+
+async def test_an_inline_id_already_pending_is_refused(stub) -> None:
+    """An inline token names its activity by id: the id must not name an older pending one."""
+    task = await _first_task(stub, "inline-taken")
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(
+                _schedule("a", 1), commands.StartTimer(seq=1, duration=timedelta(milliseconds=1))
+            ),
+        )
+    )
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w1"), timeout=10
+    )
+    assert task.task_token
+    before = await _history(stub, "inline-taken")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(
+                task_token=task.task_token,
+                identity="w1",
+                commands=command_protos(_schedule("a", 2)),
+                inline_started_activity_ids=["a"],
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "already pending" in info.value.details()
+    assert len(await _history(stub, "inline-taken")) == len(before)
+
+
+async def test_an_inline_token_used_before_its_schedule_is_recorded_waits_for_it(stub) -> None:
+    """An async completer may get the token while the workflow-task completion that records the
+    activity is still in flight: its report waits for that completion instead of failing."""
+    task = await _first_task(stub, "inline-early")
+    token = _token("inline-early", task.workflow_execution.run_id, "a")
+    early = asyncio.ensure_future(
+        stub.CompleteActivityTask(
+            pb.CompleteActivityTaskRequest(task_token=token, result=payload_proto(42))
+        )
+    )
+    await asyncio.sleep(0.2)
+    assert not early.done()  # waiting: the workflow task that schedules "a" is in flight
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(_schedule("a")),
+            inline_started_activity_ids=["a"],
+        )
+    )
+    await asyncio.wait_for(early, 10)
+    [completed] = [
+        e for e in await _history(stub, "inline-early") if e.event_type == "ActivityCompleted"
+    ]
+    assert attributes(completed).result == payload(42)
