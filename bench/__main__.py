@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5|la] [--database-url URL]``.
 
+``--worker-arg=ARG`` (repeatable) passes ARG to ``chronicle worker``, e.g. for an A/B of inline
+activities: ``python -m bench w1 --worker-arg=--inline-activity-budget=0``.
+
 Starts its own Postgres (embedded unless ``--database-url`` or $CHRONICLE_DATABASE_URL is set),
 a server subprocess and worker subprocesses, runs each workload, checks every result (a fast
 wrong answer fails the run), and prints one table. Figures are measured, never asserted.
@@ -227,12 +230,14 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
 }
 
 
-async def main_async(selected: list[str], database_url: str | None) -> Results:
+async def main_async(
+    selected: list[str], database_url: str | None, worker_args: tuple[str, ...] = ()
+) -> Results:
     """Start the stack, run the selected workloads, stop the stack."""
     results = Results()
     with (
         tempfile.TemporaryDirectory(prefix="chronicle-bench-") as tmp,
-        Stack(tmp, database_url, TASK_QUEUE) as stack,
+        Stack(tmp, database_url, TASK_QUEUE, worker_args) as stack,
     ):
         await postgres_facts(stack.database_url, results)
         stack.start_worker()
@@ -265,6 +270,14 @@ def main() -> None:
         "workloads", nargs="*", default=["all"], help="all (default) or any of w1 w2 w3 w4 w5 la"
     )
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an option for `chronicle worker` (repeatable), e.g. "
+        "--worker-arg=--inline-activity-budget=0",
+    )
     options = parser.parse_args()
     selected = (
         ["w1", "w2", "w3", "w4", "w5", "la"] if "all" in options.workloads else options.workloads
@@ -272,7 +285,10 @@ def main() -> None:
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
-    print_table(asyncio.run(main_async(selected, options.database_url)))
+    results = asyncio.run(main_async(selected, options.database_url, tuple(options.worker_arg)))
+    if options.worker_arg:
+        results.add("env", "worker options", " ".join(options.worker_arg))
+    print_table(results)
     sys.exit(0)
 
 

@@ -43,8 +43,15 @@ def _wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float) 
 class Stack:
     """Context manager: Postgres (embedded unless a URL is given), a server, workers."""
 
-    def __init__(self, workdir: str, database_url: str | None, task_queue: str) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        database_url: str | None,
+        task_queue: str,
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = Path(workdir)
+        self.worker_args = worker_args
         self.task_queue = task_queue
         self._given_url = database_url
         self._postgres: object | None = None
@@ -94,6 +101,7 @@ class Stack:
             self.task_queue,
             "--address",
             self.address,
+            *self.worker_args,
         ]
         worker = subprocess.Popen(
             argv,
