@@ -208,16 +208,7 @@ async def transition(
     of an open run before they are written (eager activity dispatch); its result is
     ``Outcome.extra``.
     """
-    row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
-    if row is None:
-        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
-    state = codec.state_from_json(row["state"])
-    ids = activity_ids(state) if callable(activity_ids) else activity_ids
-    activities: dict[int, ActivityInfo] = {}
-    if ids:
-        for act in await conn.fetch(sql.LOCK_ACTIVITIES, *key.params(), list(ids)):
-            info = ActivityInfo.from_record(act)
-            activities[info.scheduled_event_id] = info
+    row, state, activities = await _lock(conn, key, activity_ids)
     when = now or utcnow()
     context = Context(
         key=key,
@@ -265,6 +256,38 @@ async def transition(
     if state.is_open and not planned.state.is_open:
         await _after_close(conn, key, row, state, planned.state, when)
     return Outcome(decision, planned.state, planned.events, state, extra)
+
+
+async def _lock(
+    conn: Conn,
+    key: RunKey,
+    activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]],
+) -> tuple[Any, WorkflowState, dict[int, ActivityInfo]]:
+    """Lock the execution row, then the selected ``activities`` rows; decode both.
+
+    A static list of ids is locked in the same round trip as the execution
+    (``LOCK_EXECUTION_AND_ACTIVITIES``); ids that depend on the state need a second one.
+    """
+    activities: dict[int, ActivityInfo] = {}
+    if callable(activity_ids) or not activity_ids:
+        row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
+        if row is None:
+            raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
+        state = codec.state_from_json(row["state"])
+        ids = activity_ids(state) if callable(activity_ids) else ()
+        if ids:
+            for act in await conn.fetch(sql.LOCK_ACTIVITIES, *key.params(), list(ids)):
+                info = ActivityInfo.from_record(act)
+                activities[info.scheduled_event_id] = info
+        return row, state, activities
+    found = await conn.fetch(sql.LOCK_EXECUTION_AND_ACTIVITIES, *key.params(), list(activity_ids))
+    if not found:
+        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
+    for act in found:
+        if act["a_scheduled_event_id"] is not None:
+            info = ActivityInfo.from_record(act, prefix="a_")
+            activities[info.scheduled_event_id] = info
+    return found[0], codec.state_from_json(found[0]["state"]), activities
 
 
 async def _after_close(

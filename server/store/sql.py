@@ -197,6 +197,30 @@ FROM activities
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND scheduled_event_id = ANY($4::bigint[])
 FOR UPDATE"""
 
+LOCK_EXECUTION_AND_ACTIVITIES: Final = """
+WITH
+execution AS MATERIALIZED (
+    SELECT state, sticky_identity, last_workflow_task_failure, parent_namespace,
+           parent_workflow_id, parent_run_id, parent_initiated_event_id
+    FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+    FOR UPDATE
+),
+locked AS MATERIALIZED (
+    SELECT scheduled_event_id AS a_scheduled_event_id, state AS a_state, attempt AS a_attempt,
+           scheduled_time AS a_scheduled_time, attempt_scheduled_time AS a_attempt_scheduled_time,
+           started_time AS a_started_time, last_heartbeat_time AS a_last_heartbeat_time,
+           heartbeat_details::text AS a_heartbeat_details, last_failure::text AS a_last_failure,
+           last_worker_identity AS a_last_worker_identity, attributes::text AS a_attributes
+    FROM activities
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+      AND scheduled_event_id = ANY($4::bigint[]) AND EXISTS (SELECT FROM execution)
+    FOR UPDATE
+)
+SELECT * FROM execution LEFT JOIN locked ON true"""
+"""``LOCK_EXECUTION`` and ``LOCK_ACTIVITIES`` in one round trip: one row per locked activity
+(its columns prefixed ``a_``; NULL when none is found), no row when the run does not exist.
+The activities' ``EXISTS`` on ``execution`` keeps the lock order execution → activities."""
+
 LIST_ACTIVITIES: Final = """
 SELECT scheduled_event_id, state, attempt, scheduled_time, attempt_scheduled_time, started_time,
        last_heartbeat_time, heartbeat_details::text AS heartbeat_details,
