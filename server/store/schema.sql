@@ -30,7 +30,7 @@ CREATE TABLE executions (
     reset_from_run_id          text,
     reset_event_id             bigint,
     PRIMARY KEY (namespace, workflow_id, run_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);
 CREATE INDEX executions_by_type ON executions (namespace, workflow_type, start_time DESC);
 CREATE INDEX executions_by_start ON executions (namespace, start_time DESC);
