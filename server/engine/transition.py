@@ -149,6 +149,10 @@ async def write(
     tasks_in = list(changes.insert_tasks.values())
     timers_in = list(changes.insert_timers.values())
     acts_in = list(changes.insert_activities.values())
+    # delete_all removes every row of the run: the listed deletes would find the same rows
+    delete_tasks = [] if changes.delete_all else list(changes.delete_tasks)
+    delete_timers = [] if changes.delete_all else list(changes.delete_timers)
+    delete_activities = [] if changes.delete_all else list(changes.delete_activities)
     await conn.execute(
         sql.APPLY_TRANSITION,
         *key.params(),
@@ -164,19 +168,19 @@ async def write(
         failure_to_json(last_failure),
         write_execution,
         changes.delete_all,
-        [k for k, _ in changes.delete_tasks],
-        [s for _, s in changes.delete_tasks],
+        [k for k, _ in delete_tasks],
+        [s for _, s in delete_tasks],
         [r.kind for r in tasks_in],
         [r.task_queue for r in tasks_in],
         [r.scheduled_event_id for r in tasks_in],
         [r.sticky_identity for r in tasks_in],
-        [k for k, _ in changes.delete_timers],
-        [r for _, r in changes.delete_timers],
+        [k for k, _ in delete_timers],
+        [r for _, r in delete_timers],
         [t.kind for t in timers_in],
         [t.ref_id for t in timers_in],
         [t.attempt for t in timers_in],
         [t.fire_at for t in timers_in],
-        list(changes.delete_activities),
+        delete_activities,
         [a.scheduled_event_id for a in acts_in],
         [a.scheduled_time for a in acts_in],
         [a.attributes_json for a in acts_in],

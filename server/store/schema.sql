@@ -73,7 +73,7 @@ CREATE TABLE tasks (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX tasks_by_queue ON tasks (namespace, task_queue, kind, id);
-CREATE INDEX tasks_by_run ON tasks (namespace, workflow_id, run_id);
+CREATE INDEX tasks_by_run ON tasks (namespace, workflow_id, run_id, scheduled_event_id);
 
 CREATE TABLE timers (
     id          bigserial   PRIMARY KEY,
