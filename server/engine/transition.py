@@ -149,6 +149,10 @@ async def write(
     tasks_in = list(changes.insert_tasks.values())
     timers_in = list(changes.insert_timers.values())
     acts_in = list(changes.insert_activities.values())
+    # delete_all removes every row of the run: the listed deletes would find the same rows
+    delete_tasks = [] if changes.delete_all else list(changes.delete_tasks)
+    delete_timers = [] if changes.delete_all else list(changes.delete_timers)
+    delete_activities = [] if changes.delete_all else list(changes.delete_activities)
     await conn.execute(
         sql.APPLY_TRANSITION,
         *key.params(),
@@ -164,19 +168,19 @@ async def write(
         failure_to_json(last_failure),
         write_execution,
         changes.delete_all,
-        [k for k, _ in changes.delete_tasks],
-        [s for _, s in changes.delete_tasks],
+        [k for k, _ in delete_tasks],
+        [s for _, s in delete_tasks],
         [r.kind for r in tasks_in],
         [r.task_queue for r in tasks_in],
         [r.scheduled_event_id for r in tasks_in],
         [r.sticky_identity for r in tasks_in],
-        [k for k, _ in changes.delete_timers],
-        [r for _, r in changes.delete_timers],
+        [k for k, _ in delete_timers],
+        [r for _, r in delete_timers],
         [t.kind for t in timers_in],
         [t.ref_id for t in timers_in],
         [t.attempt for t in timers_in],
         [t.fire_at for t in timers_in],
-        list(changes.delete_activities),
+        delete_activities,
         [a.scheduled_event_id for a in acts_in],
         [a.scheduled_time for a in acts_in],
         [a.attributes_json for a in acts_in],
@@ -208,16 +212,7 @@ async def transition(
     of an open run before they are written (eager activity dispatch); its result is
     ``Outcome.extra``.
     """
-    row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
-    if row is None:
-        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
-    state = codec.state_from_json(row["state"])
-    ids = activity_ids(state) if callable(activity_ids) else activity_ids
-    activities: dict[int, ActivityInfo] = {}
-    if ids:
-        for act in await conn.fetch(sql.LOCK_ACTIVITIES, *key.params(), list(ids)):
-            info = ActivityInfo.from_record(act)
-            activities[info.scheduled_event_id] = info
+    row, state, activities = await _lock(conn, key, activity_ids)
     when = now or utcnow()
     context = Context(
         key=key,
@@ -265,6 +260,38 @@ async def transition(
     if state.is_open and not planned.state.is_open:
         await _after_close(conn, key, row, state, planned.state, when)
     return Outcome(decision, planned.state, planned.events, state, extra)
+
+
+async def _lock(
+    conn: Conn,
+    key: RunKey,
+    activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]],
+) -> tuple[Any, WorkflowState, dict[int, ActivityInfo]]:
+    """Lock the execution row, then the selected ``activities`` rows; decode both.
+
+    A static list of ids is locked in the same round trip as the execution
+    (``LOCK_EXECUTION_AND_ACTIVITIES``); ids that depend on the state need a second one.
+    """
+    activities: dict[int, ActivityInfo] = {}
+    if callable(activity_ids) or not activity_ids:
+        row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
+        if row is None:
+            raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
+        state = codec.state_from_json(row["state"])
+        ids = activity_ids(state) if callable(activity_ids) else ()
+        if ids:
+            for act in await conn.fetch(sql.LOCK_ACTIVITIES, *key.params(), list(ids)):
+                info = ActivityInfo.from_record(act)
+                activities[info.scheduled_event_id] = info
+        return row, state, activities
+    found = await conn.fetch(sql.LOCK_EXECUTION_AND_ACTIVITIES, *key.params(), list(activity_ids))
+    if not found:
+        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
+    for act in found:
+        if act["a_scheduled_event_id"] is not None:
+            info = ActivityInfo.from_record(act, prefix="a_")
+            activities[info.scheduled_event_id] = info
+    return found[0], codec.state_from_json(found[0]["state"]), activities
 
 
 async def _after_close(

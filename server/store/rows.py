@@ -78,21 +78,22 @@ class ActivityInfo:
     attributes: ev.ActivityScheduled
 
     @classmethod
-    def from_record(cls, row: Any) -> ActivityInfo:
-        """Decode a row selected by ``LOCK_ACTIVITIES`` / ``LIST_ACTIVITIES``."""
-        attributes = codec.decode_attributes("ActivityScheduled", row["attributes"])
+    def from_record(cls, row: Any, prefix: str = "") -> ActivityInfo:
+        """Decode a row selected by ``LOCK_ACTIVITIES`` / ``LIST_ACTIVITIES`` (or, with
+        ``prefix="a_"``, by ``LOCK_EXECUTION_AND_ACTIVITIES``)."""
+        attributes = codec.decode_attributes("ActivityScheduled", row[prefix + "attributes"])
         assert isinstance(attributes, ev.ActivityScheduled)
         return cls(
-            scheduled_event_id=row["scheduled_event_id"],
-            state=row["state"],
-            attempt=row["attempt"],
-            scheduled_time=row["scheduled_time"],
-            attempt_scheduled_time=row["attempt_scheduled_time"],
-            started_time=row["started_time"],
-            last_heartbeat_time=row["last_heartbeat_time"],
-            heartbeat_details=payloads_from_json(row["heartbeat_details"]),
-            last_failure=failure_from_json(row["last_failure"]),
-            last_worker_identity=row["last_worker_identity"],
+            scheduled_event_id=row[prefix + "scheduled_event_id"],
+            state=row[prefix + "state"],
+            attempt=row[prefix + "attempt"],
+            scheduled_time=row[prefix + "scheduled_time"],
+            attempt_scheduled_time=row[prefix + "attempt_scheduled_time"],
+            started_time=row[prefix + "started_time"],
+            last_heartbeat_time=row[prefix + "last_heartbeat_time"],
+            heartbeat_details=payloads_from_json(row[prefix + "heartbeat_details"]),
+            last_failure=failure_from_json(row[prefix + "last_failure"]),
+            last_worker_identity=row[prefix + "last_worker_identity"],
             attributes=attributes,
         )
 

@@ -30,7 +30,7 @@ CREATE TABLE executions (
     reset_from_run_id          text,
     reset_event_id             bigint,
     PRIMARY KEY (namespace, workflow_id, run_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);
 CREATE INDEX executions_by_type ON executions (namespace, workflow_type, start_time DESC);
 CREATE INDEX executions_by_start ON executions (namespace, start_time DESC);
@@ -73,7 +73,7 @@ CREATE TABLE tasks (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX tasks_by_queue ON tasks (namespace, task_queue, kind, id);
-CREATE INDEX tasks_by_run ON tasks (namespace, workflow_id, run_id);
+CREATE INDEX tasks_by_run ON tasks (namespace, workflow_id, run_id, scheduled_event_id);
 
 CREATE TABLE timers (
     id          bigserial   PRIMARY KEY,

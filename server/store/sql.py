@@ -142,10 +142,17 @@ upd_current AS (
 del_tasks AS (
     DELETE FROM tasks WHERE id IN (
         SELECT t.id FROM tasks t
-        WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-          AND ($15::boolean OR (t.kind, t.scheduled_event_id) IN (
-                SELECT k, s FROM unnest($16::text[], $17::bigint[]) AS d(k, s)))
+        WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
         FOR UPDATE SKIP LOCKED)
+),
+del_listed_tasks AS (
+    DELETE FROM tasks WHERE id IN (
+        SELECT t.id FROM tasks t
+        WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+          AND t.scheduled_event_id = ANY($17::bigint[])
+          AND (t.kind, t.scheduled_event_id) IN (
+                SELECT k, s FROM unnest($16::text[], $17::bigint[]) AS d(k, s))
+        FOR UPDATE OF t SKIP LOCKED)
 ),
 ins_tasks AS (
     INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
@@ -155,9 +162,13 @@ ins_tasks AS (
 ),
 del_timers AS (
     DELETE FROM timers t
+    WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+),
+del_listed_timers AS (
+    DELETE FROM timers t
     WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-      AND ($15::boolean OR (t.kind, t.ref_id) IN (
-            SELECT k, r FROM unnest($22::text[], $23::bigint[]) AS d(k, r)))
+      AND t.ref_id = ANY($23::bigint[])
+      AND (t.kind, t.ref_id) IN (SELECT k, r FROM unnest($22::text[], $23::bigint[]) AS d(k, r))
 ),
 ins_timers AS (
     INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
@@ -166,8 +177,12 @@ ins_timers AS (
 ),
 del_activities AS (
     DELETE FROM activities a
+    WHERE (SELECT $15::boolean) AND a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
+),
+del_listed_activities AS (
+    DELETE FROM activities a
     WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
-      AND ($15::boolean OR a.scheduled_event_id = ANY($28::bigint[]))
+      AND a.scheduled_event_id = ANY($28::bigint[])
 ),
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
@@ -178,6 +193,12 @@ ins_activities AS (
     FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
 )
 SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
+"""A transition's whole write. The listed deletes find their rows by index (the listed ids are
+index conditions), so their cost does not grow with the run's pending rows; ``$15`` (the run
+closed) deletes every row of the run, and the caller then lists none. ``$15`` is read through
+``(SELECT $15)`` so that a custom plan cannot prune the branch it switches off: the custom and
+the generic plan then cost the same and Postgres keeps the cached generic plan (else it would
+replan this statement, ≈ 0.4 ms, on every call). See docs/sqlfast.md."""
 
 INSERT_FOREIGN_TIMER: Final = """
 WITH ins AS (
@@ -196,6 +217,30 @@ SELECT scheduled_event_id, state, attempt, scheduled_time, attempt_scheduled_tim
 FROM activities
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND scheduled_event_id = ANY($4::bigint[])
 FOR UPDATE"""
+
+LOCK_EXECUTION_AND_ACTIVITIES: Final = """
+WITH
+execution AS MATERIALIZED (
+    SELECT state, sticky_identity, last_workflow_task_failure, parent_namespace,
+           parent_workflow_id, parent_run_id, parent_initiated_event_id
+    FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+    FOR UPDATE
+),
+locked AS MATERIALIZED (
+    SELECT scheduled_event_id AS a_scheduled_event_id, state AS a_state, attempt AS a_attempt,
+           scheduled_time AS a_scheduled_time, attempt_scheduled_time AS a_attempt_scheduled_time,
+           started_time AS a_started_time, last_heartbeat_time AS a_last_heartbeat_time,
+           heartbeat_details::text AS a_heartbeat_details, last_failure::text AS a_last_failure,
+           last_worker_identity AS a_last_worker_identity, attributes::text AS a_attributes
+    FROM activities
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+      AND scheduled_event_id = ANY($4::bigint[]) AND EXISTS (SELECT FROM execution)
+    FOR UPDATE
+)
+SELECT * FROM execution LEFT JOIN locked ON true"""
+"""``LOCK_EXECUTION`` and ``LOCK_ACTIVITIES`` in one round trip: one row per locked activity
+(its columns prefixed ``a_``; NULL when none is found), no row when the run does not exist.
+The activities' ``EXISTS`` on ``execution`` keeps the lock order execution → activities."""
 
 LIST_ACTIVITIES: Final = """
 SELECT scheduled_event_id, state, attempt, scheduled_time, attempt_scheduled_time, started_time,
