@@ -198,7 +198,7 @@ index conditions), so their cost does not grow with the run's pending rows; ``$1
 closed) deletes every row of the run, and the caller then lists none. ``$15`` is read through
 ``(SELECT $15)`` so that a custom plan cannot prune the branch it switches off: the custom and
 the generic plan then cost the same and Postgres keeps the cached generic plan (else it would
-replan this statement, ≈ 0.4 ms, on every call). See docs/sqlfast.md."""
+replan this statement, ≈ 0.4 ms, on every call). See docs/transition-sql.md."""
 
 INSERT_FOREIGN_TIMER: Final = """
 WITH ins AS (
