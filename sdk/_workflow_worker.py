@@ -48,12 +48,12 @@ from chronicle.sdk import _grpc
 from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
+from chronicle.sdk._history_pages import fetch_history
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._inline import MAX_INLINE, InlineBatch
 from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
-from chronicle.sdk.client import fetch_history
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
 __all__ = ["WorkflowWorker"]
