@@ -4,12 +4,14 @@ The worker feeds it new events (``activate``); it splits them into activations
 (``_activation.py``), applies each activation's jobs (start the function, deliver signals,
 resolve activities/timers/children, cancel), runs the deterministic loop until nothing can
 progress, checks replayed commands against the history (``_replay.py``) and returns the live
-activation's commands. It implements ``WorkflowRuntime`` for ``workflow.*``.
+activation's commands. It implements ``WorkflowRuntime`` for ``workflow.*``, handing each
+concern to its own part: durable calls (``_calls.py``), signals (``_signals.py``), updates
+(``_updates.py``), conditions (``_conditions.py``), local activities (``_local.py``).
 
-Outcome policy (STYLE.md): returning completes the workflow; an uncaught ``FailureError`` fails
-it; ``CancelledError`` after a cancellation request cancels it; any other exception, and
-nondeterminism, fail the workflow *task* (``WorkflowTaskError``), which the server retries.
-After ``activate`` raised, the instance is unusable: evict it (``close()``).
+Outcome policy (STYLE.md, ``_outcome.py``): returning completes the workflow; an uncaught
+``FailureError`` fails it; ``CancelledError`` after a cancellation request cancels it; any other
+exception, and nondeterminism, fail the workflow *task* (``WorkflowTaskError``), which the server
+retries. After ``activate`` raised, the instance is unusable: evict it (``close()``).
 """
 
 from __future__ import annotations
@@ -19,38 +21,33 @@ import inspect
 import logging
 import random
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, NoReturn
 
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
-from chronicle.history.events import WorkflowTaskFailedCause
 from chronicle.history.payloads import (
     PayloadEncodingError,
     from_payload,
     from_payloads,
     to_payload,
 )
-from chronicle.history.values import Failure, FailureKind, Payload
+from chronicle.history.values import Payload
 from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
+from chronicle.sdk._calls import DurableCalls, encode_arguments
 from chronicle.sdk._child import ChildWorkflowHandle
 from chronicle.sdk._commands import (
     CommandBuffer,
     Emitted,
-    PendingActivity,
-    PendingChild,
-    PendingTimer,
     call_site,
 )
+from chronicle.sdk._conditions import Conditions
 from chronicle.sdk._definitions import (
     ActivityDefinition,
     ActivityOptions,
     WorkflowDefinition,
-    hints_of,
 )
 from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._guards import install as install_guards
@@ -61,57 +58,21 @@ from chronicle.sdk._local import (
     LocalOutcome,
 )
 from chronicle.sdk._loop import new_loop
+from chronicle.sdk._outcome import ContinueAsNewRequest, run_outcome, task_error
 from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._signals import SignalHandlers
 from chronicle.sdk._stack import STACK_QUERY, workflow_frames, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
 from chronicle.sdk.errors import (
     ApplicationError,
-    CancelledFailure,
-    FailureError,
     NondeterminismError,
     StaleInstanceError,
     WorkflowTaskError,
-    exception_to_failure,
-    failure_to_exception,
 )
 
 __all__ = ["WorkflowInstance"]
 
 _log = logging.getLogger("chronicle.workflow")
-
-
-class _ContinueAsNewRequest(BaseException):
-    """Raised by ``workflow.continue_as_new``; a BaseException so ``except Exception`` in user
-    code cannot swallow it."""
-
-    def __init__(self, command: cmd.ContinueAsNew) -> None:
-        super().__init__("continue as new")
-        self.command = command
-
-
-def _task_error(message: str, exc: BaseException | None = None) -> WorkflowTaskError:
-    failure = (
-        exception_to_failure(exc)
-        if exc is not None
-        else Failure(message=message, type="WorkflowTaskError")
-    )
-    return WorkflowTaskError(message, cause=WorkflowTaskFailedCause.WORKFLOW_ERROR, failure=failure)
-
-
-def _encode_args(what: str, args: Sequence[Any]) -> tuple[Payload, ...]:
-    out: list[Payload] = []
-    for position, value in enumerate(args, start=1):
-        try:
-            out.append(to_payload(value))
-        except PayloadEncodingError as exc:
-            raise PayloadEncodingError(f"argument {position} of {what}: {exc}") from exc
-    return tuple(out)
-
-
-def _signal_value(values: list[Any]) -> Any:
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 class WorkflowInstance:
@@ -128,14 +89,10 @@ class WorkflowInstance:
         self._buffer = CommandBuffer()
         name = f"workflow {info.workflow_type} {info.workflow_id} run {info.run_id}"
         self._loop = new_loop(self, name=name, runtime=self)
-        self._loop.ignored_errors = (_ContinueAsNewRequest,)
+        self._loop.ignored_errors = (ContinueAsNewRequest,)
         self._reader = ActivationReader()
         self._index = SeqIndex()
-        self._seqs: dict[str, int] = defaultdict(int)
-        self._activities: dict[int, PendingActivity] = {}
-        self._timers: dict[int, PendingTimer] = {}
-        self._children: dict[int, PendingChild] = {}
-        self._external_signals: dict[int, asyncio.Future[None]] = {}
+        self._calls = DurableCalls(self._loop, self._buffer, info, self._index)
         self._locals = LocalActivities(self._buffer)
         self._suspended = False
         self._random = random.Random(0)
@@ -146,12 +103,10 @@ class WorkflowInstance:
         self._closed = False
         self._broken: BaseException | None = None
         self._handler_error: BaseException | None = None
-        self._signal_handlers: dict[str, Callable[..., Any]] = {}
-        self._signal_buffer: dict[str, deque[tuple[Payload, ...]]] = defaultdict(deque)
-        self._signal_waiters: dict[str, deque[asyncio.Future[Any]]] = defaultdict(deque)
+        self._signals = SignalHandlers(self._loop, info, self.is_replaying, self._handler_done)
         self._query_handlers: dict[str, Callable[..., Any]] = {}
         self._updates = UpdateHandlers(self._loop, self._buffer, name, self._handler_done)
-        self._conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._conditions = Conditions(self._loop)
         self._patches: dict[str, bool] = {}
         self._recorded_now: list[ev.Event] = []
         self._unverified: list[Emitted] = []
@@ -209,7 +164,7 @@ class WorkflowInstance:
             raise
         except Exception as exc:  # anything else still fails the task, with its failure
             self._broken = exc
-            raise _task_error(f"workflow {self._definition.name}: {exc!r}", exc) from exc
+            raise task_error(f"workflow {self._definition.name}: {exc!r}", exc) from exc
         except BaseException as exc:
             self._broken = exc
             raise
@@ -257,10 +212,10 @@ class WorkflowInstance:
         """Run until quiescent; waiting local activities are resolved from the history
         (replay) or suspend the activation (live: None, the worker runs them)."""
         while True:
-            self._loop.run_until_quiescent(self._check_conditions)
+            self._loop.run_until_quiescent(self._conditions.check)
             if self._loop.errors:
                 error = self._loop.errors[0]
-                raise _task_error(f"workflow callback raised {error!r}", error) from error
+                raise task_error(f"workflow callback raised {error!r}", error) from error
             due = self._locals.due
             if not due:
                 break
@@ -275,7 +230,9 @@ class WorkflowInstance:
                 )
         self._updates.reject_waiting()
         emitted = self._buffer.take()
-        close = self._outcome()
+        close = run_outcome(
+            self._root, self._handler_error, self._cancel_requested, self._definition.name
+        )
         if close is not None:
             emitted.append(Emitted(close))
             self._closed = True
@@ -309,17 +266,15 @@ class WorkflowInstance:
         if isinstance(a, ev.WorkflowStarted):
             self._start(a)
         elif isinstance(a, ev.SignalReceived):
-            self._deliver_signal(a.signal_name, a.input)
+            self._signals.deliver(a.signal_name, a.input)
         elif isinstance(a, ev.UpdateAccepted):
             self._updates.accept(a)
         elif isinstance(
             a, ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled
         ):
-            self._resolve_activity(a)
+            self._calls.resolve_activity(a)
         elif isinstance(a, ev.TimerFired):
-            timer = self._timers.pop(self._index.timers.get(a.started_event_id, 0), None)
-            if timer is not None:
-                timer.fire()
+            self._calls.fire_timer(a)
         elif isinstance(
             a,
             ev.ChildWorkflowStarted
@@ -327,15 +282,9 @@ class WorkflowInstance:
             | ev.ChildWorkflowCompleted
             | ev.ChildWorkflowFailed,
         ):
-            self._resolve_child(a)
+            self._calls.resolve_child(a)
         elif isinstance(a, ev.ExternalSignalResolved):
-            seq = self._index.externals.get(a.initiated_event_id, 0)
-            future = self._external_signals.pop(seq, None)
-            if future is not None and not future.done():
-                if a.failure is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(failure_to_exception(a.failure))
+            self._calls.resolve_external_signal(a)
         elif isinstance(a, ev.WorkflowCancelRequested):
             self._cancel_requested = True
             if self._root is not None and not self._root.done():
@@ -346,90 +295,11 @@ class WorkflowInstance:
         try:
             args = from_payloads(started.input, self._definition.arg_hints)
         except PayloadEncodingError as exc:
-            raise _task_error(
+            raise task_error(
                 f"cannot decode the input of workflow {self._definition.name}: {exc}", exc
             ) from exc
         coroutine = self._definition.fn(*args)
         self._root = self._loop.create_task(coroutine, name=self._loop.name)
-
-    def _resolve_activity(
-        self,
-        a: ev.ActivityCompleted | ev.ActivityFailed | ev.ActivityTimedOut | ev.ActivityCanceled,
-    ) -> None:
-        pending = self._activities.pop(self._index.activities.get(a.scheduled_event_id, 0), None)
-        if pending is None:
-            return  # abandoned, or cancelled before it was sent
-        if isinstance(a, ev.ActivityCompleted):
-            pending.resolve_completed(a.result)
-        elif isinstance(a, ev.ActivityFailed):
-            pending.resolve_failed(a.failure, a.attempt)
-        elif isinstance(a, ev.ActivityTimedOut):
-            failure = a.failure
-            if failure.kind is not FailureKind.TIMEOUT:  # the cause must say "timeout"
-                failure = replace(failure, kind=FailureKind.TIMEOUT, timeout_type=a.timeout_type)
-            pending.resolve_failed(failure, a.attempt, f"timed out ({a.timeout_type})")
-        else:
-            pending.resolve_cancelled()
-
-    def _resolve_child(
-        self,
-        a: ev.ChildWorkflowStarted
-        | ev.ChildWorkflowStartFailed
-        | ev.ChildWorkflowCompleted
-        | ev.ChildWorkflowFailed,
-    ) -> None:
-        seq = self._index.children.get(a.initiated_event_id, 0)
-        if isinstance(a, ev.ChildWorkflowStarted):
-            child = self._children.get(seq)
-            if child is not None:
-                child.resolve_started(a.run_id)
-            return
-        child = self._children.pop(seq, None)
-        if child is None:
-            return
-        if isinstance(a, ev.ChildWorkflowCompleted):
-            child.resolve_completed(a.result)
-        elif isinstance(a, ev.ChildWorkflowStartFailed):
-            child.resolve_failed(a.failure, "could not start")
-        else:
-            child.resolve_failed(a.failure)
-
-    # ------------------------------------------------------------ outcome
-
-    def _outcome(self) -> cmd.Command | None:
-        error = self._handler_error
-        root = self._root
-        if error is None:
-            if root is None or not root.done():
-                return None
-            if root.cancelled():
-                error = asyncio.CancelledError()
-            else:
-                error = root.exception()
-                if error is None:
-                    try:
-                        return cmd.CompleteWorkflow(result=to_payload(root.result()))
-                    except PayloadEncodingError as exc:
-                        raise _task_error(
-                            f"cannot encode the result of workflow {self._definition.name}: {exc}",
-                            exc,
-                        ) from exc
-        if isinstance(error, _ContinueAsNewRequest):
-            return error.command
-        if isinstance(error, asyncio.CancelledError):
-            if self._cancel_requested:
-                return cmd.CancelWorkflow()
-            failure = exception_to_failure(CancelledFailure("the workflow cancelled itself"))
-            return cmd.FailWorkflow(failure=failure)
-        if isinstance(error, FailureError):
-            return cmd.FailWorkflow(failure=error.failure)
-        if isinstance(error, WorkflowTaskError):
-            raise error
-        if isinstance(error, Exception):
-            raise _task_error(
-                f"workflow {self._definition.name} raised {type(error).__name__}: {error}", error
-            ) from error
-        raise error
 
     # ------------------------------------------------------------ WorkflowRuntime
 
@@ -453,41 +323,11 @@ class WorkflowInstance:
         """True while re-running a recorded workflow task."""
         return self._replaying
 
-    def _next(self, kind: str) -> int:
-        self._seqs[kind] += 1
-        return self._seqs[kind]
-
     def start_activity(
         self, name: str, args: Sequence[Any], options: ActivityOptions, return_hint: Any
     ) -> Coroutine[Any, Any, Any]:
         """Schedule activity ``name`` now (seq allocated at the call); await the result."""
-        payloads = _encode_args(name, args)
-        site = call_site()
-        seq = self._next("activity")
-        command = cmd.ScheduleActivity(
-            seq=seq,
-            activity_id=str(seq),
-            activity_type=name,
-            task_queue=options.task_queue or "",
-            input=payloads,
-            schedule_to_close_timeout=options.schedule_to_close_timeout,
-            schedule_to_start_timeout=options.schedule_to_start_timeout,
-            start_to_close_timeout=options.start_to_close_timeout,
-            heartbeat_timeout=options.heartbeat_timeout,
-            retry_policy=options.retry,
-            call_site=site,
-        )
-        pending = PendingActivity(
-            self._loop,
-            self._buffer,
-            command,
-            return_hint,
-            options.cancellation_type,
-            self._forget_activity,
-        )
-        self._activities[seq] = pending
-        self._buffer.add(command, site)
-        return pending.wait()
+        return self._calls.start_activity(name, args, options, return_hint)
 
     def start_local_activity(
         self,
@@ -499,33 +339,23 @@ class WorkflowInstance:
     ) -> Coroutine[Any, Any, Any]:
         """Ask the worker to run a local activity (``_local.py``); await its recorded outcome."""
         request = LocalActivityRequest(
-            seq=self._next("local_activity"),
+            seq=self._calls.next_seq("local_activity"),
             activity_type=name,
             definition=definition,
-            input=_encode_args(name, args),
+            input=encode_arguments(name, args),
             options=options,
             workflow=self._info,
             scheduled_time=self._now,
         )
         return self._locals.start(self._loop, request, return_hint)
 
-    def _forget_activity(self, seq: int) -> None:
-        self._activities.pop(seq, None)
-
     def start_timer(self, duration: timedelta, fire: Callable[[], None]) -> int:
         """``TimerService``: record a StartTimer; ``fire`` runs on TimerFired."""
-        site = call_site()
-        seq = self._next("timer")
-        command = cmd.StartTimer(seq=seq, duration=duration, call_site=site)
-        self._timers[seq] = PendingTimer(seq, command, fire)
-        self._buffer.add(command, site)
-        return seq
+        return self._calls.start_timer(duration, fire)
 
     def cancel_timer(self, seq: int) -> None:
         """``TimerService``: cancel timer ``seq`` (drop its StartTimer if not sent yet)."""
-        timer = self._timers.pop(seq, None)
-        if timer is not None and not self._buffer.remove(timer.command):
-            self._buffer.add(cmd.CancelTimer(seq=seq))
+        self._calls.cancel_timer(seq)
 
     def start_child(
         self,
@@ -540,165 +370,32 @@ class WorkflowInstance:
         return_hint: Any,
     ) -> ChildWorkflowHandle[Any]:
         """Start a child workflow now (seq allocated at the call); its handle."""
-        payloads = _encode_args(workflow_type, args)
-        site = call_site()
-        seq = self._next("child")
-        command = cmd.StartChildWorkflow(
-            seq=seq,
-            workflow_id=workflow_id or f"{self._info.workflow_id}-child-{seq}",
-            workflow_type=workflow_type,
-            task_queue=task_queue or "",
-            input=payloads,
-            parent_close_policy=parent_close_policy,
+        return self._calls.start_child(
+            workflow_type,
+            args,
+            workflow_id=workflow_id,
+            task_queue=task_queue,
             execution_timeout=execution_timeout,
             run_timeout=run_timeout,
-            call_site=site,
+            parent_close_policy=parent_close_policy,
+            return_hint=return_hint,
         )
-        child = PendingChild(
-            self._loop, self._buffer, command, return_hint, self._forget_child, self._cancel_child
-        )
-        self._children[seq] = child
-        self._buffer.add(command, site)
-        return ChildWorkflowHandle(child, self.signal_external)
 
     def signal_external(
         self, workflow_id: str, run_id: str, name: str, args: Sequence[Any]
     ) -> Coroutine[Any, Any, None]:
         """Signal another workflow run (seq allocated at the call); await its delivery."""
-        if not name:
-            raise ValueError("a signal needs a name")
-        payloads = _encode_args(f"signal {name!r}", args)
-        site = call_site()
-        seq = self._next("external")
-        command = cmd.SignalExternalWorkflow(
-            seq=seq,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            signal_name=name,
-            input=payloads,
-            call_site=site,
-        )
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._external_signals[seq] = future
-        self._buffer.add(command, site)
+        return self._calls.signal_external(workflow_id, run_id, name, args)
 
-        async def delivered() -> None:
-            await future
-
-        return delivered()
-
-    def _forget_child(self, seq: int) -> None:
-        self._children.pop(seq, None)
-
-    def _cancel_child(self, child: PendingChild) -> None:
-        self._buffer.add(
-            cmd.RequestCancelExternalWorkflow(
-                seq=self._next("external"),
-                workflow_id=child.command.workflow_id,
-                run_id=child.run_id,
-            )
-        )
-
-    async def wait_condition(
+    def wait_condition(
         self, predicate: Callable[[], bool], timeout: timedelta | None
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Resume when ``predicate()`` holds (checked whenever the loop goes idle)."""
-        if predicate():
-            return
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._conditions.append((predicate, future))
-        if timeout is None:
-            await future
-            return
-        async with asyncio.timeout(timeout.total_seconds()):
-            await future
+        return self._conditions.wait(predicate, timeout)
 
-    def _check_conditions(self) -> bool:
-        progressed = False
-        for predicate, future in list(self._conditions):
-            if future.done():
-                continue
-            try:
-                if predicate():
-                    future.set_result(None)
-                    progressed = True
-            except Exception as exc:  # delivered to the waiting code
-                future.set_exception(exc)
-                progressed = True
-        self._conditions = [(p, f) for p, f in self._conditions if not f.done()]
-        return progressed
-
-    async def wait_signal(self, name: str, timeout: timedelta | None) -> Any:
-        """The next buffered signal ``name``, else wait for one."""
-        buffered = self._signal_buffer.get(name)
-        if buffered:
-            return _signal_value(from_payloads(buffered.popleft(), ()))
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._signal_waiters[name].append(future)
-        if timeout is None:
-            return await future
-        async with asyncio.timeout(timeout.total_seconds()):
-            return await future
-
-    def _deliver_signal(self, name: str, payloads: tuple[Payload, ...]) -> None:
-        handler = self._signal_handlers.get(name)
-        if handler is not None:
-            self._run_signal_handler(name, handler, payloads)
-            return
-        waiters = self._signal_waiters.get(name)
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                try:
-                    waiter.set_result(_signal_value(from_payloads(payloads, ())))
-                except PayloadEncodingError as exc:
-                    waiter.set_exception(exc)
-                return
-        self._signal_buffer[name].append(payloads)
-
-    def _run_signal_handler(
-        self, name: str, handler: Callable[..., Any], payloads: tuple[Payload, ...]
-    ) -> None:
-        """Run ``handler`` for one signal, or drop the signal with a warning when its arguments
-        do not fit the handler (a bad signal from outside must not wedge the workflow: a
-        workflow-task failure would repeat forever, since the signal stays in the history)."""
-        try:
-            args = from_payloads(payloads, hints_of(handler)[0])
-        except PayloadEncodingError as exc:
-            self._drop_signal(name, handler, str(exc))
-            return
-        try:
-            signature = inspect.signature(handler)
-        except (TypeError, ValueError):  # a builtin without a signature: let the call decide
-            signature = None
-        if signature is not None:
-            try:
-                signature.bind(*args)
-            except TypeError as exc:
-                self._drop_signal(name, handler, f"{len(args)} argument(s) given: {exc}")
-                return
-        self._run_handler(f"signal {name!r}", handler, args)
-
-    def _drop_signal(self, name: str, handler: Callable[..., Any], why: str) -> None:
-        if self._replaying:
-            return  # logged when it was first delivered
-        _log.warning(
-            "workflow %s (run %s): dropped signal %r: its arguments do not fit handler %s (%s)",
-            self._info.workflow_id,
-            self._info.run_id,
-            name,
-            getattr(handler, "__qualname__", repr(handler)),
-            why,
-        )
-
-    def _run_handler(self, what: str, handler: Callable[..., Any], args: Sequence[Any]) -> None:
-        async def run() -> None:
-            result = handler(*args)
-            if inspect.isawaitable(result):
-                await result
-
-        task = self._loop.create_task(run(), name=f"{self._loop.name} {what}")
-        task.add_done_callback(self._handler_done)
+    def wait_signal(self, name: str, timeout: timedelta | None) -> Coroutine[Any, Any, Any]:
+        """The next buffered signal ``name``, else wait for one (``_signals.py``)."""
+        return self._signals.wait_signal(name, timeout)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         """A signal or update handler's task ended: its error (a bug) decides the outcome."""
@@ -710,13 +407,7 @@ class WorkflowInstance:
 
     def set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or remove) a signal handler; buffered signals go to it now, in order."""
-        if handler is None:
-            self._signal_handlers.pop(name, None)
-            return
-        self._signal_handlers[name] = handler
-        buffered = self._signal_buffer.pop(name, deque())
-        while buffered:
-            self._run_signal_handler(name, handler, buffered.popleft())
+        self._signals.set_signal_handler(name, handler)
 
     def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or remove) a query handler."""
@@ -752,22 +443,14 @@ class WorkflowInstance:
     def _read_only(self, what: str, handler: Callable[..., Any], decoded: Sequence[Any]) -> Any:
         """``handler(*decoded)`` leaving no trace: a query or an update validator."""
         before = len(self._buffer.items)
-        saved = (
-            dict(self._seqs),
-            self._random.getstate(),
-            dict(self._timers),
-            dict(self._activities),
-            dict(self._children),
-            dict(self._patches),
-        )
+        saved = (self._calls.save(), self._random.getstate(), dict(self._patches))
         try:
             with self._loop.running():
                 result = handler(*decoded)
         finally:  # a query must leave no trace: replay never runs it
-            seqs, random_state, timers, activities, children, patches = saved
-            self._seqs = defaultdict(int, seqs)
+            calls, random_state, patches = saved
+            self._calls.restore(calls)
             self._random.setstate(random_state)
-            self._timers, self._activities, self._children = timers, activities, children
             self._patches = patches
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -804,7 +487,7 @@ class WorkflowInstance:
             site = call_site()
             self._buffer.add(
                 cmd.RecordMarker(
-                    seq=self._next("marker"),
+                    seq=self._calls.next_seq("marker"),
                     marker_name=PATCH_MARKER,
                     details={"id": to_payload(patch_id)},
                     call_site=site,
@@ -834,6 +517,6 @@ class WorkflowInstance:
         command = cmd.ContinueAsNew(
             workflow_type=workflow_type or self._info.workflow_type,
             task_queue=task_queue or self._info.task_queue,
-            input=_encode_args("continue_as_new", args),
+            input=encode_arguments("continue_as_new", args),
         )
-        raise _ContinueAsNewRequest(command)
+        raise ContinueAsNewRequest(command)

@@ -1,29 +1,25 @@
 """The workflow half of a worker: poll workflow tasks, advance workflow code, answer commands.
 
-Sticky cache: an LRU map ``run_id → WorkflowInstance``. A task whose events start at event 1
-builds a fresh instance; one whose events continue right after a cached instance's
-``last_event_id`` feeds that instance; anything else (a cache miss after eviction or restart)
-fetches the whole history with ``GetWorkflowHistory`` and replays it into a fresh instance.
+Sticky cache (``_sticky_cache.py``): an LRU map ``run_id → WorkflowInstance``. A task whose
+events start at event 1 builds a fresh instance; one whose events continue right after a cached
+instance's ``last_event_id`` feeds that instance; anything else (a cache miss after eviction or
+restart) fetches the whole history with ``GetWorkflowHistory`` and replays it into a fresh
+instance.
 
-``activate`` runs workflow code, which is user code: it runs in a thread pool so that the
-worker's own loop (polling, heartbeats) never blocks, under a deadlock timeout (2 s by default).
-A task that overruns fails with cause ``deadlock`` and the stuck thread's stack; the instance is
-dropped. Any error from ``activate`` fails the *task* (the server retries it, the run stays
-open) and evicts the instance: ``NondeterminismError`` and ``WorkflowTaskError`` with their own
-cause, anything else as ``workflow_error``. An instance whose workflow closed is evicted after
-its final commands are accepted.
+``activate`` runs workflow code, which is user code: in a thread pool so that the worker's own
+loop (polling, heartbeats) never blocks, under a deadlock timeout (``_activator.py``; 2 s by
+default). A task that overruns fails with cause ``deadlock`` and the stuck thread's stack; the
+instance is dropped. Any error from ``activate`` fails the *task* (the server retries it, the
+run stays open) and evicts the instance: ``NondeterminismError`` and ``WorkflowTaskError`` with
+their own cause, anything else as ``workflow_error``. An instance whose workflow closed is
+evicted after its final commands are accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import sys
-import threading
-import time
-import traceback
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,15 +41,17 @@ from chronicle.history.events import (
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
+from chronicle.sdk._activator import Activator, TaskFailure
 from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
+from chronicle.sdk._history_pages import fetch_history
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._inline import MAX_INLINE, InlineBatch
 from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
-from chronicle.sdk.client import fetch_history
+from chronicle.sdk._sticky_cache import StickyCache
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
 __all__ = ["WorkflowWorker"]
@@ -63,20 +61,6 @@ _log = structlog.get_logger("chronicle.sdk.worker")
 MAX_EAGER_ACTIVITIES = 3
 """Activities one workflow-task completion may take eagerly (the rest go to the queue, so that
 other workers share a fan-out)."""
-
-
-class _TaskFailure(Exception):
-    """The workflow task must be failed with ``cause`` and ``failure``."""
-
-    def __init__(self, cause: WorkflowTaskFailedCause, failure: Failure) -> None:
-        super().__init__(failure.message)
-        self.cause = cause
-        self.failure = failure
-
-
-def _thread_stack(thread_id: int | None) -> str:
-    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
-    return "".join(traceback.format_stack(frame)) if frame is not None else "(stack unavailable)"
 
 
 class WorkflowWorker:
@@ -105,11 +89,8 @@ class WorkflowWorker:
         self._workflows = {d.name: d for d in workflows}
         self._activities = {d.name: d for d in activities}
         self._local_executor: ThreadPoolExecutor | None = None
-        self._max_cached = max_cached
         self._deadlock_timeout = deadlock_timeout
         self._guard_mode: GuardMode = guard_mode
-        self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
-        self._busy: set[str] = set()
         self._draining = False
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: set[asyncio.Task[None]] = set()
@@ -117,13 +98,15 @@ class WorkflowWorker:
             max_workers=max_concurrent, thread_name_prefix="chronicle-workflow"
         )
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+        self._cache = StickyCache(max_cached, self._executor, deadlock_timeout or 10.0, self._log)
+        self._activator = Activator(self._executor, deadlock_timeout, self._cache.forget)
         self.eager_activities: ActivityWorker | None = None
         """The activity half of the same worker: completions ask for eager activity tasks."""
 
     @property
     def cached_runs(self) -> list[str]:
         """Run ids in the sticky cache, least recently used first."""
-        return list(self._cache)
+        return self._cache.runs
 
     async def poll_forever(self) -> None:
         """Poll and dispatch until cancelled; tasks being processed keep running."""
@@ -175,8 +158,8 @@ class WorkflowWorker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        for run_id in list(self._cache):
-            await self._evict(run_id)
+        for run_id in self._cache.runs:
+            await self._cache.evict(run_id)
 
     def close(self) -> None:
         """Release the thread pool (without waiting for threads stuck in workflow code)."""
@@ -224,35 +207,35 @@ class WorkflowWorker:
             )
             return None
         instance: WorkflowInstance | None = None
-        shared = run_id not in self._busy
-        self._busy.add(run_id)
+        shared = run_id not in self._cache.busy
+        self._cache.busy.add(run_id)
         try:
             try:
                 events = wire.events_from_proto(task.events)
                 instance, events = await self._instance_for(task, definition, events, shared, log)
                 try:
-                    commands = await self._activate(instance, events)
+                    commands = await self._activator.activate(instance, events)
                 except StaleInstanceError:
                     log.info("cached instance is stale; replaying the full history")
-                    await self._drop(run_id, instance)
+                    await self._cache.drop(run_id, instance)
                     instance, events = await self._replayed(task, definition, events, log)
-                    commands = await self._activate(instance, events)
+                    commands = await self._activator.activate(instance, events)
                 while due := instance.local_activities_due:
                     outcomes = await self._run_local_activities(due, log)
                     resume = functools.partial(instance.resume_local_activities, outcomes)
-                    commands = await self._activate(instance, [], resume)
-            except _TaskFailure as exc:
+                    commands = await self._activator.activate(instance, [], resume)
+            except TaskFailure as exc:
                 log.error("workflow task failed", cause=str(exc.cause), error=exc.failure.message)
                 await self._fail(task, log, exc.cause, exc.failure)
                 return None
             except WorkflowTaskError as exc:
                 log.error("workflow task failed", cause=str(exc.cause), error=str(exc))
-                await self._drop(run_id, instance)
+                await self._cache.drop(run_id, instance)
                 await self._fail(task, log, exc.cause, exc.failure)
                 return None
             except Exception as exc:
                 log.exception("workflow task failed", cause="workflow_error")
-                await self._drop(run_id, instance)
+                await self._cache.drop(run_id, instance)
                 await self._fail(
                     task, log, WorkflowTaskFailedCause.WORKFLOW_ERROR, exception_to_failure(exc)
                 )
@@ -263,7 +246,7 @@ class WorkflowWorker:
             return await self._complete(task, instance, commands, shared, log)
         finally:
             if shared:
-                self._busy.discard(run_id)
+                self._cache.busy.discard(run_id)
 
     async def _instance_for(
         self,
@@ -277,10 +260,10 @@ class WorkflowWorker:
         cached = self._cache.get(run_id) if shared else None
         if events and events[0].id == 1:
             if cached is not None:
-                await self._evict(run_id)
+                await self._cache.evict(run_id)
             return self._new_instance(task, definition, events), events
         if cached is not None and events and cached.last_event_id == events[0].id - 1:
-            self._cache.move_to_end(run_id)
+            self._cache.touch(run_id)
             return cached, events
         if cached is not None:
             log.info(
@@ -288,7 +271,7 @@ class WorkflowWorker:
                 cached_last_event_id=cached.last_event_id,
                 first_event_id=events[0].id if events else None,
             )
-            await self._evict(run_id)
+            await self._cache.evict(run_id)
         return await self._replayed(task, definition, events, log)
 
     async def _replayed(
@@ -364,53 +347,6 @@ class WorkflowWorker:
         )
         return {request.seq: outcome for request, outcome in zip(due, results, strict=True)}
 
-    async def _activate(
-        self,
-        instance: WorkflowInstance,
-        events: list[Event],
-        call: Callable[[], list[Command]] | None = None,
-    ) -> list[Command]:
-        """``instance.activate(events)`` (or ``call()``) in the thread pool, under the deadlock
-        timeout."""
-        loop = asyncio.get_running_loop()
-        thread: list[int] = []
-        started: list[float] = []
-
-        def run() -> list[Command]:
-            thread.append(threading.get_ident())
-            started.append(time.monotonic())  # the clock of asyncio's loop.time()
-            return call() if call is not None else instance.activate(events)
-
-        future: asyncio.Future[list[Command]] = loop.run_in_executor(self._executor, run)
-        if self._deadlock_timeout is None:
-            return await future
-        # A replay runs every recorded workflow task in one call: allow the timeout for each.
-        tasks = sum(isinstance(e.attributes, WorkflowTaskStarted) for e in events)
-        timeout = self._deadlock_timeout * max(1, tasks)
-        # The timeout counts from when workflow code starts, not from when a thread frees up.
-        # One asyncio.wait per round (no helper tasks): the common case finishes in the first.
-        wait = timeout
-        while True:
-            done, _ = await asyncio.wait((future,), timeout=wait)
-            if done:
-                return future.result()
-            if started:
-                wait = started[0] + timeout - loop.time()
-                if wait <= 0:
-                    break
-        stack = _thread_stack(thread[0] if thread else None)
-        info = instance_info(instance)
-        message = (
-            f"workflow task of {info} did not finish within "
-            f"{timeout:g} s: workflow code blocked the thread "
-            f"(blocking I/O, time.sleep, a lock?). Stuck at:\n{stack}"
-        )
-        self._forget(instance)
-        raise _TaskFailure(
-            WorkflowTaskFailedCause.DEADLOCK,
-            Failure(message=message, type="DeadlockError", stack=stack),
-        ) from None
-
     async def _complete(
         self,
         task: service_pb2.PollWorkflowTaskResponse,
@@ -466,7 +402,7 @@ class WorkflowWorker:
                 "workflow task completion not accepted; dropping the cached instance",
                 error=str(exc),
             )
-            await self._drop(run_id, instance)
+            await self._cache.drop(run_id, instance)
             return None
         finally:
             if reserved:
@@ -477,13 +413,9 @@ class WorkflowWorker:
             inline_results=len(request.inline_results),
         )
         if not keep:
-            await self._drop(run_id, instance)
+            await self._cache.drop(run_id, instance)
             return None
-        self._cache[run_id] = instance
-        self._cache.move_to_end(run_id)
-        while len(self._cache) > self._max_cached:
-            oldest = next(iter(self._cache))
-            await self._evict(oldest)
+        await self._cache.keep(run_id, instance)
         return response.workflow_task if response.workflow_task.task_token else None
 
     async def _start_inline(
@@ -543,16 +475,16 @@ class WorkflowWorker:
         )
         definition = self._workflows.get(task.workflow_type)
         temporary: WorkflowInstance | None = None
-        claimed = run_id not in self._busy and run_id in self._cache
+        claimed = run_id not in self._cache.busy and run_id in self._cache
         if claimed:  # a workflow task arriving meanwhile replays instead of sharing the instance
-            self._busy.add(run_id)
+            self._cache.busy.add(run_id)
         try:
             instance = self._cache.get(run_id) if claimed else None
             if instance is None:
                 if definition is None:
                     raise LookupError(f"workflow type {task.workflow_type!r} is not served here")
                 temporary, history = await self._replayed(task, definition, [], log)
-                await self._activate(temporary, _with_first_task(history))
+                await self._activator.activate(temporary, _with_first_task(history))
                 instance = temporary
             args = wire.payloads_from_proto(task.query.args)
             loop = asyncio.get_running_loop()
@@ -569,48 +501,17 @@ class WorkflowWorker:
                 request.result.CopyFrom(wire.payload_to_proto(answer))
         except Exception as exc:
             log.info(f"{what} failed", name=name, error=str(exc))
-            failure = exc.failure if isinstance(exc, _TaskFailure) else exception_to_failure(exc)
+            failure = exc.failure if isinstance(exc, TaskFailure) else exception_to_failure(exc)
             request.failure.CopyFrom(wire.failure_to_proto(failure))
         finally:
             if claimed:
-                self._busy.discard(run_id)
+                self._cache.busy.discard(run_id)
             if temporary is not None:
-                await self._close(temporary)
+                await self._cache.close(temporary)
         try:
             await self.connection.call("RespondQueryTask", request)
         except Exception as exc:
             log.warning(f"could not answer the {what} task", error=str(exc))
-
-    # ------------------------------------------------------------ eviction
-
-    def _forget(self, instance: WorkflowInstance) -> None:
-        """Drop an instance whose thread is stuck, without closing it (that would block too)."""
-        for run_id, cached in list(self._cache.items()):
-            if cached is instance:
-                del self._cache[run_id]
-
-    async def _drop(self, run_id: str, instance: WorkflowInstance | None) -> None:
-        """Evict ``instance`` (if it is the cached one) or just close it."""
-        if instance is None:
-            return
-        if self._cache.get(run_id) is instance:
-            await self._evict(run_id)
-        else:
-            await self._close(instance)
-
-    async def _evict(self, run_id: str) -> None:
-        instance = self._cache.pop(run_id, None)
-        if instance is not None:
-            await self._close(instance)
-
-    async def _close(self, instance: WorkflowInstance) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(
-                loop.run_in_executor(self._executor, instance.close), self._deadlock_timeout or 10.0
-            )
-        except Exception as exc:
-            self._log.warning("evicting a workflow instance failed", error=repr(exc))
 
 
 def _with_first_task(history: list[Event]) -> list[Event]:
@@ -621,13 +522,3 @@ def _with_first_task(history: list[Event]) -> list[Event]:
     last = history[-1]
     started = WorkflowTaskStarted(scheduled_event_id=last.id, identity="query")
     return [*history, Event(id=last.id + 1, time=last.time, attributes=started)]
-
-
-def instance_info(instance: WorkflowInstance) -> str:
-    """``workflow 'id' (run …)`` for messages, from the instance's info when it has one."""
-    info = getattr(instance, "info", None)
-    if callable(info):
-        info = info()
-    if isinstance(info, WorkflowInfo):
-        return f"workflow {info.workflow_id!r} (run {info.run_id}, type {info.workflow_type})"
-    return "workflow"
