@@ -29,5 +29,8 @@ class ServerConfig(pydantic.BaseModel):
     lost_worker_settle: float = pydantic.Field(default=2.0, ge=0)
     """Seconds after a worker's session broke before its tasks are expired a second time (to
     catch what its in-flight RPCs committed); see ``engine/workers.py``."""
+    fast_path: bool = True
+    """Workflow-task completions that qualify are written in one guarded autocommit statement
+    after an unlocked read (``engine/fastpath.py``); False: always the locked transaction."""
     pool_min_size: int = pydantic.Field(default=2, ge=1)
     pool_max_size: int = pydantic.Field(default=20, ge=1)

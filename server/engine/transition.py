@@ -132,8 +132,14 @@ async def write(
     sticky_identity: str,
     last_failure: Failure | None,
     write_execution: bool = True,
-) -> None:
-    """Write a planned transition in one statement (in the caller's transaction)."""
+    expected_version: int | None = None,
+) -> bool:
+    """Write a planned transition in one statement (in the caller's transaction); True.
+
+    ``expected_version``: the fast path (``fastpath.py``) holds no lock and passes the ``xmin``
+    of the execution row it read; then nothing is written, and False returned, unless that row
+    version is still the current one.
+    """
     events, state, changes = planned.events, planned.state, planned.changes
     notes: dict[tuple[str, str], None] = {}
     if events:
@@ -153,7 +159,7 @@ async def write(
     delete_tasks = [] if changes.delete_all else list(changes.delete_tasks)
     delete_timers = [] if changes.delete_all else list(changes.delete_timers)
     delete_activities = [] if changes.delete_all else list(changes.delete_activities)
-    await conn.execute(
+    applied = await conn.fetchval(
         sql.APPLY_TRANSITION,
         *key.params(),
         [e.id for e in events],
@@ -187,7 +193,9 @@ async def write(
         [c for c, _ in notes],
         [p for _, p in notes],
         [a.started_by for a in acts_in],
+        expected_version,
     )
+    return bool(applied)
 
 
 Callback = Callable[[Context], Decision]
@@ -213,11 +221,73 @@ async def transition(
     ``Outcome.extra``.
     """
     row, state, activities = await _lock(conn, key, activity_ids)
-    when = now or utcnow()
+    step = decide(
+        key,
+        row,
+        state,
+        activities,
+        callback,
+        now=now or utcnow(),
+        start_for=start_workflow_task_for,
+        finish=finish,
+    )
+    for info in step.decision.activity_updates:
+        await conn.execute(sql.UPDATE_ACTIVITY, *info.update_params(key))
+    if step.changed or not step.planned.changes.empty:
+        await write(
+            conn,
+            key,
+            step.planned,
+            sticky_identity=step.sticky,
+            last_failure=step.failure,
+            write_execution=step.changed,
+        )
+    if state.is_open and not step.planned.state.is_open:
+        await _after_close(conn, key, row, state, step.planned.state, step.now)
+    return step.outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A decided transition, not yet written (``decide``)."""
+
+    decision: Decision
+    planned: Planned
+    previous: WorkflowState
+    now: datetime
+    sticky: str
+    failure: Failure | None
+    changed: bool
+    """The execution row changes (events, sticky identity or last workflow-task failure)."""
+    extra: Any
+
+    @property
+    def outcome(self) -> Outcome:
+        """What ``transition`` returns for this step."""
+        return Outcome(
+            self.decision, self.planned.state, self.planned.events, self.previous, self.extra
+        )
+
+
+def decide(
+    key: RunKey,
+    row: Any,
+    state: WorkflowState,
+    activities: dict[int, ActivityInfo],
+    callback: Callback,
+    *,
+    now: datetime,
+    start_for: str = "",
+    finish: Callable[[Planned], Any] | None = None,
+) -> Step:
+    """Run ``callback`` on the run as read (``row``: its execution columns), plan, ``finish``.
+
+    Pure (no I/O): shared by ``transition`` and the unlocked fast path (``fastpath.py``).
+    """
     context = Context(
         key=key,
         state=state,
-        now=when,
+        now=now,
         sticky_identity=row["sticky_identity"],
         last_workflow_task_failure=failure_from_json(row["last_workflow_task_failure"]),
         activities=activities,
@@ -233,33 +303,19 @@ async def transition(
         if decision.last_workflow_task_failure == KEEP
         else decision.last_workflow_task_failure
     )
-    planned = plan(
-        state, decision.events, when, sticky_identity=sticky, start_for=start_workflow_task_for
-    )
+    planned = plan(state, decision.events, now, sticky_identity=sticky, start_for=start_for)
     extra = None
     if planned.state.is_open:
         planned.changes.update(decision.changes)
         if finish is not None:
             extra = finish(planned)
-    for info in decision.activity_updates:
-        await conn.execute(sql.UPDATE_ACTIVITY, *info.update_params(key))
     changed = (
         bool(planned.events)
         or sticky != context.sticky_identity
         or (failure != context.last_workflow_task_failure)
     )
-    if changed or not planned.changes.empty:
-        await write(
-            conn,
-            key,
-            planned,
-            sticky_identity=sticky,
-            last_failure=failure if isinstance(failure, Failure) else None,
-            write_execution=changed,
-        )
-    if state.is_open and not planned.state.is_open:
-        await _after_close(conn, key, row, state, planned.state, when)
-    return Outcome(decision, planned.state, planned.events, state, extra)
+    last_failure = failure if isinstance(failure, Failure) else None
+    return Step(decision, planned, state, now, sticky, last_failure, changed, extra)
 
 
 async def _lock(

@@ -14,7 +14,7 @@ from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import activity_task, grants, inline, outbound, start
+from chronicle.server.engine import activity_task, fastpath, grants, inline, outbound, start
 from chronicle.server.engine import commands as commands_mod
 from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
@@ -188,26 +188,21 @@ async def complete(
             rate_limited_queues=limited,
         )
 
-    async def body(conn: Conn) -> Completion:
-        outcome = await tr.transition(
-            conn,
-            token.key,
-            callback,
-            activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
-            finish=finish,
-            start_workflow_task_for=identity if eager_workflow_task else "",
+    def grants_task(outcome: tr.Outcome) -> bool:
+        next_task = outcome.state.workflow_task
+        return (
+            eager_workflow_task
+            and next_task is not None
+            and next_task.started_event_id > 0
+            and any(e.id == next_task.started_event_id for e in outcome.events)
         )
+
+    async def after(conn: Conn, outcome: tr.Outcome) -> Completion:
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
         await outbound.apply(conn, token.key, outcome, services.config)
-        next_task = outcome.state.workflow_task
         granted = None
-        if (
-            eager_workflow_task
-            and next_task is not None
-            and next_task.started_event_id
-            and any(e.id == next_task.started_event_id for e in outcome.events)
-        ):
+        if grants_task(outcome):
             granted = await grants.grant(
                 conn,
                 token.key,
@@ -217,7 +212,40 @@ async def complete(
             )
         return Completion(list(outcome.extra or []), granted)
 
-    completion = await db.in_transaction(services.pool, body)
+    def fast(outcome: tr.Outcome) -> bool:
+        # ``after`` must do no I/O: no outbound effects, no older events for the grant to read
+        # (a run that continues as new is closed: the fast path never takes it).
+        return not any(isinstance(e.attributes, outbound.OUTBOUND) for e in outcome.events) and (
+            not grants_task(outcome) or token.started_event_id + 1 >= outcome.previous.next_event_id
+        )
+
+    async def body(conn: Conn) -> Completion:
+        outcome = await tr.transition(
+            conn,
+            token.key,
+            callback,
+            activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+            finish=finish,
+            start_workflow_task_for=identity if eager_workflow_task else "",
+        )
+        return await after(conn, outcome)
+
+    completion: Completion | None = None
+    if services.config.fast_path:
+        async with services.pool.acquire() as conn:
+            outcome = await fastpath.try_transition(
+                conn,
+                token.key,
+                callback,
+                activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+                finish=finish,
+                start_workflow_task_for=identity if eager_workflow_task else "",
+                eligible=fast,
+            )
+            if outcome is not None:
+                completion = await after(conn, outcome)
+    if completion is None:
+        completion = await db.in_transaction(services.pool, body)
     if closes:
         telemetry.run_logger(*token.key.params()).info("workflow closed")
     return completion

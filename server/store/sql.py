@@ -31,6 +31,12 @@ SELECT state, sticky_identity, last_workflow_task_failure, parent_namespace,
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
 FOR UPDATE"""
 
+READ_EXECUTION: Final = """
+SELECT xmin AS version, state, sticky_identity, last_workflow_task_failure
+FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
+"""The execution row without a lock, with its row version (``xmin``) for the fast path's guard
+(``APPLY_TRANSITION``'s ``$35``)."""
+
 GET_EXECUTION: Final = """
 SELECT workflow_type, task_queue, status, next_event_id, state, start_time, close_time,
        sticky_identity, last_workflow_task_failure, memo, parent_workflow_id, parent_run_id,
@@ -123,26 +129,34 @@ ORDER BY event_id"""
 
 APPLY_TRANSITION: Final = """
 WITH
-ins_events AS (
-    INSERT INTO history_events (namespace, workflow_id, run_id, event_id, event_type, event_time,
-                                attributes)
-    SELECT $1, $2, $3, e.id, e.type, e.time, e.attrs::jsonb
-    FROM unnest($4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS e(id, type, time, attrs)
-),
 upd_exec AS (
     UPDATE executions
     SET next_event_id = $8, status = $9, state = $10::jsonb, close_time = $11,
         sticky_identity = $12, last_workflow_task_failure = $13::jsonb
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
+      AND ((SELECT $35::xid) IS NULL OR xmin = (SELECT $35::xid))
+    RETURNING 1
+),
+guard AS (
+    SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
+),
+ins_events AS (
+    INSERT INTO history_events (namespace, workflow_id, run_id, event_id, event_type, event_time,
+                                attributes)
+    SELECT $1, $2, $3, e.id, e.type, e.time, e.attrs::jsonb
+    FROM unnest($4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS e(id, type, time, attrs)
+    WHERE (SELECT ok FROM guard)
 ),
 upd_current AS (
     UPDATE current_executions SET status = $9
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND status <> $9 AND $14::boolean
+      AND (SELECT ok FROM guard)
 ),
 del_tasks AS (
     DELETE FROM tasks WHERE id IN (
         SELECT t.id FROM tasks t
         WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+          AND (SELECT ok FROM guard)
         FOR UPDATE SKIP LOCKED)
 ),
 del_listed_tasks AS (
@@ -152,6 +166,7 @@ del_listed_tasks AS (
           AND t.scheduled_event_id = ANY($17::bigint[])
           AND (t.kind, t.scheduled_event_id) IN (
                 SELECT k, s FROM unnest($16::text[], $17::bigint[]) AS d(k, s))
+          AND (SELECT ok FROM guard)
         FOR UPDATE OF t SKIP LOCKED)
 ),
 ins_tasks AS (
@@ -159,30 +174,36 @@ ins_tasks AS (
                        sticky_identity)
     SELECT t.k, $1, t.q, $2, $3, t.s, t.st
     FROM unnest($18::text[], $19::text[], $20::bigint[], $21::text[]) AS t(k, q, s, st)
+    WHERE (SELECT ok FROM guard)
 ),
 del_timers AS (
     DELETE FROM timers t
     WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND (SELECT ok FROM guard)
 ),
 del_listed_timers AS (
     DELETE FROM timers t
     WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
       AND t.ref_id = ANY($23::bigint[])
       AND (t.kind, t.ref_id) IN (SELECT k, r FROM unnest($22::text[], $23::bigint[]) AS d(k, r))
+      AND (SELECT ok FROM guard)
 ),
 ins_timers AS (
     INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
     SELECT t.k, $1, $2, $3, t.r, t.a, t.f
     FROM unnest($24::text[], $25::bigint[], $26::integer[], $27::timestamptz[]) AS t(k, r, a, f)
+    WHERE (SELECT ok FROM guard)
 ),
 del_activities AS (
     DELETE FROM activities a
     WHERE (SELECT $15::boolean) AND a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
+      AND (SELECT ok FROM guard)
 ),
 del_listed_activities AS (
     DELETE FROM activities a
     WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
       AND a.scheduled_event_id = ANY($28::bigint[])
+      AND (SELECT ok FROM guard)
 ),
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
@@ -191,14 +212,22 @@ ins_activities AS (
     SELECT $1, $2, $3, a.s, CASE WHEN a.w = '' THEN 'scheduled' ELSE 'started' END, 1, a.t, a.t,
            CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb
     FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
+    WHERE (SELECT ok FROM guard)
 )
-SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)"""
+SELECT (SELECT ok FROM guard) AS applied,
+       (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
+        WHERE (SELECT ok FROM guard)) AS notified"""
 """A transition's whole write. The listed deletes find their rows by index (the listed ids are
 index conditions), so their cost does not grow with the run's pending rows; ``$15`` (the run
 closed) deletes every row of the run, and the caller then lists none. ``$15`` is read through
 ``(SELECT $15)`` so that a custom plan cannot prune the branch it switches off: the custom and
 the generic plan then cost the same and Postgres keeps the cached generic plan (else it would
-replan this statement, ≈ 0.4 ms, on every call). See docs/transition-sql.md."""
+replan this statement, ≈ 0.4 ms, on every call). See docs/transition-sql.md.
+
+``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
+``xmin`` of the execution row version the caller read without a lock (the fast path,
+docs/fastpath.md): the execution update applies only to that very version, and every other
+write (and the notifications) only when it did. Returns ``applied``."""
 
 INSERT_FOREIGN_TIMER: Final = """
 WITH ins AS (

@@ -1,0 +1,100 @@
+"""The optimistic transition: read without a lock, then one guarded autocommit write.
+
+``transition.transition`` costs four round trips (``BEGIN``, lock, write, ``COMMIT``).
+``try_transition`` costs two: it reads the execution row (no lock, no explicit transaction),
+runs the same pure ``decide`` step and writes with ``APPLY_TRANSITION`` guarded by the row
+version it read (``xmin``). The statement is all-or-nothing and commits on its own (with the
+usual WAL flush) before the caller answers. When the fast path does not apply, or the row
+changed in between, it returns None having written nothing, and the caller runs the locked
+path from scratch (callbacks are pure, so rerunning them is fine). Why the guard is sufficient:
+docs/fastpath.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from chronicle.history import codec
+from chronicle.history.state import WorkflowState
+from chronicle.server import errors, telemetry
+from chronicle.server.engine import transition as tr
+from chronicle.server.store import sql
+from chronicle.server.store.pool import RETRYABLE, Conn
+from chronicle.server.store.rows import RunKey
+
+FALL_BACK: tuple[type[BaseException], ...] = (asyncpg.exceptions.UniqueViolationError, *RETRYABLE)
+"""Errors of the guarded write after which the locked path runs (nothing was written)."""
+
+
+async def try_transition(
+    conn: Conn,
+    key: RunKey,
+    callback: tr.Callback,
+    *,
+    activity_ids: Callable[[WorkflowState], Sequence[int]] | None = None,
+    start_workflow_task_for: str = "",
+    finish: Callable[[tr.Planned], Any] | None = None,
+    eligible: Callable[[tr.Outcome], bool] | None = None,
+) -> tr.Outcome | None:
+    """``transition.transition`` without a lock, on ``conn`` outside any transaction.
+
+    Returns the outcome once written and committed, or None (nothing written) when the caller
+    must run the locked path: the run is not found or the callback rejects the request (the
+    locked path decides, and raises, under the lock); the callback needs activity rows
+    (``activity_ids`` of the state not empty) or updates some; the transition writes no event
+    or closes the run (``_after_close`` needs the lock); ``eligible(outcome)`` is False (the
+    caller would do more I/O in the transaction); or the row changed since it was read.
+    """
+    assert not conn.is_in_transaction(), "the fast path writes in autocommit"
+    row = await conn.fetchrow(sql.READ_EXECUTION, *key.params())
+    if row is None:
+        return None
+    state = codec.state_from_json(row["state"])
+    if not state.is_open or (activity_ids is not None and activity_ids(state)):
+        return None
+    try:
+        step = tr.decide(
+            key,
+            row,
+            state,
+            {},
+            callback,
+            now=tr.utcnow(),
+            start_for=start_workflow_task_for,
+            finish=finish,
+        )
+    except errors.ServerError:
+        return None
+    outcome = step.outcome
+    if (
+        step.decision.activity_updates
+        or not step.planned.events
+        or not step.planned.state.is_open
+        or (eligible is not None and not eligible(outcome))
+    ):
+        return None
+    try:
+        applied = await tr.write(
+            conn,
+            key,
+            step.planned,
+            sticky_identity=step.sticky,
+            last_failure=step.failure,
+            expected_version=row["version"],
+        )
+    except FALL_BACK as exc:
+        _log_fallback(key, type(exc).__name__)
+        return None
+    if not applied:
+        _log_fallback(key, "execution row changed since it was read")
+        return None
+    return outcome
+
+
+def _log_fallback(key: RunKey, reason: str) -> None:
+    telemetry.run_logger(*key.params()).debug(
+        "fast path fell back to the locked path", reason=reason
+    )
