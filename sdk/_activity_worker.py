@@ -192,11 +192,6 @@ class ActivityWorker:
         """Whether this worker runs activities of ``activity_type``."""
         return activity_type in self._activities
 
-    @property
-    def rate_limited(self) -> bool:
-        """Whether this worker polls with a rate limit (it then takes no eager or inline task)."""
-        return self._max_per_second > 0
-
     async def reserve(self, wanted: int) -> int:
         """Take up to ``wanted`` free slots without waiting; returns how many were taken.
 
