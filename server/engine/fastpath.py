@@ -7,7 +7,9 @@ version it read (``xmin``). The statement is all-or-nothing and commits on its o
 usual WAL flush) before the caller answers. When the fast path does not apply, or the row
 changed in between, it returns None having written nothing, and the caller runs the locked
 path from scratch (callbacks are pure, so rerunning them is fine). Why the guard is sufficient:
-docs/fastpath.md.
+docs/fastpath.md. It relies on no row-only transition (one that leaves the execution row as it
+is) writing the rows a fast write touches: the completed task's timeout timer, user timers, rows
+keyed by new event ids. Keep it so when adding one.
 """
 
 from __future__ import annotations
