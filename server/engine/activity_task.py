@@ -7,7 +7,6 @@ requires the row to exist at the token's attempt in state ``started``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -107,19 +106,23 @@ async def _in_transaction(
     completion, up to ``INLINE_RECORD_WAIT`` s, instead of failing as stale."""
     if not token.activity_id:
         return await db.in_transaction(services.pool, body)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + INLINE_RECORD_WAIT
-    key = notify.run_key(*token.key.params())
-    with services.notifier.subscribe(notify.RUN_CHANNEL, key) as waiter:
-        while True:
-            waiter.clear()
-            try:
-                return await db.in_transaction(services.pool, body)
-            except _NotYetRecorded:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise errors.NotFound(STALE_TASK) from None
-                await waiter.wait(min(remaining, 0.5))
+
+    async def attempt() -> tuple[T] | None:
+        try:
+            return (await db.in_transaction(services.pool, body),)
+        except _NotYetRecorded:
+            return None  # wait for the run's next events
+
+    done = await services.notifier.long_poll(
+        notify.RUN_CHANNEL,
+        notify.run_key(*token.key.params()),
+        attempt,
+        INLINE_RECORD_WAIT,
+        recheck=0.5,
+    )
+    if done is None:
+        raise errors.NotFound(STALE_TASK)
+    return done[0]
 
 
 def _locked_ids(token: ActivityTaskToken) -> list[int] | Callable[[WorkflowState], list[int]]:
@@ -216,7 +219,7 @@ async def complete(
     """
     token = decode_activity_token(token_bytes)
     limited = (
-        frozenset(await services.rate_limits.rates(token.key.namespace))
+        await services.rate_limits.limited_queues(token.key.namespace)
         if eager_workflow_task
         else frozenset()
     )

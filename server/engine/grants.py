@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chronicle.history import codec
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.tokens import WorkflowTaskToken
@@ -51,8 +50,8 @@ async def grant(
     written = outcome.previous.next_event_id
     events = await read.fetch_events(conn, key, after + 1, written) if after + 1 < written else []
     events += [
-        StoredEvent(e.id, e.type, e.time, codec.to_json(e.attributes).decode())
-        for e in outcome.events
+        StoredEvent(e.id, e.type, e.time, attributes)
+        for e, attributes in zip(outcome.events, outcome.events_json, strict=True)
         if e.id > after
     ]
     token = WorkflowTaskToken(key, task.scheduled_event_id, task.started_event_id)

@@ -66,6 +66,12 @@ class Planned:
     events: list[ev.Event]
     state: WorkflowState
     changes: tasks.RowChanges
+    events_json: tuple[str, ...] = field(init=False)
+    """Each event's attributes as JSON, encoded once for the write and the task grant."""
+
+    def __post_init__(self) -> None:
+        encoded = tuple(codec.to_json(e.attributes).decode() for e in self.events)
+        object.__setattr__(self, "events_json", encoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class Outcome:
     previous: WorkflowState
     extra: Any = None
     """What the ``finish`` hook of ``transition`` returned (eager dispatch grants)."""
+    events_json: tuple[str, ...] = ()
+    """``Planned.events_json`` of ``events``."""
 
 
 def plan(
@@ -165,7 +173,7 @@ async def write(
         [e.id for e in events],
         [e.type for e in events],
         [e.time for e in events],
-        [codec.to_json(e.attributes).decode() for e in events],
+        list(planned.events_json),
         state.next_event_id,
         state.status.value,
         codec.state_to_json(state).decode(),
@@ -264,8 +272,14 @@ class Step:
     @property
     def outcome(self) -> Outcome:
         """What ``transition`` returns for this step."""
+        planned = self.planned
         return Outcome(
-            self.decision, self.planned.state, self.planned.events, self.previous, self.extra
+            self.decision,
+            planned.state,
+            planned.events,
+            self.previous,
+            self.extra,
+            planned.events_json,
         )
 
 

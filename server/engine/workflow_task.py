@@ -37,7 +37,7 @@ async def dispatch(
 ) -> grants.WorkflowTaskGrant | None:
     """Lease the next workflow task of the queue and start it; None when the queue is empty."""
     sticky_timeout = services.config.sticky_timeout
-    limited = frozenset(await services.rate_limits.rates(namespace))
+    limited = await services.rate_limits.limited_queues(namespace)
 
     async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
         while True:
@@ -170,7 +170,7 @@ async def complete(
     # A rate-limited queue's activities go through its queue, whose dispatch enforces the limit
     # for every worker (a queue becomes limited when a worker polls it with a limit).
     limited = (
-        frozenset(await services.rate_limits.rates(token.key.namespace))
+        await services.rate_limits.limited_queues(token.key.namespace)
         if eager or eager_workflow_task
         else frozenset()
     )
