@@ -29,6 +29,9 @@ _RESPONSE_CLASSES: Final[dict[str, type[Message]]] = {
 }
 _NO_METADATA: Final = grpc.aio.Metadata()
 
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+"""The largest message a connection sends or receives (its channel's limits)."""
+
 
 def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, _NO_METADATA, _NO_METADATA, details)
@@ -62,10 +65,10 @@ class _Stream:
         finally:  # also when the call was cancelled (read raises CancelledError)
             self.fail(detail)
 
-    def fail(self, detail: str) -> None:
-        """End the stream: every call waiting on it fails with UNAVAILABLE."""
+    def fail(self, detail: str, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        """End the stream: every call waiting on it fails with ``code`` (UNAVAILABLE: retried)."""
         self.call.cancel()
-        error = _error(grpc.StatusCode.UNAVAILABLE, detail)
+        error = _error(code, detail)
         pending, self.pending = self.pending, {}
         for waiting in pending.values():
             if not waiting.done():
@@ -90,8 +93,13 @@ class _Stream:
         async with self._write_lock:  # grpc.aio allows one write at a time
             try:
                 await self.call.write(message)
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-                self.fail(f"call stream broke: {exc}")
+            except (
+                grpc.aio.AioRpcError,
+                grpc.aio.UsageError,
+                asyncio.InvalidStateError,
+                asyncio.CancelledError,  # the stream was cancelled (broken or closed) meanwhile
+            ) as exc:
+                self.fail(f"call stream broke: {exc!r}")
 
     @property
     def broken(self) -> bool:
@@ -120,6 +128,12 @@ class CallStream:
         )
         if timeout is not None:
             message.timeout.FromNanoseconds(int(timeout * 1e9))
+        if message.ByteSize() > MAX_MESSAGE_BYTES:  # sent, it would break the shared stream
+            raise _error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the {method} request is {message.ByteSize()} bytes, over the "
+                f"{MAX_MESSAGE_BYTES}-byte message limit",
+            )
         reply_future: asyncio.Future[service_pb2.StreamedReply] = (
             asyncio.get_running_loop().create_future()
         )
@@ -147,11 +161,11 @@ class CallStream:
         return response
 
     async def close(self) -> None:
-        """Cancel the stream and its reader (calls in flight fail with UNAVAILABLE)."""
+        """Cancel the stream and its reader (calls in flight fail with CANCELLED)."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        stream.fail("the connection was closed")
+        stream.fail("the connection was closed", grpc.StatusCode.CANCELLED)
         stream.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await stream.reader

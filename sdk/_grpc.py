@@ -36,7 +36,7 @@ import grpc.aio
 import structlog
 
 from chronicle.protos.v1 import service_pb2_grpc
-from chronicle.sdk._call_stream import CallStream
+from chronicle.sdk._call_stream import MAX_MESSAGE_BYTES, CallStream
 from chronicle.sdk.errors import ChronicleError, WorkflowAlreadyStarted, WorkflowNotFound
 
 __all__ = [
@@ -64,8 +64,8 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 
 ResponseT = TypeVar("ResponseT")

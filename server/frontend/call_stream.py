@@ -12,6 +12,7 @@ call is when its caller goes away: a cancelled long poll must not take a task it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,12 @@ UNARY_METHODS: Final[dict[str, type[Message]]] = {
     if not method.client_streaming and not method.server_streaming
 }
 """The methods a ``StreamedCall`` may name, with their request classes."""
+
+
+MAX_REPLY_BYTES: Final = 64 * 1024 * 1024 - 1024
+"""The largest response a reply carries: the SDK's receive limit (64 MiB) less the envelope.
+A bigger one is answered RESOURCE_EXHAUSTED, failing that call only, as it would as a unary
+call; sent, it would break the stream and every call on it."""
 
 
 class CallAborted(grpc.aio.AbortError):  # type: ignore[misc]  # grpc.aio is untyped
@@ -63,8 +70,17 @@ class CallContext:
 Method = Callable[[Message, CallContext], Awaitable[Message]]
 
 
-async def serve(servicer: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    """Serve the ``StreamedCall`` messages of one stream until the caller closes it."""
+async def serve(
+    servicer: object,
+    context: grpc.aio.ServicerContext[Any, Any],
+    stopping: Callable[[], bool],
+) -> None:
+    """Serve the ``StreamedCall`` messages of one stream until the caller closes it.
+
+    Once ``stopping()`` (the server is shutting down) new calls are refused with UNAVAILABLE,
+    as unary calls are then, and the stream ends as soon as no call runs on it, so callers
+    reconnect and back off instead of polling a stopping server.
+    """
     write_lock = asyncio.Lock()
     in_flight: dict[int, asyncio.Task[None]] = {}
 
@@ -75,7 +91,11 @@ async def serve(servicer: object, context: grpc.aio.ServicerContext[Any, Any]) -
     async def run(call: service_pb2.StreamedCall) -> None:
         answer = await _answer(servicer, call)
         answer.id = call.id
-        await reply(answer)
+        # From here on a cancel must not interrupt the write: a write cancelled half-way
+        # leaves grpc unable to send the next reply on the stream.
+        in_flight.pop(call.id, None)
+        with contextlib.suppress(Exception):  # the stream ended: nobody to answer
+            await asyncio.shield(reply(answer))
 
     try:
         while True:
@@ -83,9 +103,16 @@ async def serve(servicer: object, context: grpc.aio.ServicerContext[Any, Any]) -
             if call is grpc.aio.EOF:
                 break
             if call.cancel:
-                cancelled = in_flight.get(call.id)
+                cancelled = in_flight.pop(call.id, None)
                 if cancelled is not None:
                     cancelled.cancel()
+                continue
+            if stopping():
+                refused = _status(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                refused.id = call.id
+                await reply(refused)
+                if not in_flight:
+                    return
                 continue
             task = asyncio.create_task(run(call))
             in_flight[call.id] = task
@@ -93,12 +120,16 @@ async def serve(servicer: object, context: grpc.aio.ServicerContext[Any, Any]) -
         if in_flight:  # the caller half-closed: finish what it sent
             await asyncio.gather(*in_flight.values(), return_exceptions=True)
     finally:
-        for task in in_flight.values():
+        running = list(in_flight.values())
+        for task in running:
             task.cancel()
+        if running:  # let their transactions unwind before the server closes its pool
+            await asyncio.wait(running, timeout=5.0)
 
 
-def _forget(in_flight: dict[int, asyncio.Task[None]], call_id: int, _: object) -> None:
-    in_flight.pop(call_id, None)
+def _forget(in_flight: dict[int, asyncio.Task[None]], call_id: int, task: object) -> None:
+    if in_flight.get(call_id) is task:
+        in_flight.pop(call_id, None)
 
 
 async def _answer(servicer: object, call: service_pb2.StreamedCall) -> service_pb2.StreamedReply:
@@ -125,7 +156,14 @@ async def _answer(servicer: object, call: service_pb2.StreamedCall) -> service_p
     except Exception as exc:  # the rpc wrapper maps every known error; this is a bug
         telemetry.logger(rpc=call.method).exception("unexpected error on the call stream")
         return _status(grpc.StatusCode.INTERNAL, f"{call.method}: internal error: {exc}")
-    return service_pb2.StreamedReply(response=response.SerializeToString())
+    encoded = response.SerializeToString()
+    if len(encoded) > MAX_REPLY_BYTES:
+        return _status(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{call.method}: the response is {len(encoded)} bytes, over the "
+            f"{MAX_REPLY_BYTES}-byte message limit of Chronicle clients",
+        )
+    return service_pb2.StreamedReply(response=encoded)
 
 
 def _status(code: grpc.StatusCode, message: str) -> service_pb2.StreamedReply:

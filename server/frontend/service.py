@@ -457,7 +457,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
 
     async def CallStream(self, request_iterator: Any, context: Any) -> None:
         """The unary methods multiplexed on one stream (``call_stream.py``)."""
-        await call_stream.serve(self, context)
+        await call_stream.serve(self, context, self._services.notifier.is_stopping)
 
     @rpc
     async def WorkerSession(self, request: service_pb2.WorkerSessionRequest, context: Any) -> None:

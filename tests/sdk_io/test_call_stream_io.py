@@ -7,8 +7,11 @@ import asyncio
 
 import pytest
 
+from chronicle.protos.v1 import common_pb2, service_pb2
+from chronicle.sdk._grpc import RPCError
 from chronicle.sdk.activity import activity
 from chronicle.sdk.client import Client
+from chronicle.sdk.errors import WorkflowNotFound
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from chronicle.server.app import Server
@@ -65,3 +68,27 @@ async def test_with_the_stream_off_calls_are_unary(
             assert await asyncio.wait_for(handle.result(), 20) == 8
     finally:
         await client.close()
+
+
+async def test_an_oversized_request_fails_alone_and_the_stream_goes_on(client: Client) -> None:
+    """Sent, it would break the stream every call shares (and be retried as UNAVAILABLE)."""
+    huge = service_pb2.SignalWorkflowRequest(
+        workflow_id="nobody", signal_name="s", input=[common_pb2.Payload(data=b"x" * (65 << 20))]
+    )
+    with pytest.raises(RPCError) as refused:
+        await client.connection.call("SignalWorkflow", huge, retry_timeout=0)
+    assert refused.value.code == "RESOURCE_EXHAUSTED"
+    assert "over the 67108864-byte message limit" in str(refused.value)
+    with pytest.raises(WorkflowNotFound):
+        await client.get_handle("nobody").describe()
+
+
+async def test_calls_in_flight_when_the_connection_closes_are_cancelled(server: Server) -> None:
+    client = await Client.connect(f"127.0.0.1:{server.port}")
+    poll = service_pb2.PollWorkflowTaskRequest(task_queue="idle", identity="w")
+    polling = asyncio.create_task(client.connection.call("PollWorkflowTask", poll))
+    await asyncio.sleep(0.2)  # the poll waits on the server
+    await client.close()
+    with pytest.raises(RPCError) as cancelled:
+        await polling
+    assert cancelled.value.code == "CANCELLED"

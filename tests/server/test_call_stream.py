@@ -11,6 +11,7 @@ import pytest
 
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
+from chronicle.server.app import Server
 from tests.server.conftest import start_request
 
 
@@ -134,3 +135,22 @@ async def test_a_cancelled_long_poll_takes_no_task(
     )
     assert task.workflow_execution.workflow_id == "s-3"
     assert 1 not in streamed.replies
+
+
+async def test_a_stopping_server_refuses_new_calls_and_ends_the_stream(
+    server: Server, streamed: Streamed
+) -> None:
+    """As unary calls are refused then: callers reconnect and back off instead of polling."""
+    poll = pb.PollWorkflowTaskRequest(task_queue="q", identity="w")
+    await streamed.send(1, "PollWorkflowTask", poll, timeout=3.0)
+    await asyncio.sleep(0.2)  # the poll waits on the server
+    stopping = asyncio.create_task(server.stop(grace=5.0))
+    ended = pb.PollWorkflowTaskResponse.FromString((await streamed.reply(1)).response)
+    assert not ended.task_token  # the long poll ended at once, empty
+    await streamed.send(2, "StartWorkflow", start_request("s-late"))
+    refused = await streamed.reply(2)
+    assert refused.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "shutting down" in refused.message
+    async with asyncio.timeout(5):
+        assert await streamed.call.read() is grpc.aio.EOF
+    await stopping
