@@ -27,7 +27,7 @@ import asyncpg
 
 from bench import workloads
 from bench.stack import Stack
-from chronicle import Client
+from chronicle import Client, eventloop
 
 TASK_QUEUE = "bench"
 
@@ -285,7 +285,7 @@ def main() -> None:
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
-    results = asyncio.run(main_async(selected, options.database_url, tuple(options.worker_arg)))
+    results = eventloop.run(main_async(selected, options.database_url, tuple(options.worker_arg)))
     if options.worker_arg:
         results.add("env", "worker options", " ".join(options.worker_arg))
     print_table(results)

@@ -8,7 +8,6 @@ kept in ``/tmp/chronicle-profile-*.txt`` (py-spy's "raw" collapsed-stack format)
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import shutil
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from bench import __main__ as bench
 from bench.stack import Stack
-from chronicle import Client
+from chronicle import Client, eventloop
 
 
 def _top(path: Path, limit: int = 25) -> str:
@@ -92,7 +91,7 @@ def main() -> None:
     """Command-line entry point."""
     workload = sys.argv[1] if len(sys.argv) > 1 else "w2"
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
-    asyncio.run(main_async(workload, seconds))
+    eventloop.run(main_async(workload, seconds))
 
 
 if __name__ == "__main__":

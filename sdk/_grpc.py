@@ -36,6 +36,7 @@ import grpc.aio
 import structlog
 
 from chronicle.protos.v1 import service_pb2_grpc
+from chronicle.sdk._call_stream import MAX_MESSAGE_BYTES, CallStream
 from chronicle.sdk.errors import ChronicleError, WorkflowAlreadyStarted, WorkflowNotFound
 
 __all__ = [
@@ -63,8 +64,8 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 
 ResponseT = TypeVar("ResponseT")
@@ -155,7 +156,9 @@ class Connection:
     namespace; requests carry theirs.
     """
 
-    def __init__(self, address: str, *, retry_timeout: float = 60.0) -> None:
+    def __init__(
+        self, address: str, *, retry_timeout: float = 60.0, call_stream: bool | None = None
+    ) -> None:
         self.address = address
         self.retry_timeout = retry_timeout
         self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(
@@ -164,6 +167,9 @@ class Connection:
         self._stub: Any = service_pb2_grpc.WorkflowServiceStub(  # type: ignore[no-untyped-call]
             self._channel
         )  # generated code is untyped
+        if call_stream is None:
+            call_stream = os.environ.get("CHRONICLE_CALL_STREAM", "1") != "0"
+        self._stream = CallStream(self._stub.CallStream) if call_stream else None
         self._closed = False
 
     async def wait_ready(self, timeout: float) -> None:
@@ -194,6 +200,7 @@ class Connection:
         """
         if self._closed:
             raise RPCError(f"the connection to {self.address} is closed", code="CANCELLED")
+        stream = self._stream if self._stream is not None and CallStream.carries(method) else None
         rpc: Callable[..., Any] = getattr(self._stub, method)
         budget = self.retry_timeout if retry_timeout is None else retry_timeout
         started = time.monotonic()
@@ -201,6 +208,8 @@ class Connection:
         while True:
             attempt += 1
             try:
+                if stream is not None:
+                    return await stream.call(method, request, timeout)
                 return await rpc(request, timeout=timeout)
             except grpc.aio.AioRpcError as error:
                 elapsed = time.monotonic() - started
@@ -241,7 +250,14 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self._stream is not None:
+            await self._stream.close()
         await self._channel.close()
+
+    @property
+    def uses_call_stream(self) -> bool:
+        """Whether unary calls go on one ``CallStream`` (off with ``CHRONICLE_CALL_STREAM=0``)."""
+        return self._stream is not None
 
     @property
     def closed(self) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import pydantic
+
+from chronicle import eventloop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(p) for p in first["loc"])
             sys.stderr.write(f"chronicle server: error: {where}: {first['msg']}\n")
             return 2
-        asyncio.run(serve(config))
+        eventloop.run(serve(config))
         return 0
     except KeyboardInterrupt:
         return 0

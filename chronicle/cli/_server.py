@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
+from chronicle import eventloop
 from chronicle.cli._common import CommandError
 
 __all__ = ["add_parser"]
@@ -62,5 +62,5 @@ def _start(args: argparse.Namespace) -> int:
     from chronicle.server.config import ServerConfig
 
     config = ServerConfig(database_url=args.database_url, host=args.host, port=args.port)
-    asyncio.run(serve(config))
+    eventloop.run(serve(config))
     return 0

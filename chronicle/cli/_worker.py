@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from chronicle import eventloop
 from chronicle.cli._common import CommandError, connect
 from chronicle.sdk._definitions import activity_definition, workflow_definition
 
@@ -127,7 +128,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     workflows, activities = module_definitions(module)
     if not workflows and not activities:
         raise CommandError(f"{args.module} defines no @workflow or @activity functions")
-    return asyncio.run(_serve(args, workflows, activities))
+    return eventloop.run(_serve(args, workflows, activities))
 
 
 async def _serve(args: argparse.Namespace, workflows: list[Any], activities: list[Any]) -> int:

@@ -1572,3 +1572,81 @@ class WorkerSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerSessionResponse: _TypeAlias = WorkerSessionResponse  # noqa: Y015
+
+@_typing.final
+class StreamedCall(_message.Message):
+    """---------------------------------------------------------------- the call stream
+
+    One unary call sent on a CallStream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the caller; unique among its calls in flight on the stream."""
+    method: _builtins.str
+    """A unary WorkflowService method, e.g. "CompleteWorkflowTask"."""
+    request: _builtins.bytes
+    """That method's request message, serialized."""
+    cancel: _builtins.bool
+    """Cancel the call in flight with this id (the caller gave up on it); method and request are
+    unset. No reply follows.
+    """
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The call's deadline, counted from when the server reads it (unset: none)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        method: _builtins.str = ...,
+        request: _builtins.bytes = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "id", b"id", "method", b"method", "request", b"request", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamedCall: _TypeAlias = StreamedCall  # noqa: Y015
+
+@_typing.final
+class StreamedReply(_message.Message):
+    """The answer to the StreamedCall with the same id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    response: _builtins.bytes
+    """The method's response message, serialized (when code is 0)."""
+    code: _builtins.int
+    """A gRPC status code (google.rpc.Code); 0 is OK."""
+    message: _builtins.str
+    """The status message when code is not 0."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        response: _builtins.bytes = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "message", b"message", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamedReply: _TypeAlias = StreamedReply  # noqa: Y015

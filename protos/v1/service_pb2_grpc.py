@@ -134,6 +134,11 @@ class WorkflowServiceStub:
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.SerializeToString,
                 response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.FromString,
                 _registered_method=True)
+        self.CallStream = channel.stream_stream(
+                '/chronicle.v1.WorkflowService/CallStream',
+                request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedCall.SerializeToString,
+                response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedReply.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -269,6 +274,16 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallStream(self, request_iterator, context):
+        """The unary calls above, multiplexed on one long-lived stream (docs/call-stream.md). Each
+        StreamedCall names a unary method and carries its request; the StreamedReply with the same
+        id carries its response or the status the unary call would have ended with. Same semantics
+        as calling the method directly, at about half the per-call cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -371,6 +386,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.WorkerSession,
                     request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.FromString,
                     response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.SerializeToString,
+            ),
+            'CallStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedCall.FromString,
+                    response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -913,6 +933,33 @@ class WorkflowService:
             '/chronicle.v1.WorkflowService/WorkerSession',
             chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.SerializeToString,
             chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chronicle.v1.WorkflowService/CallStream',
+            chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedCall.SerializeToString,
+            chronicle_dot_protos_dot_v1_dot_service__pb2.StreamedReply.FromString,
             options,
             channel_credentials,
             insecure,

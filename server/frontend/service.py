@@ -28,6 +28,7 @@ from chronicle.server.engine import (
     workflow_task,
 )
 from chronicle.server.engine.services import Services
+from chronicle.server.frontend import call_stream
 from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
 from chronicle.server.matching import poller
@@ -453,6 +454,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.identity,
         )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)
+
+    async def CallStream(self, request_iterator: Any, context: Any) -> None:
+        """The unary methods multiplexed on one stream (``call_stream.py``)."""
+        await call_stream.serve(self, context, self._services.notifier.is_stopping)
 
     @rpc
     async def WorkerSession(self, request: service_pb2.WorkerSessionRequest, context: Any) -> None:
