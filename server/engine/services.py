@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chronicle.server.config import ServerConfig
+from chronicle.server.matching.handoff import Handoff
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool
@@ -25,3 +26,5 @@ class Services:
     notifier: Notifier
     queries: QueryRouter
     rate_limits: RateLimits
+    handoff: Handoff = field(default_factory=Handoff)
+    """Workflow-task polls waiting on this server, for starts to hand their first task to."""

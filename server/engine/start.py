@@ -15,10 +15,11 @@ from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Payload, RetryPolicy
 from chronicle.server import errors, telemetry
+from chronicle.server.engine import grants
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
+from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
-from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey, memo_to_json
 
@@ -82,18 +83,61 @@ def validate(request: StartRequest) -> None:
 
 
 async def start_workflow(services: Services, request: StartRequest) -> tuple[str, bool]:
-    """Start a run (or return the existing one per the policies): ``(run_id, started)``."""
+    """Start a run (or return the existing one per the policies): ``(run_id, started)``.
+
+    When a workflow-task poll waits on the run's queue on this server, the run's first task is
+    started for it in the same commit and handed to it (sync match, ``matching/handoff.py``).
+    """
     validate(request)
+    ns, queue = request.namespace, request.task_queue
+    limited = await services.rate_limits.limited_queues(ns)
+    poller = services.handoff.take(ns, queue)
+    handed: list[grants.WorkflowTaskGrant] = []
 
     async def body(conn: Conn) -> tuple[str, bool]:
-        return await _start(conn, services, request)
+        handed.clear()
+        hand_to = poller.identity if poller is not None else ""
+        return await _start(conn, services, request, hand_to, limited, handed)
 
-    return await db.in_transaction(
-        services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
+    delivered = False
+    try:
+        result = await db.in_transaction(
+            services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
+        )
+        if poller is not None and handed:
+            delivered = True  # the poller is no longer given back, whatever happens now
+            if not services.handoff.deliver(poller, handed[0]):
+                await _release(services, handed[0])
+    finally:
+        if poller is not None and not delivered:
+            services.handoff.give_back(ns, queue, poller)
+    return result
+
+
+async def _release(services: Services, grant: grants.WorkflowTaskGrant) -> None:
+    """The task was started for a poll that has ended: time it out now (it is retried)."""
+    key = grant.token.key
+    now = tr.utcnow()
+    await services.pool.execute(
+        sql.EXPIRE_WORKFLOW_TASK,
+        *key.params(),
+        grant.token.started_event_id,
+        now,
+        notify.timer_payload(now),
+    )
+    telemetry.run_logger(*key.params()).info(
+        "the poll handed the first workflow task had ended; timing the task out now"
     )
 
 
-async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple[str, bool]:
+async def _start(
+    conn: Conn,
+    services: Services,
+    request: StartRequest,
+    hand_to: str = "",
+    limited: frozenset[str] = frozenset(),
+    handed: list[grants.WorkflowTaskGrant] | None = None,
+) -> tuple[str, bool]:
     ns, wid = request.namespace, request.workflow_id
     current = await conn.fetchrow(sql.LOCK_CURRENT, ns, wid)
     if current is not None:
@@ -148,14 +192,29 @@ async def _start(conn: Conn, services: Services, request: StartRequest) -> tuple
                 identity=request.identity,
             )
         )
+    key = RunKey(ns, wid, run_id)
+    planned = tr.plan(
+        WorkflowState(), [started, *extra], tr.utcnow(), sticky_identity="", hand_to=hand_to
+    )
     await create_run(
         conn,
-        RunKey(ns, wid, run_id),
+        key,
         started,
         extra,
-        tr.utcnow(),
+        planned.events[0].time,
         replace_current=current is not None,
+        planned=planned,
     )
+    task = planned.state.workflow_task
+    if handed is not None and task is not None and task.started_event_id:
+        outcome = tr.Outcome(
+            decision=tr.Decision(),
+            state=planned.state,
+            events=planned.events,
+            previous=WorkflowState(),
+            events_json=planned.events_json,
+        )
+        handed.append(await grants.grant(conn, key, outcome, after=0, rate_limited_queues=limited))
     telemetry.run_logger(ns, wid, run_id).info(
         "workflow started", workflow_type=request.workflow_type
     )

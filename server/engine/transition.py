@@ -95,11 +95,14 @@ def plan(
     *,
     sticky_identity: str,
     start_for: str = "",
+    hand_to: str = "",
 ) -> Planned:
     """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure.
 
     ``start_for``: when the generic rule schedules a workflow task and the run is sticky to that
     worker identity, the task is started for it at once (eager workflow task): no task row.
+    ``hand_to``: the same for a waiting poll with that identity, sticky or not (sync match of a
+    new run's first task, ``matching/handoff.py``).
     """
     eager = 0
     steps: list[tuple[ev.Event, WorkflowState]] = []
@@ -117,12 +120,13 @@ def plan(
         )
         state = fold_event(state, event)
         steps.append((event, state))
-        if start_for and start_for == sticky_identity:
+        starter = hand_to or (start_for if start_for and start_for == sticky_identity else "")
+        if starter:
             eager = event.id
             started = ev.Event(
                 id=state.next_event_id,
                 time=now,
-                attributes=ev.WorkflowTaskStarted(scheduled_event_id=eager, identity=start_for),
+                attributes=ev.WorkflowTaskStarted(scheduled_event_id=eager, identity=starter),
             )
             state = fold_event(state, started)
             steps.append((started, state))

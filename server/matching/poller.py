@@ -21,21 +21,36 @@ from chronicle.server.store import notify
 async def poll_workflow_task(
     services: Services, namespace: str, task_queue: str, identity: str, timeout: float
 ) -> grants.WorkflowTaskGrant | QueryTask | None:
-    """The next query or workflow task of the queue, or None after ``timeout`` seconds."""
+    """The next query or workflow task of the queue, or None after ``timeout`` seconds.
 
-    async def attempt() -> grants.WorkflowTaskGrant | QueryTask | None:
-        query = services.queries.take(namespace, task_queue)
-        if query is not None:
-            return query
-        return await workflow_task.dispatch(services, namespace, task_queue, identity)
+    While it waits, the poll is offered to starts on this server (``handoff.py``)."""
+    waiter = notify.Waiter()
+    handoff = services.handoff
+    with handoff.waiting(namespace, task_queue, identity, waiter) as offered:
 
-    return await services.notifier.long_poll(
-        notify.TASK_CHANNEL,
-        notify.task_key(rows.WORKFLOW, namespace, task_queue),
-        attempt,
-        timeout,
-        recheck=services.config.sticky_timeout.total_seconds(),
-    )
+        async def attempt() -> grants.WorkflowTaskGrant | QueryTask | None:
+            if offered.taken or offered.grant is not None:
+                return offered.grant  # None while a start's commit is in flight
+            query = services.queries.take(namespace, task_queue)
+            if query is not None:
+                return query
+            handoff.pause(namespace, task_queue, offered)
+            granted = await workflow_task.dispatch(services, namespace, task_queue, identity)
+            if granted is None:
+                handoff.resume(namespace, task_queue, offered)
+            return granted
+
+        result: grants.WorkflowTaskGrant | QueryTask | None = await services.notifier.long_poll(
+            notify.TASK_CHANNEL,
+            notify.task_key(rows.WORKFLOW, namespace, task_queue),
+            attempt,
+            timeout,
+            recheck=services.config.sticky_timeout.total_seconds(),
+            waiter=waiter,
+        )
+        if result is None and offered.taken:
+            result = await offered.settled()
+        return result
 
 
 async def poll_activity_task(

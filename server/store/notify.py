@@ -187,9 +187,10 @@ class Notifier:
                 await asyncio.wait_for(conn.close(), timeout=2)
 
     @contextlib.contextmanager
-    def subscribe(self, channel: str, key: str) -> Iterator[Waiter]:
-        """Register a waiter for ``(channel, key)`` for the duration of a ``with`` block."""
-        waiter = Waiter()
+    def subscribe(self, channel: str, key: str, waiter: Waiter | None = None) -> Iterator[Waiter]:
+        """Register a waiter (``waiter``, or a new one) for ``(channel, key)`` for the duration
+        of a ``with`` block."""
+        waiter = waiter or Waiter()
         waiters = self._waiters.setdefault((channel, key), set())
         waiters.add(waiter)
         try:
@@ -207,15 +208,17 @@ class Notifier:
         timeout: float,
         *,
         recheck: float | None = None,
+        waiter: Waiter | None = None,
     ) -> T | None:
         """Call ``attempt`` until it returns a value, waking on notifications for ``key``.
 
         Returns None when ``timeout`` seconds pass (or the server stops) first. ``recheck``
-        bounds each wait, for conditions that become true without a notification.
+        bounds each wait, for conditions that become true without a notification. ``waiter``:
+        one the caller also sets, for wake-ups from inside the process.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        with self.subscribe(channel, key) as waiter:
+        with self.subscribe(channel, key, waiter) as waiter:
             while True:
                 waiter.clear()
                 result = await attempt()

@@ -418,4 +418,14 @@ SELECT (SELECT count(*) FROM acts) AS activities,
 """A lost worker's started activities and workflow tasks time out now (their start-to-close and
 workflow-task timers fall due at ``$3``); its sticky task rows go to anyone."""
 
+EXPIRE_WORKFLOW_TASK: Final = """
+WITH moved AS (
+    UPDATE timers SET fire_at = $5
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+      AND kind = 'workflow_task_timeout' AND ref_id = $4 AND fire_at > $5
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM moved), pg_notify('chronicle_timer', $6)"""
+"""A started workflow task (``$4``: its WorkflowTaskStarted event id) times out now (``$5``)."""
+
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

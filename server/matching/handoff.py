@@ -1,0 +1,124 @@
+"""Sync match: a new run's first workflow task handed to a poller waiting on this server.
+
+Without it, a start commits a task row and a NOTIFY; the waiting poller wakes when Postgres
+delivers the notification, then leases the row and starts the task in a second transaction
+(2 to 3 ms on this machine). With it, ``StartWorkflow`` takes a poller waiting on the run's
+queue *before* its transaction, appends ``WorkflowTaskStarted`` for that poller in the same
+commit (no task row, no NOTIFY), and hands the grant to the poll after the commit.
+
+The hand-off never loses a task. Each case below has its own way back:
+
+- **No run was created** (an existing run was used, the start was delayed, or the start
+  failed). The poller is given back and goes on waiting.
+- **The poll ended while the start committed** (its caller went away). The task was started
+  for a poll that is gone, so its timeout timer is moved to now, and the timer loop times it
+  out and schedules a retry (``engine/start.py``). This is what a lost poll response does
+  anyway.
+- **The poll's deadline passes while it is taken.** It waits a little longer for the hand-off
+  instead of returning empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from chronicle.server.store.notify import Waiter
+
+if TYPE_CHECKING:  # grants imports the engine, which imports the services holding a Handoff
+    from chronicle.server.engine.grants import WorkflowTaskGrant
+
+HANDOFF_WAIT: Final = 5.0
+"""How long a poll whose deadline passed waits for a hand-off in flight (a start's commit)."""
+
+
+@dataclass(eq=False)
+class WaitingPoller:
+    """One workflow-task long poll waiting on this server."""
+
+    identity: str
+    waiter: Waiter
+    taken: bool = False
+    """Reserved by a start whose commit is in flight."""
+    grant: WorkflowTaskGrant | None = None
+    gone: bool = False
+    """The poll has ended: nothing handed to it now reaches a worker."""
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def settled(self) -> WorkflowTaskGrant | None:
+        """For a taken poller: the grant once handed, or None if the start gave it back."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HANDOFF_WAIT):
+                await self._settled.wait()
+        return self.grant
+
+
+class Handoff:
+    """The workflow-task polls waiting on this server, by (namespace, task queue)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str], list[WaitingPoller]] = {}
+
+    @contextlib.contextmanager
+    def waiting(
+        self, namespace: str, task_queue: str, identity: str, waiter: Waiter
+    ) -> Iterator[WaitingPoller]:
+        """Offer a poll for hand-offs while the ``with`` block runs."""
+        poller = WaitingPoller(identity, waiter)
+        queue = self._waiting.setdefault((namespace, task_queue), [])
+        queue.append(poller)
+        try:
+            yield poller
+        finally:
+            poller.gone = True
+            with contextlib.suppress(ValueError):
+                queue.remove(poller)
+            if not queue:
+                self._waiting.pop((namespace, task_queue), None)
+
+    def waiting_on(self, namespace: str, task_queue: str) -> int:
+        """How many polls wait on the queue, ready to be handed a task."""
+        return len(self._waiting.get((namespace, task_queue), ()))
+
+    def take(self, namespace: str, task_queue: str) -> WaitingPoller | None:
+        """Reserve the poller that has waited longest on the queue, if any."""
+        queue = self._waiting.get((namespace, task_queue))
+        if not queue:
+            return None
+        poller = queue.pop(0)
+        poller.taken = True
+        return poller
+
+    def give_back(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
+        """Nothing was started for ``poller``: it waits on, first in line again, and looks at
+        the queue once more (a task may have come meanwhile)."""
+        poller.taken = False
+        poller._settled.set()
+        poller._settled = asyncio.Event()
+        if not poller.gone:
+            self._waiting.setdefault((namespace, task_queue), []).insert(0, poller)
+            poller.waiter.set()
+
+    def pause(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
+        """Withdraw ``poller`` while it leases a task itself (it must not get two)."""
+        queue = self._waiting.get((namespace, task_queue), [])
+        with contextlib.suppress(ValueError):
+            queue.remove(poller)
+
+    def resume(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
+        """Offer ``poller`` again after a look at the queue that found nothing."""
+        if not poller.gone and not poller.taken:
+            self._waiting.setdefault((namespace, task_queue), []).append(poller)
+
+    @staticmethod
+    def deliver(poller: WaitingPoller, grant: WorkflowTaskGrant) -> bool:
+        """Hand ``grant`` to ``poller``; False when its poll has ended (nobody will get it)."""
+        if poller.gone:
+            return False
+        poller.grant = grant
+        poller._settled.set()
+        poller.waiter.set()
+        return True
