@@ -23,9 +23,10 @@ from chronicle.history import codec
 from chronicle.history.state import WorkflowState
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import transition as tr
+from chronicle.server.engine.known_rows import KnownRows
 from chronicle.server.store import sql
 from chronicle.server.store.pool import RETRYABLE, Conn
-from chronicle.server.store.rows import RunKey
+from chronicle.server.store.rows import RunKey, failure_to_json
 
 FALL_BACK: tuple[type[BaseException], ...] = (asyncpg.exceptions.UniqueViolationError, *RETRYABLE)
 """Errors of the guarded write after which the locked path runs (nothing was written)."""
@@ -40,6 +41,7 @@ async def try_transition(
     start_workflow_task_for: str = "",
     finish: Callable[[tr.Planned], Any] | None = None,
     eligible: Callable[[tr.Outcome], bool] | None = None,
+    known: KnownRows | None = None,
 ) -> tr.Outcome | None:
     """``transition.transition`` without a lock, on ``conn`` outside any transaction.
 
@@ -49,12 +51,22 @@ async def try_transition(
     (``activity_ids`` of the state not empty) or updates some; the transition writes no event
     or closes the run (``_after_close`` needs the lock); ``eligible(outcome)`` is False (the
     caller would do more I/O in the transaction); or the row changed since it was read.
+
+    ``known``: the rows this server wrote last (``known_rows.py``). A run found there is not
+    read; if its row changed since, the write does nothing and the attempt is made once more
+    with a fresh read.
     """
     assert not conn.is_in_transaction(), "the fast path writes in autocommit"
-    row = await conn.fetchrow(sql.READ_EXECUTION, *key.params())
-    if row is None:
-        return None
-    state = codec.state_from_json(row["state"])
+    # Taken out: only a successful write puts the run back (a stale entry never lingers).
+    cached = known.take(key) if known is not None else None
+    if cached is not None:
+        row: Any = cached.row
+        state = cached.state
+    else:
+        row = await conn.fetchrow(sql.READ_EXECUTION, *key.params())
+        if row is None:
+            return None
+        state = codec.state_from_json(row["state"])
     if not state.is_open or (activity_ids is not None and activity_ids(state)):
         return None
     try:
@@ -79,7 +91,7 @@ async def try_transition(
     ):
         return None
     try:
-        applied = await tr.write(
+        written = await tr.write(
             conn,
             key,
             step.planned,
@@ -89,10 +101,29 @@ async def try_transition(
         )
     except FALL_BACK as exc:
         _log_fallback(key, type(exc).__name__)
-        return None
-    if not applied:
+        written = None
+    if written is None:
+        if cached is not None:  # written elsewhere since this server wrote it: read it now
+            return await try_transition(
+                conn,
+                key,
+                callback,
+                activity_ids=activity_ids,
+                start_workflow_task_for=start_workflow_task_for,
+                finish=finish,
+                eligible=eligible,
+                known=known,
+            )
         _log_fallback(key, "execution row changed since it was read")
         return None
+    if known is not None and written.version is not None:
+        known.remember(
+            key,
+            version=written.version,
+            state=step.planned.state,
+            sticky_identity=step.sticky,
+            last_workflow_task_failure=failure_to_json(step.failure),
+        )
     return outcome
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chronicle.server.config import ServerConfig
+from chronicle.server.engine.known_rows import KnownRows
 from chronicle.server.matching.handoff import Handoff
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.notify import Notifier
@@ -28,3 +29,5 @@ class Services:
     rate_limits: RateLimits
     handoff: Handoff = field(default_factory=Handoff)
     """Workflow-task polls waiting on this server, for starts to hand their first task to."""
+    known_rows: KnownRows = field(default_factory=KnownRows)
+    """The execution rows this server's fast path wrote last (``known_rows.py``)."""

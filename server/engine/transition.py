@@ -145,11 +145,11 @@ async def write(
     last_failure: Failure | None,
     write_execution: bool = True,
     expected_version: int | None = None,
-) -> bool:
-    """Write a planned transition in one statement (in the caller's transaction); True.
+) -> Written | None:
+    """Write a planned transition in one statement (in the caller's transaction).
 
     ``expected_version``: the fast path (``fastpath.py``) holds no lock and passes the ``xmin``
-    of the execution row it read; then nothing is written, and False returned, unless that row
+    of the execution row it read; then nothing is written, and None returned, unless that row
     version is still the current one.
     """
     events, state, changes = planned.events, planned.state, planned.changes
@@ -171,7 +171,7 @@ async def write(
     delete_tasks = [] if changes.delete_all else list(changes.delete_tasks)
     delete_timers = [] if changes.delete_all else list(changes.delete_timers)
     delete_activities = [] if changes.delete_all else list(changes.delete_activities)
-    applied = await conn.fetchval(
+    result = await conn.fetchrow(
         sql.APPLY_TRANSITION,
         *key.params(),
         [e.id for e in events],
@@ -207,7 +207,18 @@ async def write(
         [a.started_by for a in acts_in],
         expected_version,
     )
-    return bool(applied)
+    assert result is not None
+    if not result["applied"]:
+        return None
+    return Written(result["version"])
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What ``write`` wrote: ``version`` is the execution row's new ``xmin`` (None when the
+    transition left the row as it was)."""
+
+    version: int | None
 
 
 Callback = Callable[[Context], Decision]

@@ -241,6 +241,7 @@ async def complete(
                 finish=finish,
                 start_workflow_task_for=identity if eager_workflow_task else "",
                 eligible=fast,
+                known=services.known_rows,
             )
             if outcome is not None:
                 completion = await after(conn, outcome)

@@ -135,7 +135,7 @@ upd_exec AS (
         sticky_identity = $12, last_workflow_task_failure = $13::jsonb
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
       AND ((SELECT $35::xid) IS NULL OR xmin = (SELECT $35::xid))
-    RETURNING 1
+    RETURNING xmin AS version
 ),
 guard AS (
     SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
@@ -214,7 +214,7 @@ ins_activities AS (
     FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
     WHERE (SELECT ok FROM guard)
 )
-SELECT (SELECT ok FROM guard) AS applied,
+SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM upd_exec) AS version,
        (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
         WHERE (SELECT ok FROM guard)) AS notified"""
 """A transition's whole write. The listed deletes find their rows by index (the listed ids are
@@ -227,7 +227,8 @@ replan this statement, ≈ 0.4 ms, on every call). See docs/transition-sql.md.
 ``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
 ``xmin`` of the execution row version the caller read without a lock (the fast path,
 docs/fastpath.md): the execution update applies only to that very version, and every other
-write (and the notifications) only when it did. Returns ``applied``."""
+write (and the notifications) only when it did. Returns ``applied`` and ``version``, the
+execution row's new ``xmin`` (NULL when it was not written)."""
 
 INSERT_FOREIGN_TIMER: Final = """
 WITH ins AS (
