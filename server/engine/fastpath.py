@@ -48,8 +48,9 @@ async def try_transition(
     Returns the outcome once written and committed, or None (nothing written) when the caller
     must run the locked path: the run is not found or the callback rejects the request (the
     locked path decides, and raises, under the lock); the callback needs activity rows
-    (``activity_ids`` of the state not empty) or updates some; the transition writes no event
-    or closes the run (``_after_close`` needs the lock); ``eligible(outcome)`` is False (the
+    (``activity_ids`` of the state not empty) or updates some; the transition writes no event,
+    or closes the run with effects beyond its own rows (a parent to tell, children to close,
+    a continue-as-new: ``transition.close_is_local``); ``eligible(outcome)`` is False (the
     caller would do more I/O in the transaction); or the row changed since it was read.
 
     ``known``: the rows this server wrote last (``known_rows.py``). A run found there is not
@@ -83,10 +84,11 @@ async def try_transition(
     except errors.ServerError:
         return None
     outcome = step.outcome
+    closes = not step.planned.state.is_open
     if (
         step.decision.activity_updates
         or not step.planned.events
-        or not step.planned.state.is_open
+        or (closes and not tr.close_is_local(row["has_parent"], state, step.planned.state))
         or (eligible is not None and not eligible(outcome))
     ):
         return None
@@ -116,13 +118,14 @@ async def try_transition(
             )
         _log_fallback(key, "execution row changed since it was read")
         return None
-    if known is not None and written.version is not None:
+    if known is not None and written.version is not None and not closes:
         known.remember(
             key,
             version=written.version,
             state=step.planned.state,
             sticky_identity=step.sticky,
             last_workflow_task_failure=failure_to_json(step.failure),
+            has_parent=row["has_parent"],
         )
     return outcome
 

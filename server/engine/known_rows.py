@@ -59,12 +59,14 @@ class KnownRows:
         state: WorkflowState,
         sticky_identity: str,
         last_workflow_task_failure: str | None,
+        has_parent: bool,
     ) -> None:
         """Record the row a committed write left (its new ``xmin`` and values)."""
         row = {
             "version": version,
             "sticky_identity": sticky_identity,
             "last_workflow_task_failure": last_workflow_task_failure,
+            "has_parent": has_parent,
         }
         self._rows[key] = KnownRow(row, state, time.monotonic())
         self._rows.move_to_end(key)

@@ -379,6 +379,24 @@ async def _lock(
     return found[0], codec.state_from_json(found[0]["state"]), activities
 
 
+def close_is_local(has_parent: bool, before: WorkflowState, after: WorkflowState) -> bool:
+    """Whether closing ``before`` into ``after`` may be written by the fast path (``fastpath.py``):
+    ``_after_close`` has nothing to do (no parent to tell, no child to close), the run does not
+    continue as new, and it has no pending activity. Row-only transitions (heartbeats, retries,
+    dispatches) write activity rows, their timers and tasks without a new execution row version;
+    the close deletes every row of the run from its statement's snapshot and would miss one
+    they inserted meanwhile (docs/fastpath.md)."""
+    return (
+        not has_parent
+        and after.status is not RunStatus.CONTINUED_AS_NEW
+        and not before.pending_activities
+        and not any(
+            child.run_id and child.parent_close_policy in ("terminate", "request_cancel")
+            for child in before.pending_children.values()
+        )
+    )
+
+
 async def _after_close(
     conn: Conn, key: RunKey, row: Any, before: WorkflowState, after: WorkflowState, now: datetime
 ) -> None:

@@ -20,8 +20,8 @@ from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import WorkflowTaskToken, decode_workflow_token
+from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
-from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey
 
@@ -248,6 +248,9 @@ async def complete(
     if completion is None:
         completion = await db.in_transaction(services.pool, body)
     if closes:
+        # Result waiters on this server learn at once; Postgres's NOTIFY, delivered on the
+        # listening connection a little later, still tells the other servers.
+        services.notifier.wake(notify.RUN_CHANNEL, notify.closed_key(*token.key.params()))
         telemetry.run_logger(*token.key.params()).info("workflow closed")
     return completion
 

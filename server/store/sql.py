@@ -32,7 +32,8 @@ FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
 FOR UPDATE"""
 
 READ_EXECUTION: Final = """
-SELECT xmin AS version, state, sticky_identity, last_workflow_task_failure
+SELECT xmin AS version, state, sticky_identity, last_workflow_task_failure,
+       parent_workflow_id IS NOT NULL AS has_parent
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 """The execution row without a lock, with its row version (``xmin``) for the fast path's guard
 (``APPLY_TRANSITION``'s ``$35``)."""

@@ -4,11 +4,14 @@ overwritten."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from chronicle.history import codec
+from chronicle.history import events as ev
+from chronicle.history.state import PendingActivity, PendingChild, RunStatus, WorkflowState
 from chronicle.server.engine import fastpath
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.known_rows import KnownRows
@@ -42,6 +45,7 @@ async def test_the_known_row_is_the_row_as_written(
         state=entry.state,
         sticky_identity=entry.row["sticky_identity"],
         last_workflow_task_failure=entry.row["last_workflow_task_failure"],
+        has_parent=entry.row["has_parent"],
     )
     second = await fastpath.try_transition(fast_conn, key, _signal("b"), known=known)
     assert second is not None
@@ -93,3 +97,46 @@ async def test_events_appended_elsewhere_are_read_again(
         key.run_id,
     )
     assert [r["n"] for r in names] == ["a", "elsewhere", "b"]
+
+
+def _terminate(ctx: tr.Context) -> tr.Decision:
+    return tr.Decision(events=[ev.WorkflowTerminated(reason="test", identity="test")])
+
+
+async def test_a_close_with_nothing_beyond_the_run_is_written_by_the_fast_path(
+    stub: Any,
+    db: asyncpg.Connection,
+    fast_conn: asyncpg.Connection,  # noqa: F811
+) -> None:
+    key, _ = await _started(stub, db, "closing")
+    known = KnownRows()
+    outcome = await fastpath.try_transition(fast_conn, key, _terminate, known=known)
+    assert outcome is not None
+    assert outcome.state.status is RunStatus.TERMINATED
+    assert await db.fetchval("SELECT status FROM executions WHERE run_id = $1", key.run_id) == (
+        "terminated"
+    )
+    for table in ("tasks", "timers", "activities"):
+        left = await db.fetchval(f"SELECT count(*) FROM {table} WHERE run_id = $1", key.run_id)
+        assert left == 0, f"the close left {table} rows"
+    assert len(known) == 0  # a closed run is not kept
+
+
+def test_a_close_is_local_only_without_parent_children_activities_or_continue_as_new() -> None:
+    running = WorkflowState(status=RunStatus.RUNNING)
+    done = replace(running, status=RunStatus.COMPLETED)
+    assert tr.close_is_local(False, running, done)
+    assert not tr.close_is_local(True, running, done)  # the parent must be told
+    assert not tr.close_is_local(
+        False, running, replace(running, status=RunStatus.CONTINUED_AS_NEW)
+    )
+    activity = PendingActivity(
+        scheduled_event_id=5, seq=1, activity_id="1", activity_type="a", task_queue="q"
+    )
+    assert not tr.close_is_local(False, replace(running, pending_activities={5: activity}), done)
+    child = PendingChild(
+        initiated_event_id=6, seq=2, workflow_id="c", workflow_type="t", run_id="r"
+    )
+    assert not tr.close_is_local(False, replace(running, pending_children={6: child}), done)
+    abandoned = replace(child, parent_close_policy="abandon")
+    assert tr.close_is_local(False, replace(running, pending_children={6: abandoned}), done)
