@@ -163,7 +163,8 @@ async def write(
         notes[(notify.TASK_CHANNEL, channel_key)] = None
     if changes.insert_timers:
         earliest = min(t.fire_at for t in changes.insert_timers.values())
-        notes[(notify.TIMER_CHANNEL, notify.timer_payload(earliest))] = None
+        if notify.timer_needs_notify(earliest, utcnow()):  # later ones are found unannounced
+            notes[(notify.TIMER_CHANNEL, notify.timer_payload(earliest))] = None
     tasks_in = list(changes.insert_tasks.values())
     timers_in = list(changes.insert_timers.values())
     acts_in = list(changes.insert_activities.values())

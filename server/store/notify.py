@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -43,6 +43,25 @@ def task_key(kind: str, namespace: str, task_queue: str) -> str:
 def timer_payload(fire_at: datetime) -> str:
     """The ``chronicle_timer`` payload: the earliest new ``fire_at`` as POSIX seconds."""
     return f"{fire_at.timestamp():.6f}"
+
+
+TIMER_LOOP_MAX_SLEEP: Final = 5.0
+"""The longest a timer loop sleeps before it reads the earliest timer again, notified or not."""
+
+_CLOCK_MARGIN: Final = timedelta(seconds=1)
+
+
+def timer_needs_notify(fire_at: datetime, now: datetime) -> bool:
+    """Whether a new timer due at ``fire_at`` must be announced on ``chronicle_timer``.
+
+    A timer loop sleeps at most ``TIMER_LOOP_MAX_SLEEP``, so when it last went to sleep it
+    meant to wake before ``now + TIMER_LOOP_MAX_SLEEP``, and it wakes for a notification only
+    when the new timer is due sooner than that. A later timer would be ignored, so it is not
+    announced; the loop finds it when it next reads. ``_CLOCK_MARGIN`` covers clock differences
+    between server processes. This saves a NOTIFY on every workflow task, whose timeout timer
+    is due in 10 s.
+    """
+    return fire_at < now + timedelta(seconds=TIMER_LOOP_MAX_SLEEP) - _CLOCK_MARGIN
 
 
 def run_key(namespace: str, workflow_id: str, run_id: str) -> str:

@@ -23,7 +23,7 @@ from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey
 
 BATCH = 100
-MAX_SLEEP = 30.0
+MAX_SLEEP = notify.TIMER_LOOP_MAX_SLEEP
 CONCURRENCY = 8
 POSTPONE = timedelta(seconds=10)
 
