@@ -60,7 +60,8 @@ async def _report(url: str, workloads: list[str], limit: int) -> None:
         rows = await conn.fetch(TOP, limit)
     finally:
         await conn.close()
-    print(f"\n{'calls':>7} {'plans':>6} {'ms/call':>8} {'total ms':>9} {'WAL B/call':>10}  statement")
+    header = f"{'calls':>7} {'plans':>6} {'ms/call':>8} {'total ms':>9} {'WAL B/call':>10}"
+    print(f"\n{header}  statement")
     for r in rows:
         print(
             f"{r['calls']:>7} {r['plans']:>6} {r['per_call']:>8.3f} {r['total']:>9.1f} "
