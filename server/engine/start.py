@@ -3,6 +3,7 @@ continue-as-new)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -105,29 +106,38 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
             services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
         )
         if poller is not None and handed:
-            delivered = True  # the poller is no longer given back, whatever happens now
-            if not services.handoff.deliver(poller, handed[0]):
-                await _release(services, handed[0])
+            delivered = services.handoff.deliver(poller, handed[0])
     finally:
         if poller is not None and not delivered:
             services.handoff.give_back(ns, queue, poller)
+            if handed:
+                # Started for a poll that ended, or the commit's outcome is unknown (this call
+                # was cancelled or failed during COMMIT): time the task out so it is retried.
+                # Harmless when the transaction rolled back (no such timer).
+                await asyncio.shield(_release(services, handed[0]))
     return result
 
 
 async def _release(services: Services, grant: grants.WorkflowTaskGrant) -> None:
-    """The task was started for a poll that has ended: time it out now (it is retried)."""
+    """The task was started for a poll that did not get it: time it out now (it is retried).
+
+    Never raises: the start itself succeeded (or its outcome is being reported); if this
+    fails, the task times out after its workflow-task timeout instead."""
     key = grant.token.key
+    log = telemetry.run_logger(*key.params())
     now = tr.utcnow()
-    await services.pool.execute(
-        sql.EXPIRE_WORKFLOW_TASK,
-        *key.params(),
-        grant.token.started_event_id,
-        now,
-        notify.timer_payload(now),
-    )
-    telemetry.run_logger(*key.params()).info(
-        "the poll handed the first workflow task had ended; timing the task out now"
-    )
+    try:
+        await services.pool.execute(
+            sql.EXPIRE_WORKFLOW_TASK,
+            *key.params(),
+            grant.token.started_event_id,
+            now,
+            notify.timer_payload(now),
+        )
+    except Exception as exc:  # the pool or Postgres failing; the timeout is the safety net
+        log.warning("could not time out a handed workflow task early", error=str(exc))
+        return
+    log.info("the poll handed the first workflow task did not take it; timing the task out now")
 
 
 async def _start(

@@ -306,12 +306,16 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.PollWorkflowTaskResponse:
         """Long-poll a workflow task; an empty response when none arrives in time."""
         require(request, "task_queue")
+        wait = self._wait(context)
+        remaining = context.time_remaining()
         grant = await poller.poll_workflow_task(
             self._services,
             namespace(request),
             request.task_queue,
             request.identity,
-            self._wait(context),
+            wait,
+            # a grant handed after the caller's deadline would reach nobody
+            handoff_grace=math.inf if remaining is None else remaining - DEADLINE_MARGIN - wait,
         )
         if grant is None:
             return service_pb2.PollWorkflowTaskResponse()

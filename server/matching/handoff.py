@@ -10,12 +10,14 @@ The hand-off never loses a task. Each case below has its own way back:
 
 - **No run was created** (an existing run was used, the start was delayed, or the start
   failed). The poller is given back and goes on waiting.
-- **The poll ended while the start committed** (its caller went away). The task was started
-  for a poll that is gone, so its timeout timer is moved to now, and the timer loop times it
-  out and schedules a retry (``engine/start.py``). This is what a lost poll response does
-  anyway.
-- **The poll's deadline passes while it is taken.** It waits a little longer for the hand-off
-  instead of returning empty.
+- **The poll ended while the start committed** (its caller went away), or the start's outcome
+  is unknown (it failed or was cancelled during its COMMIT). The task may have been started
+  for a poll that will not get it, so its timeout timer is moved to now, and the timer loop
+  times it out and schedules a retry (``engine/start.py``). This is what a lost poll response
+  does anyway.
+- **The poll's time is up while it is taken.** It waits for the hand-off instead of
+  returning empty: at most ``HANDOFF_WAIT``, and never past its caller's deadline. It is
+  offered to no other start meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ if TYPE_CHECKING:  # grants imports the engine, which imports the services holdi
     from chronicle.server.engine.grants import WorkflowTaskGrant
 
 HANDOFF_WAIT: Final = 5.0
-"""How long a poll whose deadline passed waits for a hand-off in flight (a start's commit)."""
+"""The longest a poll whose wait is over waits for a hand-off in flight (a start's commit)."""
 
 
 @dataclass(eq=False)
@@ -46,12 +48,16 @@ class WaitingPoller:
     grant: WorkflowTaskGrant | None = None
     gone: bool = False
     """The poll has ended: nothing handed to it now reaches a worker."""
+    offered: bool = True
+    """Starts may take it (False once its wait is over: it only awaits a hand-off in flight)."""
     _settled: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def settled(self) -> WorkflowTaskGrant | None:
-        """For a taken poller: the grant once handed, or None if the start gave it back."""
+    async def settled(self, timeout: float) -> WorkflowTaskGrant | None:
+        """For a taken poller whose wait is over: the grant once handed, or None if the start
+        gave it back or ``timeout`` seconds passed. It is offered to no other start."""
+        self.offered = False
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(HANDOFF_WAIT):
+            async with asyncio.timeout(max(timeout, 0.0)):
                 await self._settled.wait()
         return self.grant
 
@@ -68,16 +74,30 @@ class Handoff:
     ) -> Iterator[WaitingPoller]:
         """Offer a poll for hand-offs while the ``with`` block runs."""
         poller = WaitingPoller(identity, waiter)
-        queue = self._waiting.setdefault((namespace, task_queue), [])
-        queue.append(poller)
+        self._offer(namespace, task_queue, poller)
         try:
             yield poller
         finally:
             poller.gone = True
-            with contextlib.suppress(ValueError):
-                queue.remove(poller)
-            if not queue:
-                self._waiting.pop((namespace, task_queue), None)
+            self._withdraw(namespace, task_queue, poller)
+
+    def _offer(
+        self, namespace: str, task_queue: str, poller: WaitingPoller, first: bool = False
+    ) -> None:
+        queue = self._waiting.setdefault((namespace, task_queue), [])
+        if first:
+            queue.insert(0, poller)
+        else:
+            queue.append(poller)
+
+    def _withdraw(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
+        queue = self._waiting.get((namespace, task_queue))
+        if queue is None:
+            return
+        with contextlib.suppress(ValueError):
+            queue.remove(poller)
+        if not queue:
+            del self._waiting[(namespace, task_queue)]
 
     def waiting_on(self, namespace: str, task_queue: str) -> int:
         """How many polls wait on the queue, ready to be handed a task."""
@@ -98,20 +118,18 @@ class Handoff:
         poller.taken = False
         poller._settled.set()
         poller._settled = asyncio.Event()
-        if not poller.gone:
-            self._waiting.setdefault((namespace, task_queue), []).insert(0, poller)
+        if not poller.gone and poller.offered:
+            self._offer(namespace, task_queue, poller, first=True)
             poller.waiter.set()
 
     def pause(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
         """Withdraw ``poller`` while it leases a task itself (it must not get two)."""
-        queue = self._waiting.get((namespace, task_queue), [])
-        with contextlib.suppress(ValueError):
-            queue.remove(poller)
+        self._withdraw(namespace, task_queue, poller)
 
     def resume(self, namespace: str, task_queue: str, poller: WaitingPoller) -> None:
         """Offer ``poller`` again after a look at the queue that found nothing."""
-        if not poller.gone and not poller.taken:
-            self._waiting.setdefault((namespace, task_queue), []).append(poller)
+        if not poller.gone and not poller.taken and poller.offered:
+            self._offer(namespace, task_queue, poller)
 
     @staticmethod
     def deliver(poller: WaitingPoller, grant: WorkflowTaskGrant) -> bool:

@@ -13,17 +13,25 @@ import asyncio
 from chronicle.server.engine import activity_task, grants, workflow_task
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
+from chronicle.server.matching import handoff as handoff_mod
 from chronicle.server.matching import rate_limit
 from chronicle.server.matching.queries import QueryTask
 from chronicle.server.store import notify
 
 
 async def poll_workflow_task(
-    services: Services, namespace: str, task_queue: str, identity: str, timeout: float
+    services: Services,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    timeout: float,
+    handoff_grace: float = handoff_mod.HANDOFF_WAIT,
 ) -> grants.WorkflowTaskGrant | QueryTask | None:
     """The next query or workflow task of the queue, or None after ``timeout`` seconds.
 
-    While it waits, the poll is offered to starts on this server (``handoff.py``)."""
+    While it waits, the poll is offered to starts on this server (``handoff.py``). Taken by a
+    start when its time is up, it waits up to ``handoff_grace`` more seconds for the grant
+    (at most what is left before the caller's deadline)."""
     waiter = notify.Waiter()
     handoff = services.handoff
     with handoff.waiting(namespace, task_queue, identity, waiter) as offered:
@@ -49,7 +57,7 @@ async def poll_workflow_task(
             waiter=waiter,
         )
         if result is None and offered.taken:
-            result = await offered.settled()
+            result = await offered.settled(min(handoff_grace, handoff_mod.HANDOFF_WAIT))
         return result
 
 

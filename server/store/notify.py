@@ -54,14 +54,15 @@ _CLOCK_MARGIN: Final = timedelta(seconds=1)
 def timer_needs_notify(fire_at: datetime, now: datetime) -> bool:
     """Whether a new timer due at ``fire_at`` must be announced on ``chronicle_timer``.
 
-    A timer loop sleeps at most ``TIMER_LOOP_MAX_SLEEP``, so when it last went to sleep it
-    meant to wake before ``now + TIMER_LOOP_MAX_SLEEP``, and it wakes for a notification only
-    when the new timer is due sooner than that. A later timer would be ignored, so it is not
-    announced; the loop finds it when it next reads. ``_CLOCK_MARGIN`` covers clock differences
-    between server processes. This saves a NOTIFY on every workflow task, whose timeout timer
-    is due in 10 s.
+    A timer loop sleeps at most ``TIMER_LOOP_MAX_SLEEP`` and wakes for a notification only
+    when the new timer is due before its planned wake-up. A loop that went to sleep before
+    this timer committed planned to wake no later than commit time + ``TIMER_LOOP_MAX_SLEEP``.
+    So a timer due after that is found by the loop's next read without a notification, and is
+    not announced. ``_CLOCK_MARGIN`` covers the time from ``now`` to the commit and clock
+    differences between server processes. This saves a NOTIFY on every workflow task, whose
+    timeout timer is due in 10 s.
     """
-    return fire_at < now + timedelta(seconds=TIMER_LOOP_MAX_SLEEP) - _CLOCK_MARGIN
+    return fire_at < now + timedelta(seconds=TIMER_LOOP_MAX_SLEEP) + _CLOCK_MARGIN
 
 
 def run_key(namespace: str, workflow_id: str, run_id: str) -> str:

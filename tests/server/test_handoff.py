@@ -11,6 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
+from chronicle.server.matching.handoff import Handoff
 from chronicle.server.store.notify import Waiter
 from tests.sdk_io.helpers import eventually
 from tests.server.conftest import event_types, start_request
@@ -108,3 +109,33 @@ async def test_without_a_waiting_poll_the_task_is_queued(
         pb.PollWorkflowTaskRequest(task_queue="q", identity="w1"), timeout=5
     )
     assert task.workflow_execution.workflow_id == "h-queued"
+
+
+async def test_a_poll_whose_wait_is_over_is_not_offered_again() -> None:
+    """Given back by a start that made no task while its wait was over, the poll returns
+    (empty) instead of being taken by the next start, whose task it would never deliver."""
+    handoff = Handoff()
+    with handoff.waiting("default", "q", "w1", Waiter()) as poll:
+        assert handoff.take("default", "q") is poll
+        settling = asyncio.create_task(poll.settled(5.0))
+        await asyncio.sleep(0)  # the poll's wait is over: it only awaits the hand-off
+        handoff.give_back("default", "q", poll)
+        assert await settling is None
+        assert handoff.waiting_on("default", "q") == 0
+        assert handoff.take("default", "q") is None
+
+
+def test_an_ending_poll_withdraws_from_the_current_offer_list() -> None:
+    """A poll that leased a task itself and looked again may sit in a newer list than the one
+    it joined; ending it must not drop the other polls of that list."""
+    handoff = Handoff()
+    first_poll = handoff.waiting("default", "q", "w1", Waiter())
+    first = first_poll.__enter__()
+    with handoff.waiting("default", "q", "w2", Waiter()):
+        handoff.pause("default", "q", first)
+    # w2 ended, so the list w1 joined is gone; w1 found nothing and is offered in a new one
+    handoff.resume("default", "q", first)
+    with handoff.waiting("default", "q", "w3", Waiter()) as third:
+        first_poll.__exit__(None, None, None)
+        assert handoff.waiting_on("default", "q") == 1
+        assert handoff.take("default", "q") is third
