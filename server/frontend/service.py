@@ -13,12 +13,11 @@ from typing import Any
 
 from chronicle.history import wire
 from chronicle.history.values import Failure
-from chronicle.protos.v1 import common_pb2, service_pb2, service_pb2_grpc
+from chronicle.protos.v1 import service_pb2, service_pb2_grpc
 from chronicle.server import errors
 from chronicle.server.engine import (
     activity_task,
     control,
-    grants,
     query,
     read,
     reset,
@@ -28,7 +27,7 @@ from chronicle.server.engine import (
     workflow_task,
 )
 from chronicle.server.engine.services import Services
-from chronicle.server.frontend import call_stream
+from chronicle.server.frontend import call_stream, task_protos
 from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
 from chronicle.server.matching import poller
@@ -320,21 +319,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         if grant is None:
             return service_pb2.PollWorkflowTaskResponse()
         if isinstance(grant, QueryTask):
-            return service_pb2.PollWorkflowTaskResponse(
-                task_token=grant.token(),
-                workflow_execution=common_pb2.WorkflowExecution(
-                    workflow_id=grant.key.workflow_id, run_id=grant.key.run_id
-                ),
-                workflow_type=grant.workflow_type,
-                query=service_pb2.QueryRequest(
-                    query_id=grant.query_id,
-                    query_name=grant.name,
-                    args=wire.payloads_to_proto(grant.args),
-                    validate_update=grant.validate_update,
-                ),
-                task_queue=grant.task_queue,
-            )
-        return _workflow_task_proto(grant)
+            return task_protos.query_task(grant)
+        return task_protos.workflow_task(grant)
 
     @rpc
     async def CompleteWorkflowTask(
@@ -367,10 +353,10 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             eager_workflow_task=request.eager_workflow_task,
         )
         response = service_pb2.CompleteWorkflowTaskResponse(
-            activity_tasks=[_activity_task_proto(grant) for grant in completion.activity_tasks]
+            activity_tasks=[task_protos.activity_task(grant) for grant in completion.activity_tasks]
         )
         if completion.workflow_task is not None:
-            granted = _workflow_task_proto(completion.workflow_task)
+            granted = task_protos.workflow_task(completion.workflow_task)
             response.workflow_task.CopyFrom(granted)
         return response
 
@@ -411,7 +397,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         if grant is None:
             return service_pb2.PollActivityTaskResponse()
-        return _activity_task_proto(grant)
+        return task_protos.activity_task(grant)
 
     @rpc
     async def CompleteActivityTask(
@@ -428,7 +414,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         response = service_pb2.CompleteActivityTaskResponse()
         if grant is not None:
-            response.workflow_task.CopyFrom(_workflow_task_proto(grant))
+            response.workflow_task.CopyFrom(task_protos.workflow_task(grant))
         return response
 
     @rpc
@@ -496,45 +482,3 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             self._sessions[key] -= 1
             if not self._sessions[key]:
                 del self._sessions[key]
-
-
-def _workflow_task_proto(grant: grants.WorkflowTaskGrant) -> service_pb2.PollWorkflowTaskResponse:
-    key = grant.token.key
-    return service_pb2.PollWorkflowTaskResponse(
-        activities_rate_limited=grant.activities_rate_limited,
-        task_token=grant.token.encode(),
-        workflow_execution=common_pb2.WorkflowExecution(
-            workflow_id=key.workflow_id, run_id=key.run_id
-        ),
-        workflow_type=grant.workflow_type,
-        events=[read.event_to_proto(e) for e in grant.events],
-        attempt=grant.attempt,
-        task_queue=grant.task_queue,
-    )
-
-
-def _activity_task_proto(
-    grant: activity_task.ActivityTaskGrant,
-) -> service_pb2.PollActivityTaskResponse:
-    key, a = grant.token.key, grant.attributes
-    response = service_pb2.PollActivityTaskResponse(
-        task_token=grant.token.encode(),
-        workflow_execution=common_pb2.WorkflowExecution(
-            workflow_id=key.workflow_id, run_id=key.run_id
-        ),
-        workflow_type=grant.workflow_type,
-        activity_id=a.activity_id,
-        activity_type=a.activity_type,
-        input=wire.payloads_to_proto(a.input),
-        attempt=grant.attempt,
-        scheduled_time=wire.timestamp_to_proto(grant.scheduled_time),
-        started_time=wire.timestamp_to_proto(grant.started_time),
-        heartbeat_details=wire.payloads_to_proto(grant.heartbeat_details),
-        task_queue=a.task_queue,
-        current_attempt_scheduled_time=wire.timestamp_to_proto(grant.attempt_scheduled_time),
-    )
-    if a.start_to_close_timeout is not None:
-        response.start_to_close_timeout.CopyFrom(wire.duration_to_proto(a.start_to_close_timeout))
-    if a.heartbeat_timeout is not None:
-        response.heartbeat_timeout.CopyFrom(wire.duration_to_proto(a.heartbeat_timeout))
-    return response
