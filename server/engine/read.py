@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -220,24 +221,21 @@ async def get_result(
         current = key
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
 
-        async def attempt(current: RunKey = current) -> tuple[Any, RunKey] | None:
-            row = await pool.fetchrow(sql.GET_EXECUTION_STATUS, *current.params())
-            if row is None:
+        async def attempt(current: RunKey = current) -> RunOutcome | None:
+            outcome = await run_outcome(pool, current)
+            if outcome is None:
                 raise not_found(current.workflow_id, current.run_id)
-            if row["status"] == RunStatus.RUNNING.value:
-                return None
-            return row, current
+            return None if outcome.running else outcome
 
         found = await services.notifier.long_poll(
             notify.RUN_CHANNEL, notify.closed_key(*current.params()), attempt, remaining
         )
         if found is None:
             return service_pb2.GetWorkflowResultResponse(closed=False, run_id=current.run_id)
-        row, _ = found
-        if follow_runs and row["status"] == RunStatus.CONTINUED_AS_NEW.value and row["new_run_id"]:
-            key = RunKey(namespace, workflow_id, row["new_run_id"])
+        if follow_runs and found.status == RunStatus.CONTINUED_AS_NEW.value and found.new_run_id:
+            key = RunKey(namespace, workflow_id, found.new_run_id)
             continue
-        return await _result(pool, current, row)
+        return _result(current, found)
 
 
 def close_failure(attributes: ev.EventAttributes) -> Failure | None:
@@ -257,17 +255,38 @@ def close_failure(attributes: ev.EventAttributes) -> Failure | None:
     return None
 
 
-async def close_event(db: Conn | Pool, key: RunKey, next_event_id: int) -> ev.EventAttributes:
-    """The attributes of a closed run's last event (its close event)."""
-    row = await db.fetchrow(sql.GET_EVENT, *key.params(), next_event_id - 1)
-    assert row is not None, f"closed run {key} has no event {next_event_id - 1}"
-    return StoredEvent.from_record(row).decode().attributes
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """A run's status and, once it is closed, its close event's attributes."""
+
+    status: str
+    new_run_id: str | None
+    """The next run of a run that continued as new (or is retried)."""
+    close: ev.EventAttributes | None
+
+    @property
+    def running(self) -> bool:
+        """Whether the run is still open."""
+        return self.status == RunStatus.RUNNING.value
 
 
-async def _result(pool: Pool, key: RunKey, row: Any) -> service_pb2.GetWorkflowResultResponse:
-    attributes = await close_event(pool, key, row["next_event_id"])
+async def run_outcome(db: Conn | Pool, key: RunKey) -> RunOutcome | None:
+    """The run's status and close event (one round trip); None when the run does not exist."""
+    row = await db.fetchrow(sql.GET_EXECUTION_OUTCOME, *key.params())
+    if row is None:
+        return None
+    close = None
+    if row["status"] != RunStatus.RUNNING.value:
+        assert row["close_type"] is not None, f"closed run {key} has no close event"
+        close = codec.decode_attributes(row["close_type"], row["close_attributes"])
+    return RunOutcome(row["status"], row["new_run_id"], close)
+
+
+def _result(key: RunKey, outcome: RunOutcome) -> service_pb2.GetWorkflowResultResponse:
+    attributes = outcome.close
+    assert attributes is not None
     response = service_pb2.GetWorkflowResultResponse(
-        closed=True, status=row["status"], run_id=key.run_id
+        closed=True, status=outcome.status, run_id=key.run_id
     )
     if isinstance(attributes, ev.WorkflowCompleted) and attributes.result is not None:
         response.result.CopyFrom(wire.payload_to_proto(attributes.result))

@@ -11,7 +11,6 @@ from dataclasses import replace
 
 from chronicle.history import codec
 from chronicle.history import events as ev
-from chronicle.history.state import RunStatus
 from chronicle.history.values import Failure, FailureKind, TimeoutType
 from chronicle.server.engine import activity_task, read
 from chronicle.server.engine import tasks as rows
@@ -49,10 +48,10 @@ async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
     # its workflow id now: the id may already be reused by an unrelated run.
     child_key = RunKey(parent.namespace, child.workflow_id, child.run_id)
     while True:
-        status = await conn.fetchrow(sql.GET_EXECUTION_STATUS, *child_key.params())
-        if status is None or status["status"] == RunStatus.RUNNING:
+        status = await read.run_outcome(conn, child_key)
+        if status is None or status.close is None:
             return  # the chain goes on: its last run reports again
-        attributes = await read.close_event(conn, child_key, status["next_event_id"])
+        attributes = status.close
         if not isinstance(attributes, ev.WorkflowContinuedAsNew):
             break
         child_key = RunKey(parent.namespace, child.workflow_id, attributes.new_run_id)
@@ -63,7 +62,7 @@ async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
         outcome = ev.ChildWorkflowFailed(
             initiated_event_id=initiated,
             failure=Failure(
-                message=f"child workflow '{child.workflow_id}' {status['status']}",
+                message=f"child workflow '{child.workflow_id}' {status.status}",
                 kind=FailureKind.CHILD_WORKFLOW,
                 cause=read.close_failure(attributes),
             ),

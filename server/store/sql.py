@@ -61,6 +61,16 @@ GET_EXECUTION_STATUS: Final = """
 SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 
+GET_EXECUTION_OUTCOME: Final = """
+SELECT e.status, e.next_event_id, e.state->>'new_run_id' AS new_run_id,
+       h.attributes::text AS close_attributes, h.event_type AS close_type
+FROM executions e
+LEFT JOIN history_events h
+  ON e.status <> 'running' AND h.namespace = e.namespace AND h.workflow_id = e.workflow_id
+ AND h.run_id = e.run_id AND h.event_id = e.next_event_id - 1
+WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = $3"""
+"""``GET_EXECUTION_STATUS`` and, once the run is closed, its close event (its last event)."""
+
 GET_CURRENT: Final = """
 SELECT run_id, status, start_request_id FROM current_executions
 WHERE namespace = $1 AND workflow_id = $2"""
