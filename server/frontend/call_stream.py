@@ -83,6 +83,9 @@ async def serve(
     """
     write_lock = asyncio.Lock()
     in_flight: dict[int, asyncio.Task[None]] = {}
+    replying: set[int] = set()
+    """Calls writing their reply: a cancel message no longer interrupts them (a write cancelled
+    half-way leaves grpc unable to send the next reply on the stream)."""
 
     async def reply(message: service_pb2.StreamedReply) -> None:
         async with write_lock:
@@ -91,11 +94,12 @@ async def serve(
     async def run(call: service_pb2.StreamedCall) -> None:
         answer = await _answer(servicer, call)
         answer.id = call.id
-        # From here on a cancel must not interrupt the write: a write cancelled half-way
-        # leaves grpc unable to send the next reply on the stream.
-        in_flight.pop(call.id, None)
-        with contextlib.suppress(Exception):  # the stream ended: nobody to answer
-            await asyncio.shield(reply(answer))
+        replying.add(call.id)
+        try:
+            with contextlib.suppress(Exception):  # the stream ended: nobody to answer
+                await reply(answer)
+        finally:
+            replying.discard(call.id)
 
     try:
         while True:
@@ -103,8 +107,8 @@ async def serve(
             if call is grpc.aio.EOF:
                 break
             if call.cancel:
-                cancelled = in_flight.pop(call.id, None)
-                if cancelled is not None:
+                cancelled = in_flight.get(call.id)
+                if cancelled is not None and call.id not in replying:
                     cancelled.cancel()
                 continue
             if stopping():
@@ -117,7 +121,7 @@ async def serve(
             task = asyncio.create_task(run(call))
             in_flight[call.id] = task
             task.add_done_callback(functools.partial(_forget, in_flight, call.id))
-        if in_flight:  # the caller half-closed: finish what it sent
+        if in_flight:  # the caller half-closed: finish what it sent, replies included
             await asyncio.gather(*in_flight.values(), return_exceptions=True)
     finally:
         running = list(in_flight.values())
