@@ -144,9 +144,9 @@ async def _start(
     conn: Conn,
     services: Services,
     request: StartRequest,
-    hand_to: str = "",
-    limited: frozenset[str] = frozenset(),
-    handed: list[grants.WorkflowTaskGrant] | None = None,
+    hand_to: str,
+    limited: frozenset[str],
+    handed: list[grants.WorkflowTaskGrant],
 ) -> tuple[str, bool]:
     ns, wid = request.namespace, request.workflow_id
     current = await conn.fetchrow(sql.LOCK_CURRENT, ns, wid)
@@ -216,7 +216,7 @@ async def _start(
         planned=planned,
     )
     task = planned.state.workflow_task
-    if handed is not None and task is not None and task.started_event_id:
+    if task is not None and task.started_event_id:
         outcome = tr.Outcome(
             decision=tr.Decision(),
             state=planned.state,

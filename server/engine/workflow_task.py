@@ -219,14 +219,19 @@ async def complete(
             not grants_task(outcome) or token.started_event_id + 1 >= outcome.previous.next_event_id
         )
 
+    def cancel_targets(state: WorkflowState) -> list[int]:
+        return commands_mod.cancel_targets(state, commands)
+
+    start_for = identity if eager_workflow_task else ""
+
     async def body(conn: Conn) -> Completion:
         outcome = await tr.transition(
             conn,
             token.key,
             callback,
-            activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+            activity_ids=cancel_targets,
             finish=finish,
-            start_workflow_task_for=identity if eager_workflow_task else "",
+            start_workflow_task_for=start_for,
         )
         return await after(conn, outcome)
 
@@ -237,9 +242,9 @@ async def complete(
                 conn,
                 token.key,
                 callback,
-                activity_ids=lambda state: commands_mod.cancel_targets(state, commands),
+                activity_ids=cancel_targets,
                 finish=finish,
-                start_workflow_task_for=identity if eager_workflow_task else "",
+                start_workflow_task_for=start_for,
                 eligible=fast,
                 known=services.known_rows,
             )
