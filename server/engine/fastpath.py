@@ -2,7 +2,7 @@
 
 ``transition.transition`` costs four round trips (``BEGIN``, lock, write, ``COMMIT``).
 ``try_transition`` costs two: it reads the execution row (no lock, no explicit transaction),
-runs the same pure ``decide`` step and writes with ``APPLY_TRANSITION`` guarded by the row
+runs the same pure ``decide`` step and writes with the transition statement guarded by the row
 version it read (``xmin``). The statement is all-or-nothing and commits on its own (with the
 usual WAL flush) before the caller answers. When the fast path does not apply, or the row
 changed in between, it returns None having written nothing, and the caller runs the locked

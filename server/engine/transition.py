@@ -146,7 +146,8 @@ async def write(
     write_execution: bool = True,
     expected_version: int | None = None,
 ) -> Written | None:
-    """Write a planned transition in one statement (in the caller's transaction).
+    """Write a planned transition in one statement (in the caller's transaction), made of
+    the parts it needs (``sql.transition_statement``).
 
     ``expected_version``: the fast path (``fastpath.py``) holds no lock and passes the ``xmin``
     of the execution row it read; then nothing is written, and None returned, unless that row
@@ -172,8 +173,20 @@ async def write(
     delete_tasks = [] if changes.delete_all else list(changes.delete_tasks)
     delete_timers = [] if changes.delete_all else list(changes.delete_timers)
     delete_activities = [] if changes.delete_all else list(changes.delete_activities)
-    result = await conn.fetchrow(
-        sql.APPLY_TRANSITION,
+    needed = {
+        "events": events,
+        "close_current": not state.is_open,  # an open run's current row already says running
+        "delete_all": changes.delete_all,
+        "delete_tasks": delete_tasks,
+        "insert_tasks": tasks_in,
+        "delete_timers": delete_timers,
+        "insert_timers": timers_in,
+        "delete_activities": delete_activities,
+        "insert_activities": acts_in,
+    }
+    parts = frozenset(name for name, rows in needed.items() if rows)
+    statement, picks = sql.transition_statement(parts, bool(notes))
+    arguments = (
         *key.params(),
         [e.id for e in events],
         [e.type for e in events],
@@ -186,7 +199,7 @@ async def write(
         sticky_identity,
         failure_to_json(last_failure),
         write_execution,
-        changes.delete_all,
+        None,  # $15: unused (the close-all deletes are the "delete_all" part)
         [k for k, _ in delete_tasks],
         [s for _, s in delete_tasks],
         [r.kind for r in tasks_in],
@@ -208,6 +221,7 @@ async def write(
         [a.started_by for a in acts_in],
         expected_version,
     )
+    result = await conn.fetchrow(statement, *[arguments[i] for i in picks])
     assert result is not None
     if not result["applied"]:
         return None

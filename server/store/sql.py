@@ -7,6 +7,8 @@ Run keys are always ``$1`` namespace, ``$2`` workflow_id, ``$3`` run_id.
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Final
 
 MIGRATION_LOCK_KEY: Final = 7_370_453_207_141_229_388
@@ -36,7 +38,7 @@ SELECT xmin AS version, state, sticky_identity, last_workflow_task_failure,
        parent_workflow_id IS NOT NULL AS has_parent
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 """The execution row without a lock, with its row version (``xmin``) for the fast path's guard
-(``APPLY_TRANSITION``'s ``$35``)."""
+(``transition_statement``'s ``$35``)."""
 
 GET_EXECUTION: Final = """
 SELECT workflow_type, task_queue, status, next_event_id, state, start_time, close_time,
@@ -138,7 +140,7 @@ ORDER BY event_id"""
 
 # ---------------------------------------------------------------- the transition write
 
-APPLY_TRANSITION: Final = """
+_TRANSITION_HEAD: Final = """
 WITH
 upd_exec AS (
     UPDATE executions
@@ -150,26 +152,40 @@ upd_exec AS (
 ),
 guard AS (
     SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
-),
+)"""
+
+TRANSITION_PARTS: Final = {
+    "events": """
 ins_events AS (
     INSERT INTO history_events (namespace, workflow_id, run_id, event_id, event_type, event_time,
                                 attributes)
     SELECT $1, $2, $3, e.id, e.type, e.time, e.attrs::jsonb
     FROM unnest($4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS e(id, type, time, attrs)
     WHERE (SELECT ok FROM guard)
-),
+)""",
+    "close_current": """
 upd_current AS (
     UPDATE current_executions SET status = $9
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND status <> $9 AND $14::boolean
       AND (SELECT ok FROM guard)
-),
+)""",
+    "delete_all": """
 del_tasks AS (
     DELETE FROM tasks WHERE id IN (
         SELECT t.id FROM tasks t
-        WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+        WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
           AND (SELECT ok FROM guard)
         FOR UPDATE SKIP LOCKED)
 ),
+del_timers AS (
+    DELETE FROM timers t
+    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3 AND (SELECT ok FROM guard)
+),
+del_activities AS (
+    DELETE FROM activities a
+    WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3 AND (SELECT ok FROM guard)
+)""",
+    "delete_tasks": """
 del_listed_tasks AS (
     DELETE FROM tasks WHERE id IN (
         SELECT t.id FROM tasks t
@@ -179,43 +195,38 @@ del_listed_tasks AS (
                 SELECT k, s FROM unnest($16::text[], $17::bigint[]) AS d(k, s))
           AND (SELECT ok FROM guard)
         FOR UPDATE OF t SKIP LOCKED)
-),
+)""",
+    "insert_tasks": """
 ins_tasks AS (
     INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
                        sticky_identity)
     SELECT t.k, $1, t.q, $2, $3, t.s, t.st
     FROM unnest($18::text[], $19::text[], $20::bigint[], $21::text[]) AS t(k, q, s, st)
     WHERE (SELECT ok FROM guard)
-),
-del_timers AS (
-    DELETE FROM timers t
-    WHERE (SELECT $15::boolean) AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-      AND (SELECT ok FROM guard)
-),
+)""",
+    "delete_timers": """
 del_listed_timers AS (
     DELETE FROM timers t
     WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
       AND t.ref_id = ANY($23::bigint[])
       AND (t.kind, t.ref_id) IN (SELECT k, r FROM unnest($22::text[], $23::bigint[]) AS d(k, r))
       AND (SELECT ok FROM guard)
-),
+)""",
+    "insert_timers": """
 ins_timers AS (
     INSERT INTO timers (kind, namespace, workflow_id, run_id, ref_id, attempt, fire_at)
     SELECT t.k, $1, $2, $3, t.r, t.a, t.f
     FROM unnest($24::text[], $25::bigint[], $26::integer[], $27::timestamptz[]) AS t(k, r, a, f)
     WHERE (SELECT ok FROM guard)
-),
-del_activities AS (
-    DELETE FROM activities a
-    WHERE (SELECT $15::boolean) AND a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
-      AND (SELECT ok FROM guard)
-),
+)""",
+    "delete_activities": """
 del_listed_activities AS (
     DELETE FROM activities a
     WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3
       AND a.scheduled_event_id = ANY($28::bigint[])
       AND (SELECT ok FROM guard)
-),
+)""",
+    "insert_activities": """
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
                             scheduled_time, attempt_scheduled_time, started_time,
@@ -224,22 +235,53 @@ ins_activities AS (
            CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb
     FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
     WHERE (SELECT ok FROM guard)
-)
-SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM upd_exec) AS version,
+)""",
+}
+"""The optional parts of a transition's write (data-modifying CTEs), by name; see
+``transition_statement``."""
+
+_TRANSITION_RESULT: Final = """
+SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM upd_exec) AS version"""
+_TRANSITION_NOTIFY: Final = """,
        (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
         WHERE (SELECT ok FROM guard)) AS notified"""
-"""A transition's whole write. The listed deletes find their rows by index (the listed ids are
-index conditions), so their cost does not grow with the run's pending rows; ``$15`` (the run
-closed) deletes every row of the run, and the caller then lists none. ``$15`` is read through
-``(SELECT $15)`` so that a custom plan cannot prune the branch it switches off: the custom and
-the generic plan then cost the same and Postgres keeps the cached generic plan (else it would
-replan this statement, ≈ 0.4 ms, on every call). See docs/transition-sql.md.
+_PARAMETER: Final = re.compile(r"\$(\d+)")
 
-``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
-``xmin`` of the execution row version the caller read without a lock (the fast path,
-docs/fastpath.md): the execution update applies only to that very version, and every other
-write (and the notifications) only when it did. Returns ``applied`` and ``version``, the
-execution row's new ``xmin`` (NULL when it was not written)."""
+
+@functools.cache
+def transition_statement(parts: frozenset[str], notify: bool) -> tuple[str, tuple[int, ...]]:
+    """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
+    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 35 arguments
+    numbered ``$1``..``$35`` in the parts; the statement numbers them ``$1``.. again.
+
+    The execution update (and the guard) is always there; ``notify`` adds the ``pg_notify`` of
+    ``$32``/``$33``. Only these constant texts are combined, never request data. A part left
+    out costs nothing, where an empty one still costs its executor set-up (≈ 0.06 ms of
+    Postgres CPU for the 8 a typical step does not use; docs/transition-sql.md). Each variant
+    is prepared once per connection and keeps its cached generic plan.
+
+    ``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
+    ``xmin`` of the execution row version the caller read without a lock (the fast path,
+    docs/fastpath.md): the execution update applies only to that very version, and every other
+    write (and the notifications) only when it did. Read as ``(SELECT $35::xid)`` so that a
+    custom plan cannot prune a branch and look cheaper than the generic one (else Postgres
+    would re-plan the statement, ≈ 0.4 ms, on every call). The listed deletes find their rows
+    by index (the listed ids are index conditions), so their cost does not grow with the run's
+    pending rows. The result: ``applied`` and ``version``, the execution row's new ``xmin``
+    (NULL when it was not written).
+    """
+    unknown = parts - TRANSITION_PARTS.keys()
+    if unknown:
+        raise ValueError(f"unknown transition parts: {sorted(unknown)}")
+    ctes = [TRANSITION_PARTS[name] for name in TRANSITION_PARTS if name in parts]
+    text = ",".join([_TRANSITION_HEAD, *ctes]) + _TRANSITION_RESULT
+    if notify:
+        text += _TRANSITION_NOTIFY
+    used = sorted({int(n) for n in _PARAMETER.findall(text)})
+    number = {old: new for new, old in enumerate(used, start=1)}
+    statement = _PARAMETER.sub(lambda m: f"${number[int(m.group(1))]}", text)
+    return statement, tuple(n - 1 for n in used)
+
 
 INSERT_FOREIGN_TIMER: Final = """
 WITH ins AS (
