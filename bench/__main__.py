@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5|la] [--database-url URL]``.
 
 ``--worker-arg=ARG`` (repeatable) passes ARG to ``chronicle worker``, e.g. for an A/B of inline
-activities: ``python -m bench w1 --worker-arg=--inline-activity-budget=0``.
+activities: ``python -m bench w1 --worker-arg=--inline-activity-budget=0``. ``--cpu`` adds, for
+each workload, the CPU time of the server, Postgres, worker and bench client processes
+(``bench/cpu.py``), and for W2 the CPU per workflow.
 
 Starts its own Postgres (embedded unless ``--database-url`` or $CHRONICLE_DATABASE_URL is set),
 a server subprocess and worker subprocesses, runs each workload, checks every result (a fast
@@ -25,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import workloads
+from bench import cpu, workloads
 from bench.stack import Stack
 from chronicle import Client, eventloop
 
@@ -88,9 +90,12 @@ async def w1(client: Client, results: Results) -> None:
     results.add("W1", "10 sequential activities: p95 latency", ms(p95))
 
 
+W2_WORKFLOWS = 500
+
+
 async def w2(client: Client, results: Results) -> None:
     """W2: 500 workflows of 3 activities started at once, one worker."""
-    count = 500
+    count = W2_WORKFLOWS
     began = time.perf_counter()
     handles = await asyncio.gather(
         *(
@@ -231,9 +236,14 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
 
 
 async def main_async(
-    selected: list[str], database_url: str | None, worker_args: tuple[str, ...] = ()
+    selected: list[str],
+    database_url: str | None,
+    worker_args: tuple[str, ...] = (),
+    *,
+    measure_cpu: bool = False,
 ) -> Results:
-    """Start the stack, run the selected workloads, stop the stack."""
+    """Start the stack, run the selected workloads, stop the stack (``measure_cpu``: add each
+    workload's CPU time per process group)."""
     results = Results()
     with (
         tempfile.TemporaryDirectory(prefix="chronicle-bench-") as tmp,
@@ -244,13 +254,27 @@ async def main_async(
         client = await Client.connect(stack.address)
         try:
             for name in selected:
+                before = cpu.snapshot(stack) if measure_cpu else None
                 if name == "w5":
                     await w5(stack, client, results)
                 else:
                     await WORKLOADS[name](client, results)
+                if before is not None:
+                    _add_cpu(name, cpu.used(before, cpu.snapshot(stack)), results)
         finally:
             await client.close()
     return results
+
+
+def _add_cpu(workload: str, used: dict[str, float], results: Results) -> None:
+    label = workload.upper()
+    groups = " / ".join(cpu.GROUPS)
+    results.add(label, f"CPU s: {groups}", " / ".join(f"{used[g]:.2f}" for g in cpu.GROUPS))
+    if workload == "w2":
+        per = " / ".join(f"{used[g] / W2_WORKFLOWS * 1000:.1f}" for g in cpu.GROUPS)
+        results.add(label, f"CPU ms per workflow: {groups}", per)
+        total = sum(used.values()) / W2_WORKFLOWS * 1000
+        results.add(label, "CPU ms per workflow, all processes", f"{total:.1f}")
 
 
 def print_table(results: Results) -> None:
@@ -278,6 +302,9 @@ def main() -> None:
         help="an option for `chronicle worker` (repeatable), e.g. "
         "--worker-arg=--inline-activity-budget=0",
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="add each workload's CPU time per process (Linux)"
+    )
     options = parser.parse_args()
     selected = (
         ["w1", "w2", "w3", "w4", "w5", "la"] if "all" in options.workloads else options.workloads
@@ -285,7 +312,14 @@ def main() -> None:
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
-    results = eventloop.run(main_async(selected, options.database_url, tuple(options.worker_arg)))
+    results = eventloop.run(
+        main_async(
+            selected,
+            options.database_url,
+            tuple(options.worker_arg),
+            measure_cpu=options.cpu,
+        )
+    )
     if options.worker_arg:
         results.add("env", "worker options", " ".join(options.worker_arg))
     print_table(results)

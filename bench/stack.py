@@ -61,6 +61,11 @@ class Stack:
         self.workers: list[subprocess.Popen[str]] = []
 
     @property
+    def postgres_data(self) -> Path | None:
+        """The data directory of the embedded Postgres this stack started (None with a URL)."""
+        return self.workdir / "pgdata" if self._postgres is not None else None
+
+    @property
     def address(self) -> str:
         """host:port of the server."""
         return f"127.0.0.1:{self.port}"
