@@ -95,16 +95,19 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
     poller = services.handoff.take(ns, queue)
     handed: list[grants.WorkflowTaskGrant] = []
 
+    hand_to = poller.identity if poller is not None else ""
+
     async def body(conn: Conn) -> tuple[str, bool]:
         handed.clear()
-        hand_to = poller.identity if poller is not None else ""
         return await _start(conn, services, request, hand_to, limited, handed)
 
     delivered = False
     try:
-        result = await db.in_transaction(
-            services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
-        )
+        result = await _create_alone(services, request, hand_to, limited, handed)
+        if result is None:
+            result = await db.in_transaction(
+                services.pool, body, retry_on=(asyncpg.exceptions.UniqueViolationError,)
+            )
         if poller is not None and handed:
             delivered = services.handoff.deliver(poller, handed[0])
     finally:
@@ -174,6 +177,70 @@ async def _start(
                     f"workflow id '{wid}' was already used (run id {run_id}, status {status}) "
                     f"and id_reuse_policy is {reuse}"
                 )
+    key, started, extra, planned = _first_transition(services, request, hand_to)
+    await create_run(
+        conn,
+        key,
+        started,
+        extra,
+        planned.events[0].time,
+        replace_current=current is not None,
+        planned=planned,
+    )
+    await _started(conn, key, planned, limited, handed)
+    return key.run_id, True
+
+
+async def _create_alone(
+    services: Services,
+    request: StartRequest,
+    hand_to: str,
+    limited: frozenset[str],
+    handed: list[grants.WorkflowTaskGrant],
+) -> tuple[str, bool] | None:
+    """Start a run of a workflow id that has no current run in one autocommit statement (the
+    common case: ``transition.write(new_run=...)``). None, having written nothing, when the id
+    has a current run: then the locked path (``_start``) applies the id policies.
+
+    A run handed to a waiting poll (sync match) is remembered in the known rows: the worker's
+    completion of that first task is the run's next write, and skips reading the row back.
+    """
+    key, started, _, planned = _first_transition(services, request, hand_to)
+    new_run = tr.NewRun(
+        started.workflow_type,
+        started.task_queue,
+        planned.events[0].time,
+        memo_to_json(started.memo),
+        started.request_id,
+    )
+    async with services.pool.acquire() as conn:
+        try:
+            written = await tr.write(
+                conn, key, planned, sticky_identity="", last_failure=None, new_run=new_run
+            )
+        except db.RETRYABLE:
+            return None
+        if written is None:
+            return None
+        await _started(conn, key, planned, limited, handed)
+    if handed and written.version is not None:
+        services.known_rows.remember(
+            key,
+            version=written.version,
+            state=planned.state,
+            sticky_identity="",
+            last_workflow_task_failure=None,
+            has_parent=False,
+        )
+    return key.run_id, True
+
+
+def _first_transition(
+    services: Services, request: StartRequest, hand_to: str
+) -> tuple[RunKey, ev.WorkflowStarted, list[ev.EventAttributes], tr.Planned]:
+    """A new run of ``request``: its key, ``WorkflowStarted``, the events beside it (a
+    signal-with-start's signal) and their planned transition."""
+    ns, wid = request.namespace, request.workflow_id
     run_id = str(uuid.uuid4())
     started = ev.WorkflowStarted(
         workflow_type=request.workflow_type,
@@ -206,15 +273,18 @@ async def _start(
     planned = tr.plan(
         WorkflowState(), [started, *extra], tr.utcnow(), sticky_identity="", hand_to=hand_to
     )
-    await create_run(
-        conn,
-        key,
-        started,
-        extra,
-        planned.events[0].time,
-        replace_current=current is not None,
-        planned=planned,
-    )
+    return key, started, extra, planned
+
+
+async def _started(
+    conn: Conn,
+    key: RunKey,
+    planned: tr.Planned,
+    limited: frozenset[str],
+    handed: list[grants.WorkflowTaskGrant],
+) -> None:
+    """After a new run's rows are written: its first task's grant when it was started for a
+    waiting poll (appended to ``handed``; from memory, nothing is read), and the log line."""
     task = planned.state.workflow_task
     if task is not None and task.started_event_id:
         outcome = tr.Outcome(
@@ -225,10 +295,11 @@ async def _start(
             events_json=planned.events_json,
         )
         handed.append(await grants.grant(conn, key, outcome, after=0, rate_limited_queues=limited))
-    telemetry.run_logger(ns, wid, run_id).info(
-        "workflow started", workflow_type=request.workflow_type
+    started = planned.events[0].attributes
+    assert isinstance(started, ev.WorkflowStarted)
+    telemetry.run_logger(*key.params()).info(
+        "workflow started", workflow_type=started.workflow_type
     )
-    return run_id, True
 
 
 def _terminate_for(request: StartRequest) -> tr.Callback:

@@ -145,13 +145,16 @@ async def write(
     last_failure: Failure | None,
     write_execution: bool = True,
     expected_version: int | None = None,
+    new_run: NewRun | None = None,
 ) -> Written | None:
     """Write a planned transition in one statement (in the caller's transaction), made of
     the parts it needs (``sql.transition_statement``).
 
     ``expected_version``: the fast path (``fastpath.py``) holds no lock and passes the ``xmin``
     of the execution row it read; then nothing is written, and None returned, unless that row
-    version is still the current one.
+    version is still the current one. ``new_run``: ``planned`` is a new run's first transition;
+    its current-execution and execution rows are inserted with it, unless the workflow id
+    already has a current run: then nothing is written and None returned.
     """
     events, state, changes = planned.events, planned.state, planned.changes
     notes: dict[tuple[str, str], None] = {}
@@ -185,7 +188,7 @@ async def write(
         "insert_activities": acts_in,
     }
     parts = frozenset(name for name, rows in needed.items() if rows)
-    statement, picks = sql.transition_statement(parts, bool(notes))
+    statement, picks = sql.transition_statement(parts, bool(notes), create=new_run is not None)
     arguments = (
         *key.params(),
         [e.id for e in events],
@@ -220,12 +223,35 @@ async def write(
         [p for _, p in notes],
         [a.started_by for a in acts_in],
         expected_version,
+        *(new_run.arguments() if new_run is not None else (None,) * 5),
     )
     result = await conn.fetchrow(statement, *[arguments[i] for i in picks])
     assert result is not None
     if not result["applied"]:
         return None
     return Written(result["version"])
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What a new run's first write inserts beside its state (``write(new_run=...)``; the
+    arguments ``$36``..``$40`` of ``sql.transition_statement(create=True)``, in this order)."""
+
+    workflow_type: str
+    task_queue: str
+    start_time: datetime
+    memo_json: str
+    request_id: str
+
+    def arguments(self) -> tuple[Any, ...]:
+        """The values of ``$36``..``$40``."""
+        return (
+            self.workflow_type,
+            self.task_queue,
+            self.start_time,
+            self.memo_json,
+            self.request_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

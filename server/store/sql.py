@@ -154,6 +154,30 @@ guard AS (
     SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
 )"""
 
+_CREATE_HEAD: Final = """
+WITH
+new_current AS (
+    INSERT INTO current_executions (namespace, workflow_id, run_id, status, start_request_id)
+    VALUES ($1, $2, $3, 'running', $40)
+    ON CONFLICT (namespace, workflow_id) DO NOTHING
+    RETURNING run_id
+),
+guard AS (
+    SELECT EXISTS (SELECT FROM new_current) AS ok
+),
+ins_exec AS (
+    INSERT INTO executions (namespace, workflow_id, run_id, workflow_type, task_queue, status,
+                            next_event_id, state, start_time, close_time, memo, sticky_identity,
+                            last_workflow_task_failure, first_run_id, start_request_id)
+    SELECT $1, $2, $3, $36, $37, $9, $8, $10::jsonb, $38, $11, $39::jsonb, $12, $13::jsonb, $3, $40
+    WHERE (SELECT ok FROM guard)
+    RETURNING xmin AS version
+)"""
+"""The head of a new run's first write (``transition_statement(create=True)``): the current
+execution row only if the workflow id has none, and the execution row (with the state after
+the first events) only if that insert did; every part is guarded by it. ``$36``..``$40``: the
+workflow type, task queue, start time, memo JSON and start request id."""
+
 TRANSITION_PARTS: Final = {
     "events": """
 ins_events AS (
@@ -241,7 +265,7 @@ ins_activities AS (
 ``transition_statement``."""
 
 _TRANSITION_RESULT: Final = """
-SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM upd_exec) AS version"""
+SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM {}) AS version"""
 _TRANSITION_NOTIFY: Final = """,
        (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
         WHERE (SELECT ok FROM guard)) AS notified"""
@@ -249,16 +273,19 @@ _PARAMETER: Final = re.compile(r"\$(\d+)")
 
 
 @functools.cache
-def transition_statement(parts: frozenset[str], notify: bool) -> tuple[str, tuple[int, ...]]:
+def transition_statement(
+    parts: frozenset[str], notify: bool, *, create: bool = False
+) -> tuple[str, tuple[int, ...]]:
     """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
-    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 35 arguments
-    numbered ``$1``..``$35`` in the parts; the statement numbers them ``$1``.. again.
+    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 40 arguments
+    numbered ``$1``..``$40`` in the parts; the statement numbers them ``$1``.. again.
 
-    The execution update (and the guard) is always there; ``notify`` adds the ``pg_notify`` of
-    ``$32``/``$33``. Only these constant texts are combined, never request data. A part left
-    out costs nothing, where an empty one still costs its executor set-up (≈ 0.06 ms of
-    Postgres CPU for the 8 a typical step does not use; docs/transition-sql.md). Each variant
-    is prepared once per connection and keeps its cached generic plan.
+    The execution update (and the guard) is always there, or with ``create`` the new run's
+    rows (``_CREATE_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``. Only these
+    constant texts are combined, never request data. A part left out costs nothing, where an
+    empty one still costs its executor set-up (≈ 0.07 ms of Postgres CPU for the 8 a typical
+    step does not use; docs/transition-sql.md). Each variant is prepared once per connection
+    and keeps its cached generic plan.
 
     ``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
     ``xmin`` of the execution row version the caller read without a lock (the fast path,
@@ -274,7 +301,8 @@ def transition_statement(parts: frozenset[str], notify: bool) -> tuple[str, tupl
     if unknown:
         raise ValueError(f"unknown transition parts: {sorted(unknown)}")
     ctes = [TRANSITION_PARTS[name] for name in TRANSITION_PARTS if name in parts]
-    text = ",".join([_TRANSITION_HEAD, *ctes]) + _TRANSITION_RESULT
+    head, execution = (_CREATE_HEAD, "ins_exec") if create else (_TRANSITION_HEAD, "upd_exec")
+    text = ",".join([head, *ctes]) + _TRANSITION_RESULT.format(execution)
     if notify:
         text += _TRANSITION_NOTIFY
     used = sorted({int(n) for n in _PARAMETER.findall(text)})
