@@ -29,7 +29,7 @@ import asyncpg
 
 from bench import cpu, workloads
 from bench.stack import Stack
-from chronicle import Client, eventloop
+from chronicle import Client, eventloop, grpc_io
 
 TASK_QUEUE = "bench"
 
@@ -277,6 +277,13 @@ def _add_cpu(workload: str, used: dict[str, float], results: Results) -> None:
         results.add(label, "CPU ms per workflow, all processes", f"{total:.1f}")
 
 
+def _grpc_io_name(experiments: str) -> str:
+    """``polling``, ``event engine`` (gRPC's default), or ``GRPC_EXPERIMENTS`` as it is."""
+    if set(grpc_io.POLLING_IO_EXPERIMENTS) <= set(experiments.split(",")):
+        return "polling"
+    return experiments or "event engine"
+
+
 def print_table(results: Results) -> None:
     """The final table."""
     width = max(len(r.metric) for r in results.rows)
@@ -305,7 +312,17 @@ def main() -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="add each workload's CPU time per process (Linux)"
     )
+    parser.add_argument(
+        "--grpc-io",
+        choices=("polling", "event-engine"),
+        default="polling",
+        help="gRPC's I/O engine in every process (chronicle/grpc_io.py; default: polling)",
+    )
     options = parser.parse_args()
+    if options.grpc_io == "event-engine":
+        os.environ["GRPC_EXPERIMENTS"] = ""  # set, so no process changes it: gRPC's default
+    else:
+        grpc_io.prefer_polling_io()
     selected = (
         ["w1", "w2", "w3", "w4", "w5", "la"] if "all" in options.workloads else options.workloads
     )
@@ -322,6 +339,7 @@ def main() -> None:
     )
     if options.worker_arg:
         results.add("env", "worker options", " ".join(options.worker_arg))
+    results.add("env", "gRPC I/O", _grpc_io_name(os.environ.get("GRPC_EXPERIMENTS", "")))
     print_table(results)
     sys.exit(0)
 

@@ -2,14 +2,17 @@
 
 A unary call against a message pair on an open bidirectional stream (what the call stream
 uses, docs/call-stream.md), with grpc.aio on loopback, 300-byte messages, a handler that does
-nothing. Each is measured on asyncio's loop and on uvloop. Prints the median and p95 round trip
-and the CPU per call of the client and of the server process. Figures, not assertions.
+nothing. Each is measured on asyncio's loop and on uvloop, and with each of gRPC's I/O engines:
+EventEngine (gRPC's default since 1.80) and the poll-based I/O Chronicle's processes choose
+(``chronicle/grpc_io.py``). Prints the median and p95 round trip and the CPU per call of the
+client and of the server process. Figures, not assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import struct
 import subprocess
@@ -20,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from chronicle import eventloop
+from chronicle import eventloop, grpc_io
 
 MESSAGE = b"x" * 300
 WARM_UP, CALLS = 500, 5000
@@ -120,20 +123,36 @@ def main() -> None:
         print(" ".join(f"{v * 1e6:.0f}" for v in run(_measure(int(port_text), variant))))
         return
     columns = f"{'median µs':>10} {'p95 µs':>8} {'client CPU':>11} {'server CPU':>11}"
-    print(f"{'loop':8} {'variant':7} {columns}")
-    for loop in ("asyncio", "uvloop"):
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.call_cost", "--serve", str(port), "--loop", loop],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            if server.stdout.readline().strip() != "ready":
-                raise SystemExit("the bench server did not start")
-            for variant in ("unary", "stream"):
-                measured = subprocess.run(
+    print(f"{'gRPC I/O':13} {'loop':8} {'variant':7} {columns}")
+    engines = {"event engine": "", "polling": ",".join(grpc_io.POLLING_IO_EXPERIMENTS)}
+    for engine, experiments in engines.items():
+        env = {**os.environ, "GRPC_EXPERIMENTS": experiments}
+        for loop in ("asyncio", "uvloop"):
+            for variant, figures in _measure_pair(loop, env):
+                median, p95, client_cpu, server_cpu = figures
+                print(
+                    f"{engine:13} {loop:8} {variant:7} {median:>10} {p95:>8} {client_cpu:>11} "
+                    f"{server_cpu:>11}"
+                )
+
+
+def _measure_pair(loop: str, env: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Both variants against one server subprocess, both processes with ``env``."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.call_cost", "--serve", str(port), "--loop", loop],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            raise SystemExit("the bench server did not start")
+        return [
+            (
+                variant,
+                subprocess.run(
                     [
                         sys.executable,
                         "-m",
@@ -146,14 +165,14 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
-                ).stdout.split()
-                median, p95, client_cpu, server_cpu = measured
-                print(
-                    f"{loop:8} {variant:7} {median:>10} {p95:>8} {client_cpu:>11} {server_cpu:>11}"
-                )
-        finally:
-            server.kill()
-            server.wait(10)
+                    env=env,
+                ).stdout.split(),
+            )
+            for variant in ("unary", "stream")
+        ]
+    finally:
+        server.kill()
+        server.wait(10)
 
 
 if __name__ == "__main__":

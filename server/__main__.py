@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import pydantic
 
-from chronicle import eventloop
+from chronicle import eventloop, grpc_io
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run; returns the exit code."""
     args = _parser().parse_args(argv)
+    grpc_io.prefer_polling_io()
     try:
         if args.dev:
             from chronicle.server.dev import run_dev

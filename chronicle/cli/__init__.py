@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from chronicle import grpc_io
 from chronicle.cli import _debug, _replay, _server, _worker, _workflow
 from chronicle.cli._common import CommandError
 from chronicle.sdk._grpc import default_address
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    grpc_io.prefer_polling_io()
     if args.address is None:
         args.address = default_address()
     try:
