@@ -83,34 +83,60 @@ def failure_from_proto(message: common_pb2.Failure) -> Failure:
     )
 
 
+# protobuf's own conversions (``FromDatetime``, ``ToDatetime``, ``ToTimedelta``) are pure Python
+# and take 1.3 to 2 µs each; every event on the wire has a time. These do the same arithmetic
+# directly (about 0.8 µs) and leave what they do not cover to protobuf: negative durations (its
+# sign rules) and timestamps out of its range (its error).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z, protobuf's lower bound
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z, its upper bound
+
+
 def duration_to_proto(value: timedelta) -> duration_pb2.Duration:
     """A timedelta as a proto Duration."""
-    message = duration_pb2.Duration()
-    message.FromTimedelta(value)
-    return message
+    if value < timedelta(0):
+        message = duration_pb2.Duration()
+        message.FromTimedelta(value)
+        return message
+    seconds, micros = divmod(value // _MICROSECOND, 1_000_000)
+    return duration_pb2.Duration(seconds=seconds, nanos=micros * 1000)
+
+
+def duration_from_message(value: duration_pb2.Duration) -> timedelta:
+    """A proto Duration as a timedelta (nanoseconds truncated to microseconds)."""
+    if value.seconds < 0 or value.nanos < 0:
+        return value.ToTimedelta()
+    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def duration_from_proto(holder: object, field: str) -> timedelta | None:
     """The timedelta in ``holder.field`` if that Duration field is set, else None."""
     if not holder.HasField(field):  # type: ignore[attr-defined]
         return None
-    value: duration_pb2.Duration = getattr(holder, field)
-    return value.ToTimedelta()
+    return duration_from_message(getattr(holder, field))
 
 
 def timestamp_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
-    """An aware datetime as a proto Timestamp."""
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
+    """A datetime as a proto Timestamp (a naive one is taken as UTC, as protobuf does)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    seconds, micros = divmod((value - _EPOCH) // _MICROSECOND, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
+
+
+def timestamp_from_message(value: timestamp_pb2.Timestamp) -> datetime:
+    """A proto Timestamp as an aware (UTC) datetime (nanoseconds truncated to microseconds)."""
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+        return value.ToDatetime(tzinfo=UTC)  # raises protobuf's error
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def timestamp_from_proto(holder: object, field: str) -> datetime | None:
     """The aware (UTC) datetime in ``holder.field`` if that Timestamp field is set, else None."""
     if not holder.HasField(field):  # type: ignore[attr-defined]
         return None
-    value: timestamp_pb2.Timestamp = getattr(holder, field)
-    return value.ToDatetime(tzinfo=UTC)
+    return timestamp_from_message(getattr(holder, field))
 
 
 def retry_policy_to_proto(policy: RetryPolicy) -> common_pb2.RetryPolicy:
@@ -152,7 +178,7 @@ def event_from_proto(message: history_pb2.HistoryEvent) -> Event:
     """An event from its wire message; ``InvalidHistoryError`` if malformed."""
     return Event(
         id=message.event_id,
-        time=message.time.ToDatetime(tzinfo=UTC),
+        time=timestamp_from_message(message.time),
         attributes=codec.decode_attributes(message.event_type, message.attributes),
     )
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from chronicle.history import wire
 from chronicle.protos.v1 import service_pb2
 from chronicle.server import telemetry
 
@@ -151,10 +152,12 @@ async def _answer(servicer: object, call: service_pb2.StreamedCall) -> service_p
             grpc.StatusCode.INVALID_ARGUMENT,
             f"StreamedCall.request: not a valid {request_class.__name__}: {exc}",
         )
-    timeout = call.timeout.ToTimedelta().total_seconds() if call.HasField("timeout") else None
+    timeout = wire.duration_from_proto(call, "timeout")
     method: Method = getattr(servicer, call.method)
     try:
-        response = await method(request, CallContext(timeout))
+        response = await method(
+            request, CallContext(timeout.total_seconds() if timeout is not None else None)
+        )
     except CallAborted as exc:
         return _status(exc.code, exc.message)
     except Exception as exc:  # the rpc wrapper maps every known error; this is a bug

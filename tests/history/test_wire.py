@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,6 +130,35 @@ def test_timestamps_round_trip_as_utc(value: datetime) -> None:
     assert back == value
     assert back is not None
     assert back.utcoffset() == timedelta(0)
+
+
+@WIRE_SETTINGS
+@given(st.timedeltas(), st.datetimes(timezones=st.just(UTC)) | st.datetimes())
+def test_time_conversions_agree_with_protobufs_own(span: timedelta, when: datetime) -> None:
+    """The direct arithmetic gives what ``FromTimedelta``/``FromDatetime`` and back give (a
+    naive datetime is UTC; nanoseconds truncate to microseconds)."""
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(span)
+    assert wire.duration_to_proto(span) == duration
+    assert wire.duration_from_message(duration) == duration.ToTimedelta()
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    assert wire.timestamp_to_proto(when) == stamp
+    assert wire.timestamp_from_message(stamp) == stamp.ToDatetime(tzinfo=UTC)
+
+
+@given(
+    st.integers(min_value=-62_135_596_800, max_value=253_402_300_799),
+    st.integers(min_value=0, max_value=999_999_999),
+)
+def test_timestamps_with_nanoseconds_read_as_protobuf_reads_them(seconds: int, nanos: int) -> None:
+    stamp = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    assert wire.timestamp_from_message(stamp) == stamp.ToDatetime(tzinfo=UTC)
+
+
+def test_a_timestamp_out_of_range_raises_protobufs_error() -> None:
+    with pytest.raises(ValueError, match="Timestamp is not valid"):
+        wire.timestamp_from_message(timestamp_pb2.Timestamp(seconds=10**12))
 
 
 # ---------------------------------------------------------------- events
