@@ -1,6 +1,6 @@
 """The workflow-task grant: what a worker receives for a started workflow task.
 
-Shared by the poll path (``workflow_task.dispatch``) and the eager path (a workflow task started
+Shared by the poll path (``dispatch.dispatch``) and the eager path (a workflow task started
 in the transaction that records an activity result, ``activity_task.complete``).
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from chronicle.server.config import ServerConfig
@@ -31,3 +32,6 @@ class Services:
     """Workflow-task polls waiting on this server, for starts to hand their first task to."""
     known_rows: KnownRows = field(default_factory=KnownRows)
     """The execution rows this server's fast path wrote last (``known_rows.py``)."""
+    dispatch_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    """Per (namespace, task queue): this server's dispatches of the queue take turns
+    (``dispatch.py``)."""

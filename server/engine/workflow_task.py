@@ -1,4 +1,4 @@
-"""Workflow tasks: dispatch to a poller, completion with commands, failure, continue-as-new."""
+"""Workflow tasks: completion with commands, failure, continue-as-new (dispatch.py dispatches)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import activity_task, fastpath, grants, inline, outbound, start
 from chronicle.server.engine import commands as commands_mod
-from chronicle.server.engine import tasks as task_rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import WorkflowTaskToken, decode_workflow_token
@@ -26,58 +25,6 @@ from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey
 
 STALE_TASK = "workflow task not found: already completed, timed out, or the run closed"
-
-
-class _Stale(Exception):
-    """The leased task row no longer matches the run (internal control flow)."""
-
-
-async def dispatch(
-    services: Services, namespace: str, task_queue: str, identity: str
-) -> grants.WorkflowTaskGrant | None:
-    """Lease the next workflow task of the queue and start it; None when the queue is empty."""
-    sticky_timeout = services.config.sticky_timeout
-    limited = await services.rate_limits.limited_queues(namespace)
-
-    async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
-        while True:
-            row = await conn.fetchrow(
-                sql.LEASE_TASK, namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout
-            )
-            if row is None:
-                return None
-            key = RunKey(namespace, row["workflow_id"], row["run_id"])
-            try:
-                outcome = await tr.transition(
-                    conn, key, _start_callback(row["scheduled_event_id"], identity)
-                )
-            except (_Stale, errors.NotFound):
-                continue  # the row is deleted with this transaction: it was stale
-            sticky = bool(identity) and outcome.decision.result == identity
-            after = outcome.previous.last_completed_started_event_id if sticky else 0
-            return await grants.grant(conn, key, outcome, after=after, rate_limited_queues=limited)
-
-    return await db.in_transaction(services.pool, body)
-
-
-def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
-    def callback(ctx: tr.Context) -> tr.Decision:
-        task = ctx.state.workflow_task
-        if (
-            not ctx.state.is_open
-            or task is None
-            or task.started_event_id
-            or task.scheduled_event_id != scheduled_event_id
-        ):
-            raise _Stale
-        return tr.Decision(
-            events=[
-                ev.WorkflowTaskStarted(scheduled_event_id=scheduled_event_id, identity=identity)
-            ],
-            result=ctx.sticky_identity,
-        )
-
-    return callback
 
 
 def _check_token(state: WorkflowState, token: WorkflowTaskToken) -> None:

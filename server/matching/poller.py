@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chronicle.server.engine import activity_task, grants, workflow_task
+from chronicle.server.engine import activity_task, dispatch, grants
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
 from chronicle.server.matching import handoff as handoff_mod
@@ -43,7 +43,7 @@ async def poll_workflow_task(
             if query is not None:
                 return query
             handoff.pause(namespace, task_queue, offered)
-            granted = await workflow_task.dispatch(services, namespace, task_queue, identity)
+            granted = await dispatch.dispatch(services, namespace, task_queue, identity)
             if granted is None:
                 handoff.resume(namespace, task_queue, offered)
             return granted

@@ -380,6 +380,21 @@ DELETE FROM tasks WHERE id = (
     FOR UPDATE SKIP LOCKED)
 RETURNING workflow_id, run_id, scheduled_event_id"""
 
+PEEK_WORKFLOW_TASK: Final = """
+SELECT t.workflow_id, t.run_id, t.scheduled_event_id, e.xmin AS version, e.state,
+       e.sticky_identity, e.last_workflow_task_failure,
+       e.parent_workflow_id IS NOT NULL AS has_parent
+FROM tasks t
+LEFT JOIN executions e
+  ON e.namespace = t.namespace AND e.workflow_id = t.workflow_id AND e.run_id = t.run_id
+WHERE t.namespace = $1 AND t.task_queue = $2 AND t.kind = $3
+  AND (t.sticky_identity = '' OR t.sticky_identity = $4 OR t.created_at < now() - $5::interval)
+ORDER BY t.id
+LIMIT 1"""
+"""``LEASE_TASK``'s row without deleting or locking it, with its run's execution row
+(``READ_EXECUTION``'s columns; ``version`` NULL when the run is not there): the candidate of a
+dispatch on the alone path (``dispatch.py``)."""
+
 DISPATCH_ACTIVITY: Final = """
 WITH task AS (
     DELETE FROM tasks WHERE id = (

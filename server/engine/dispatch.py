@@ -1,0 +1,200 @@
+"""Dispatching a queued workflow task to a poll: started for the poller, events granted.
+
+Two paths, one outcome (``WorkflowTaskStarted`` appended, the task row gone, the grant):
+
+- **alone** (``config.fast_path``): read the queue's oldest eligible task joined with its
+  execution row, without locks; decide; one autocommit statement, guarded by the row's
+  ``xmin`` (docs/fastpath.md), appends the event and deletes the task row; then read the
+  events the grant needs. Three round trips. Another server's dispatch of the same task, or
+  any other write to the run, changes the row first: the guarded write then writes nothing
+  and the next candidate is tried. Dispatches of one queue on this server take turns
+  (``Services.dispatch_locks``), so its own pollers do not race for the same row.
+- **locked**: ``BEGIN``, lease the row (``FOR UPDATE SKIP LOCKED``), lock the run, write,
+  read the events, ``COMMIT``. Used when the alone path cannot decide by itself: a stale
+  task row (it deletes it), a run it cannot read, or a guard lost three times in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from chronicle.history import codec
+from chronicle.history import events as ev
+from chronicle.server import errors
+from chronicle.server.engine import fastpath, grants
+from chronicle.server.engine import tasks as task_rows
+from chronicle.server.engine import transition as tr
+from chronicle.server.engine.services import Services
+from chronicle.server.store import pool as db
+from chronicle.server.store import sql
+from chronicle.server.store.pool import Conn
+from chronicle.server.store.rows import RunKey, failure_to_json
+
+ATTEMPTS_ALONE: Final = 3
+"""Guarded writes tried before the locked path takes over (each lost one means another
+dispatch or write got to the run first)."""
+
+
+class _Stale(Exception):
+    """The task row no longer matches the run (internal control flow)."""
+
+
+class _Locked(Exception):
+    """The alone path hands over to the locked path (internal control flow)."""
+
+
+async def dispatch(
+    services: Services, namespace: str, task_queue: str, identity: str
+) -> grants.WorkflowTaskGrant | None:
+    """Start the queue's next workflow task for ``identity``; None when the queue is empty."""
+    limited = await services.rate_limits.limited_queues(namespace)
+    if services.config.fast_path:
+        try:
+            return await _dispatch_alone(services, namespace, task_queue, identity, limited)
+        except _Locked:
+            pass
+    return await _dispatch_locked(services, namespace, task_queue, identity, limited)
+
+
+async def _dispatch_alone(
+    services: Services,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    limited: frozenset[str],
+) -> grants.WorkflowTaskGrant | None:
+    lock = services.dispatch_locks.get((namespace, task_queue))
+    if lock is None:
+        lock = services.dispatch_locks[(namespace, task_queue)] = asyncio.Lock()
+    async with services.pool.acquire() as conn:
+        async with lock:
+            started = await _start_next(services, conn, namespace, task_queue, identity)
+        if started is None:
+            return None
+        key, outcome = started
+        # The events the grant reads are older than the write: they no longer change.
+        after = _granted_after(outcome, identity)
+        return await grants.grant(conn, key, outcome, after=after, rate_limited_queues=limited)
+
+
+async def _start_next(
+    services: Services, conn: Conn, namespace: str, task_queue: str, identity: str
+) -> tuple[RunKey, tr.Outcome] | None:
+    """Start the oldest eligible task of the queue, guarded; None when the queue is empty."""
+    for _ in range(ATTEMPTS_ALONE):
+        row = await conn.fetchrow(
+            sql.PEEK_WORKFLOW_TASK,
+            namespace,
+            task_queue,
+            task_rows.WORKFLOW,
+            identity,
+            services.config.sticky_timeout,
+        )
+        if row is None:
+            return None
+        if row["version"] is None:
+            raise _Locked  # a task row of a run that is not there: the locked path drops it
+        key = RunKey(namespace, row["workflow_id"], row["run_id"])
+        outcome = await _start_guarded(services, conn, key, row, identity)
+        if outcome is not None:
+            return key, outcome
+    raise _Locked
+
+
+async def _start_guarded(
+    services: Services, conn: Conn, key: RunKey, row: Any, identity: str
+) -> tr.Outcome | None:
+    """One guarded write starting the task in ``row``: its outcome, or None (the run changed
+    since ``row`` was read: nothing written)."""
+    scheduled = row["scheduled_event_id"]
+    state = codec.state_from_json(row["state"])
+    try:
+        step = tr.decide(key, row, state, {}, _start_callback(scheduled, identity), now=tr.utcnow())
+    except (_Stale, errors.ServerError):
+        raise _Locked from None
+    step.planned.changes.remove_task(task_rows.WORKFLOW, scheduled)
+    try:
+        written = await tr.write(
+            conn,
+            key,
+            step.planned,
+            sticky_identity=step.sticky,
+            last_failure=step.failure,
+            expected_version=row["version"],
+        )
+    except fastpath.FALL_BACK:
+        raise _Locked from None
+    if written is None:
+        return None
+    if written.version is not None:
+        services.known_rows.remember(
+            key,
+            version=written.version,
+            state=step.planned.state,
+            sticky_identity=step.sticky,
+            last_workflow_task_failure=failure_to_json(step.failure),
+            has_parent=row["has_parent"],
+        )
+    return step.outcome
+
+
+async def _dispatch_locked(
+    services: Services,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    limited: frozenset[str],
+) -> grants.WorkflowTaskGrant | None:
+    sticky_timeout = services.config.sticky_timeout
+
+    async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
+        while True:
+            row = await conn.fetchrow(
+                sql.LEASE_TASK, namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout
+            )
+            if row is None:
+                return None
+            key = RunKey(namespace, row["workflow_id"], row["run_id"])
+            try:
+                outcome = await tr.transition(
+                    conn, key, _start_callback(row["scheduled_event_id"], identity)
+                )
+            except (_Stale, errors.NotFound):
+                continue  # the row is deleted with this transaction: it was stale
+            return await grants.grant(
+                conn,
+                key,
+                outcome,
+                after=_granted_after(outcome, identity),
+                rate_limited_queues=limited,
+            )
+
+    return await db.in_transaction(services.pool, body)
+
+
+def _granted_after(outcome: tr.Outcome, identity: str) -> int:
+    """The events the poller gets start after this one: its last processed workflow task when
+    the run is sticky to it (it may hold the run in its cache), else 0 (the whole history)."""
+    sticky = bool(identity) and outcome.decision.result == identity
+    return outcome.previous.last_completed_started_event_id if sticky else 0
+
+
+def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
+    def callback(ctx: tr.Context) -> tr.Decision:
+        task = ctx.state.workflow_task
+        if (
+            not ctx.state.is_open
+            or task is None
+            or task.started_event_id
+            or task.scheduled_event_id != scheduled_event_id
+        ):
+            raise _Stale
+        return tr.Decision(
+            events=[
+                ev.WorkflowTaskStarted(scheduled_event_id=scheduled_event_id, identity=identity)
+            ],
+            result=ctx.sticky_identity,
+        )
+
+    return callback
