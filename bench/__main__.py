@@ -322,7 +322,7 @@ def main() -> None:
     if options.grpc_io == "event-engine":
         os.environ["GRPC_EXPERIMENTS"] = ""  # set, so no process changes it: gRPC's default
     else:
-        grpc_io.prefer_polling_io()
+        grpc_io.use_polling_io()
     selected = (
         ["w1", "w2", "w3", "w4", "w5", "la"] if "all" in options.workloads else options.workloads
     )

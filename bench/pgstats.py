@@ -71,7 +71,7 @@ async def _report(url: str, workloads: list[str], limit: int) -> None:
 
 def main() -> None:
     """Command-line entry point."""
-    grpc_io.prefer_polling_io()
+    grpc_io.use_polling_io()
     parser = argparse.ArgumentParser(prog="python -m bench.pgstats", description=__doc__)
     parser.add_argument("workloads", nargs="*", default=["w2"], help="default: w2")
     parser.add_argument("--top", type=int, default=12, help="statements to list (default 12)")

@@ -89,7 +89,7 @@ async def main_async(workload: str, seconds: float) -> None:
 
 def main() -> None:
     """Command-line entry point."""
-    grpc_io.prefer_polling_io()
+    grpc_io.use_polling_io()
     workload = sys.argv[1] if len(sys.argv) > 1 else "w2"
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
     eventloop.run(main_async(workload, seconds))

@@ -1,5 +1,5 @@
 """``python -m chronicle``: the ``chronicle`` command line."""
 
-from chronicle.cli import main
+from chronicle.cli import entry
 
-raise SystemExit(main())
+entry()

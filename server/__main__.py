@@ -38,7 +38,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run; returns the exit code."""
     args = _parser().parse_args(argv)
-    grpc_io.prefer_polling_io()
     try:
         if args.dev:
             from chronicle.server.dev import run_dev
@@ -70,4 +69,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_io.use_polling_io()  # may run this command again (chronicle/grpc_io.py)
     raise SystemExit(main())

@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import grpc  # noqa: F401 -- imported first: this process keeps gRPC's default I/O (see below)
 import pytest
+
+from chronicle import grpc_io
+
+# gRPC reads GRPC_EXPERIMENTS when it is imported, so setting it now leaves this test process
+# on gRPC's default I/O (EventEngine: what a program embedding a Worker or Client gets) while
+# the server and worker subprocesses the tests start inherit poll-based I/O, as the `chronicle`
+# commands choose for themselves. It also keeps the commands from running themselves again
+# (`grpc_io.use_polling_io`), in a subprocess or in this process.
+grpc_io.polling_io_environment(os.environ)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,18 @@ import pytest
 from chronicle import grpc_io
 
 OURS = ",".join(grpc_io.POLLING_IO_EXPERIMENTS)
+CHANNEL = (
+    "import asyncio, grpc\n"
+    "async def main():\n"
+    "    channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
+    "    await channel.close()\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _bare_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    return {**env, **extra}
 
 
 def test_sets_the_experiments_when_the_environment_has_none(
@@ -17,7 +30,7 @@ def test_sets_the_experiments_when_the_environment_has_none(
 ) -> None:
     monkeypatch.setattr(grpc_io, "grpc_version", lambda: (1, 85, 1))
     env: dict[str, str] = {}
-    assert grpc_io.prefer_polling_io(env)
+    assert grpc_io.polling_io_environment(env)
     assert env == {"GRPC_EXPERIMENTS": OURS}
 
 
@@ -25,7 +38,7 @@ def test_sets_the_experiments_when_the_environment_has_none(
 def test_a_value_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
     monkeypatch.setattr(grpc_io, "grpc_version", lambda: (1, 85, 1))
     env = {"GRPC_EXPERIMENTS": given}
-    assert not grpc_io.prefer_polling_io(env)
+    assert not grpc_io.polling_io_environment(env)
     assert env == {"GRPC_EXPERIMENTS": given}
 
 
@@ -34,25 +47,48 @@ def test_nothing_is_set_for_a_grpcio_whose_default_is_polling(
 ) -> None:
     monkeypatch.setattr(grpc_io, "grpc_version", lambda: (1, 79, 0))
     env: dict[str, str] = {}
-    assert not grpc_io.prefer_polling_io(env)
+    assert not grpc_io.polling_io_environment(env)
     assert env == {}
+
+
+def test_use_polling_io_runs_the_command_again_with_the_variable_set() -> None:
+    """The command starts over (its first line runs twice) and then sees the variable from the
+    start, before anything imported gRPC; with the variable given, it runs once."""
+    program = (
+        "import os, sys\n"
+        "print('start', flush=True)\n"
+        "from chronicle import grpc_io\n"
+        "grpc_io.use_polling_io()\n"
+        "print('running with', os.environ.get('GRPC_EXPERIMENTS'), flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env=_bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["start", "start", f"running with {OURS}"]
+    given = subprocess.run(
+        [sys.executable, "-c", program],
+        env=_bare_environment(GRPC_EXPERIMENTS=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert given.stdout.splitlines() == ["start", "running with "]
 
 
 def test_the_installed_grpcio_knows_every_experiment_turned_off() -> None:
     """gRPC logs ``Unknown experiment: NAME`` for a name it does not have. When a grpcio upgrade
-    removes these experiments, this fails: drop them (and this module) or find the new knob."""
+    removes these experiments, this fails: drop them (and grpc_io.py) or find the new knob."""
     if grpc_io.grpc_version() < grpc_io.EVENT_ENGINE_DEFAULT_SINCE:
         pytest.skip("this grpcio does I/O by polling already; nothing is turned off")
-    program = (
-        "import asyncio, grpc\n"
-        "async def main():\n"
-        "    channel = grpc.aio.insecure_channel('127.0.0.1:9')\n"
-        "    await channel.close()\n"
-        "asyncio.run(main())\n"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", program],
-        env={"GRPC_EXPERIMENTS": OURS, "PATH": ""},
+        [sys.executable, "-c", CHANNEL],
+        env=_bare_environment(GRPC_EXPERIMENTS=OURS),
         capture_output=True,
         text=True,
         timeout=60,
@@ -61,8 +97,8 @@ def test_the_installed_grpcio_knows_every_experiment_turned_off() -> None:
     assert "Unknown experiment" not in done.stderr, done.stderr
     # The check itself works: a made-up name is reported.
     made_up = subprocess.run(
-        [sys.executable, "-c", program],
-        env={"GRPC_EXPERIMENTS": "-no_such_experiment", "PATH": ""},
+        [sys.executable, "-c", CHANNEL],
+        env=_bare_environment(GRPC_EXPERIMENTS="-no_such_experiment"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -107,7 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    grpc_io.prefer_polling_io()
     if args.address is None:
         args.address = default_address()
     try:
@@ -128,3 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+LONG_RUNNING_COMMANDS = ("server", "worker")
+"""Commands that run until stopped: they switch gRPC to poll-based I/O (``entry``)."""
+
+
+def entry() -> None:
+    """The ``chronicle`` program (console script and ``python -m chronicle``): ``main`` on
+    ``sys.argv``, after a long-running command chose gRPC's I/O (``grpc_io.use_polling_io``,
+    which runs the command again when it changes the environment)."""
+    parsed, _ = build_parser().parse_known_args()
+    if parsed.command in LONG_RUNNING_COMMANDS:
+        grpc_io.use_polling_io()
+    raise SystemExit(main())

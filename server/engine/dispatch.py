@@ -2,16 +2,18 @@
 
 Two paths, one outcome (``WorkflowTaskStarted`` appended, the task row gone, the grant):
 
-- **alone** (``config.fast_path``): read the queue's oldest eligible task joined with its
-  execution row, without locks; decide; one autocommit statement, guarded by the row's
-  ``xmin`` (docs/fastpath.md), appends the event and deletes the task row; then read the
-  events the grant needs. Three round trips. Another server's dispatch of the same task, or
-  any other write to the run, changes the row first: the guarded write then writes nothing
-  and the next candidate is tried. Dispatches of one queue on this server take turns
-  (``Services.dispatch_locks``), so its own pollers do not race for the same row.
+- **alone** (``config.fast_path``): read the queue's oldest eligible tasks (up to
+  ``CANDIDATES``) joined with their execution rows, without locks. For each in turn: decide,
+  read the events the grant needs, then one autocommit statement, guarded by the row's
+  ``xmin`` (docs/fastpath.md), appends the event and deletes the task row. The statement
+  never waits for a row lock: a run changed since the read (another server dispatched the
+  task, a signal arrived) or held by another transaction writes nothing, and the next
+  candidate is tried. Nothing can fail after the commit: the grant is built from memory.
+  Dispatches of one queue on this server take turns (``Services.dispatch_locks``), so its own
+  pollers do not race for the same row.
 - **locked**: ``BEGIN``, lease the row (``FOR UPDATE SKIP LOCKED``), lock the run, write,
   read the events, ``COMMIT``. Used when the alone path cannot decide by itself: a stale
-  task row (it deletes it), a run it cannot read, or a guard lost three times in a row.
+  task row (it deletes it), a run it cannot read, or every candidate lost.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey, failure_to_json
 
-ATTEMPTS_ALONE: Final = 3
-"""Guarded writes tried before the locked path takes over (each lost one means another
-dispatch or write got to the run first)."""
+CANDIDATES: Final = 3
+"""Task rows one alone dispatch tries, oldest first, before the locked path takes over (each
+one lost means another dispatch or write got to its run first, or holds it)."""
 
 
 class _Stale(Exception):
@@ -67,46 +69,38 @@ async def _dispatch_alone(
     lock = services.dispatch_locks.get((namespace, task_queue))
     if lock is None:
         lock = services.dispatch_locks[(namespace, task_queue)] = asyncio.Lock()
-    async with services.pool.acquire() as conn:
-        async with lock:
-            started = await _start_next(services, conn, namespace, task_queue, identity)
-        if started is None:
-            return None
-        key, outcome = started
-        # The events the grant reads are older than the write: they no longer change.
-        after = _granted_after(outcome, identity)
-        return await grants.grant(conn, key, outcome, after=after, rate_limited_queues=limited)
-
-
-async def _start_next(
-    services: Services, conn: Conn, namespace: str, task_queue: str, identity: str
-) -> tuple[RunKey, tr.Outcome] | None:
-    """Start the oldest eligible task of the queue, guarded; None when the queue is empty."""
-    for _ in range(ATTEMPTS_ALONE):
-        row = await conn.fetchrow(
-            sql.PEEK_WORKFLOW_TASK,
+    async with lock, services.pool.acquire() as conn:  # the turn first: waiting holds no connection
+        candidates = await conn.fetch(
+            sql.PEEK_WORKFLOW_TASKS,
             namespace,
             task_queue,
             task_rows.WORKFLOW,
             identity,
             services.config.sticky_timeout,
+            CANDIDATES,
         )
-        if row is None:
+        if not candidates:
             return None
-        if row["version"] is None:
-            raise _Locked  # a task row of a run that is not there: the locked path drops it
-        key = RunKey(namespace, row["workflow_id"], row["run_id"])
-        outcome = await _start_guarded(services, conn, key, row, identity)
-        if outcome is not None:
-            return key, outcome
+        for row in candidates:
+            if row["version"] is None:
+                raise _Locked  # a task row of a run that is not there: the locked path drops it
+            granted = await _start_guarded(services, conn, namespace, row, identity, limited)
+            if granted is not None:
+                return granted
     raise _Locked
 
 
 async def _start_guarded(
-    services: Services, conn: Conn, key: RunKey, row: Any, identity: str
-) -> tr.Outcome | None:
-    """One guarded write starting the task in ``row``: its outcome, or None (the run changed
-    since ``row`` was read: nothing written)."""
+    services: Services,
+    conn: Conn,
+    namespace: str,
+    row: Any,
+    identity: str,
+    limited: frozenset[str],
+) -> grants.WorkflowTaskGrant | None:
+    """One guarded write starting the task in ``row``: its grant, or None when nothing was
+    written (the run changed since ``row`` was read, or another transaction holds it)."""
+    key = RunKey(namespace, row["workflow_id"], row["run_id"])
     scheduled = row["scheduled_event_id"]
     state = codec.state_from_json(row["state"])
     try:
@@ -114,6 +108,11 @@ async def _start_guarded(
     except (_Stale, errors.ServerError):
         raise _Locked from None
     step.planned.changes.remove_task(task_rows.WORKFLOW, scheduled)
+    outcome = step.outcome
+    after = _granted_after(outcome, identity)
+    # Read before the write, so that nothing can fail after its commit (stored events do not
+    # change; a lost guard wastes this read).
+    older = await grants.older_events(conn, key, after, outcome.previous.next_event_id)
     try:
         written = await tr.write(
             conn,
@@ -122,6 +121,7 @@ async def _start_guarded(
             sticky_identity=step.sticky,
             last_failure=step.failure,
             expected_version=row["version"],
+            skip_locked=True,
         )
     except fastpath.FALL_BACK:
         raise _Locked from None
@@ -136,7 +136,7 @@ async def _start_guarded(
             last_workflow_task_failure=failure_to_json(step.failure),
             has_parent=row["has_parent"],
         )
-    return step.outcome
+    return grants.assemble(key, outcome, after=after, older=older, rate_limited_queues=limited)
 
 
 async def _dispatch_locked(

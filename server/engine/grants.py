@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.tokens import WorkflowTaskToken
-from chronicle.server.store.pool import Conn
+from chronicle.server.store.pool import Conn, Pool
 from chronicle.server.store.rows import RunKey, StoredEvent
 
 
@@ -44,12 +44,33 @@ async def grant(
     up before the transaction, so nothing can fail after its commit) sets
     ``activities_rate_limited``.
     """
+    older = await older_events(conn, key, after, outcome.previous.next_event_id)
+    return assemble(key, outcome, after=after, older=older, rate_limited_queues=rate_limited_queues)
+
+
+async def older_events(
+    conn: Conn | Pool, key: RunKey, after: int, written: int
+) -> list[StoredEvent]:
+    """The events a grant needs that are already stored: ``after`` < id < ``written`` (the
+    ``next_event_id`` before the transition). Stored events never change, so this may be read
+    before the transition's write as well as after it."""
+    return await read.fetch_events(conn, key, after + 1, written) if after + 1 < written else []
+
+
+def assemble(
+    key: RunKey,
+    outcome: tr.Outcome,
+    *,
+    after: int,
+    older: list[StoredEvent],
+    rate_limited_queues: frozenset[str] = frozenset(),
+) -> WorkflowTaskGrant:
+    """The grant from ``older`` (``older_events``) and the transition's own events, with no
+    I/O: what a write's caller can build when nothing may fail after its commit."""
     state = outcome.state
     task = state.workflow_task
     assert task is not None
-    written = outcome.previous.next_event_id
-    events = await read.fetch_events(conn, key, after + 1, written) if after + 1 < written else []
-    events += [
+    events = older + [
         StoredEvent(e.id, e.type, e.time, attributes)
         for e, attributes in zip(outcome.events, outcome.events_json, strict=True)
         if e.id > after

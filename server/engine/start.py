@@ -187,7 +187,8 @@ async def _start(
         replace_current=current is not None,
         planned=planned,
     )
-    await _started(conn, key, planned, limited, handed)
+    handed[:] = _handed_grants(key, planned, limited)
+    _log_started(key, started)
     return key.run_id, True
 
 
@@ -202,8 +203,10 @@ async def _create_alone(
     common case: ``transition.write(new_run=...)``). None, having written nothing, when the id
     has a current run: then the locked path (``_start``) applies the id policies.
 
-    A run handed to a waiting poll (sync match) is remembered in the known rows: the worker's
-    completion of that first task is the run's next write, and skips reading the row back.
+    A first task started for a waiting poll is in ``handed`` before the write, so that a write
+    whose outcome is unknown (cancelled, connection lost) still releases it. Once written, the
+    run's row goes into the known rows when a poll was handed the task: the worker's
+    completion of that task is the run's next write, and skips reading the row back.
     """
     key, started, _, planned = _first_transition(services, request, hand_to)
     new_run = tr.NewRun(
@@ -213,16 +216,17 @@ async def _create_alone(
         memo_to_json(started.memo),
         started.request_id,
     )
-    async with services.pool.acquire() as conn:
-        try:
+    handed[:] = _handed_grants(key, planned, limited)
+    try:
+        async with services.pool.acquire() as conn:
             written = await tr.write(
                 conn, key, planned, sticky_identity="", last_failure=None, new_run=new_run
             )
-        except db.RETRYABLE:
-            return None
-        if written is None:
-            return None
-        await _started(conn, key, planned, limited, handed)
+    except db.RETRYABLE:  # the statement failed: nothing was written
+        written = None
+    if written is None:
+        handed.clear()
+        return None
     if handed and written.version is not None:
         services.known_rows.remember(
             key,
@@ -232,6 +236,7 @@ async def _create_alone(
             last_workflow_task_failure=None,
             has_parent=False,
         )
+    _log_started(key, started)
     return key.run_id, True
 
 
@@ -276,27 +281,25 @@ def _first_transition(
     return key, started, extra, planned
 
 
-async def _started(
-    conn: Conn,
-    key: RunKey,
-    planned: tr.Planned,
-    limited: frozenset[str],
-    handed: list[grants.WorkflowTaskGrant],
-) -> None:
-    """After a new run's rows are written: its first task's grant when it was started for a
-    waiting poll (appended to ``handed``; from memory, nothing is read), and the log line."""
+def _handed_grants(
+    key: RunKey, planned: tr.Planned, limited: frozenset[str]
+) -> list[grants.WorkflowTaskGrant]:
+    """The grant of a new run's first task when ``planned`` started it for a waiting poll
+    (sync match), from memory: a new run's every event is in ``planned``."""
     task = planned.state.workflow_task
-    if task is not None and task.started_event_id:
-        outcome = tr.Outcome(
-            decision=tr.Decision(),
-            state=planned.state,
-            events=planned.events,
-            previous=WorkflowState(),
-            events_json=planned.events_json,
-        )
-        handed.append(await grants.grant(conn, key, outcome, after=0, rate_limited_queues=limited))
-    started = planned.events[0].attributes
-    assert isinstance(started, ev.WorkflowStarted)
+    if task is None or not task.started_event_id:
+        return []
+    outcome = tr.Outcome(
+        decision=tr.Decision(),
+        state=planned.state,
+        events=planned.events,
+        previous=WorkflowState(),
+        events_json=planned.events_json,
+    )
+    return [grants.assemble(key, outcome, after=0, older=[], rate_limited_queues=limited)]
+
+
+def _log_started(key: RunKey, started: ev.WorkflowStarted) -> None:
     telemetry.run_logger(*key.params()).info(
         "workflow started", workflow_type=started.workflow_type
     )

@@ -146,15 +146,18 @@ async def write(
     write_execution: bool = True,
     expected_version: int | None = None,
     new_run: NewRun | None = None,
+    skip_locked: bool = False,
 ) -> Written | None:
     """Write a planned transition in one statement (in the caller's transaction), made of
     the parts it needs (``sql.transition_statement``).
 
     ``expected_version``: the fast path (``fastpath.py``) holds no lock and passes the ``xmin``
     of the execution row it read; then nothing is written, and None returned, unless that row
-    version is still the current one. ``new_run``: ``planned`` is a new run's first transition;
-    its current-execution and execution rows are inserted with it, unless the workflow id
-    already has a current run: then nothing is written and None returned.
+    version is still the current one; with ``skip_locked`` also when another transaction holds
+    the row's lock (nothing is written rather than waiting for it). ``new_run``: ``planned``
+    is a new run's first transition; its current-execution and execution rows are inserted
+    with it, unless the workflow id already has a current run: then nothing is written and
+    None returned.
     """
     events, state, changes = planned.events, planned.state, planned.changes
     notes: dict[tuple[str, str], None] = {}
@@ -188,7 +191,10 @@ async def write(
         "insert_activities": acts_in,
     }
     parts = frozenset(name for name, rows in needed.items() if rows)
-    statement, picks = sql.transition_statement(parts, bool(notes), create=new_run is not None)
+    assert not skip_locked or expected_version is not None, "skip_locked needs the guard"
+    statement, picks = sql.transition_statement(
+        parts, bool(notes), create=new_run is not None, skip_locked=skip_locked
+    )
     arguments = (
         *key.params(),
         [e.id for e in events],

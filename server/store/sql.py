@@ -154,6 +154,28 @@ guard AS (
     SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
 )"""
 
+_SKIP_LOCKED_HEAD: Final = """
+WITH
+free AS MATERIALIZED (
+    SELECT 1 FROM executions
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND xmin = (SELECT $35::xid)
+    FOR NO KEY UPDATE SKIP LOCKED
+),
+upd_exec AS (
+    UPDATE executions
+    SET next_event_id = $8, status = $9, state = $10::jsonb, close_time = $11,
+        sticky_identity = $12, last_workflow_task_failure = $13::jsonb
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
+      AND xmin = (SELECT $35::xid) AND EXISTS (SELECT FROM free)
+    RETURNING xmin AS version
+),
+guard AS (
+    SELECT EXISTS (SELECT FROM upd_exec) AS ok
+)"""
+"""The guarded head (``$35`` set) that never waits for the execution row: when another
+transaction holds its lock, nothing is written, as when the row changed
+(``transition_statement(skip_locked=True)``; a dispatch then tries another task)."""
+
 _CREATE_HEAD: Final = """
 WITH
 new_current AS (
@@ -274,18 +296,19 @@ _PARAMETER: Final = re.compile(r"\$(\d+)")
 
 @functools.cache
 def transition_statement(
-    parts: frozenset[str], notify: bool, *, create: bool = False
+    parts: frozenset[str], notify: bool, *, create: bool = False, skip_locked: bool = False
 ) -> tuple[str, tuple[int, ...]]:
     """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
     takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 40 arguments
     numbered ``$1``..``$40`` in the parts; the statement numbers them ``$1``.. again.
 
     The execution update (and the guard) is always there, or with ``create`` the new run's
-    rows (``_CREATE_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``. Only these
-    constant texts are combined, never request data. A part left out costs nothing, where an
-    empty one still costs its executor set-up (≈ 0.07 ms of Postgres CPU for the 8 a typical
-    step does not use; docs/transition-sql.md). Each variant is prepared once per connection
-    and keeps its cached generic plan.
+    rows (``_CREATE_HEAD``), or with ``skip_locked`` the guarded update that does not wait for
+    a locked row (``_SKIP_LOCKED_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``.
+    Only these constant texts are combined, never request data. A part left out costs nothing,
+    where an empty one still costs its executor set-up (≈ 0.07 ms of Postgres CPU for the 8 a
+    typical step does not use; docs/transition-sql.md). Each variant is prepared once per
+    connection and keeps its cached generic plan.
 
     ``$35``: NULL when the caller holds the execution row lock (the locked path). Otherwise the
     ``xmin`` of the execution row version the caller read without a lock (the fast path,
@@ -301,7 +324,10 @@ def transition_statement(
     if unknown:
         raise ValueError(f"unknown transition parts: {sorted(unknown)}")
     ctes = [TRANSITION_PARTS[name] for name in TRANSITION_PARTS if name in parts]
-    head, execution = (_CREATE_HEAD, "ins_exec") if create else (_TRANSITION_HEAD, "upd_exec")
+    if create:
+        head, execution = _CREATE_HEAD, "ins_exec"
+    else:
+        head, execution = (_SKIP_LOCKED_HEAD if skip_locked else _TRANSITION_HEAD), "upd_exec"
     text = ",".join([head, *ctes]) + _TRANSITION_RESULT.format(execution)
     if notify:
         text += _TRANSITION_NOTIFY
@@ -380,7 +406,7 @@ DELETE FROM tasks WHERE id = (
     FOR UPDATE SKIP LOCKED)
 RETURNING workflow_id, run_id, scheduled_event_id"""
 
-PEEK_WORKFLOW_TASK: Final = """
+PEEK_WORKFLOW_TASKS: Final = """
 SELECT t.workflow_id, t.run_id, t.scheduled_event_id, e.xmin AS version, e.state,
        e.sticky_identity, e.last_workflow_task_failure,
        e.parent_workflow_id IS NOT NULL AS has_parent
@@ -390,10 +416,10 @@ LEFT JOIN executions e
 WHERE t.namespace = $1 AND t.task_queue = $2 AND t.kind = $3
   AND (t.sticky_identity = '' OR t.sticky_identity = $4 OR t.created_at < now() - $5::interval)
 ORDER BY t.id
-LIMIT 1"""
-"""``LEASE_TASK``'s row without deleting or locking it, with its run's execution row
-(``READ_EXECUTION``'s columns; ``version`` NULL when the run is not there): the candidate of a
-dispatch on the alone path (``dispatch.py``)."""
+LIMIT $6"""
+"""The first ``$6`` rows ``LEASE_TASK`` would take, without deleting or locking them, each with
+its run's execution row (``READ_EXECUTION``'s columns; ``version`` NULL when the run is not
+there): the candidates of a dispatch on the alone path (``dispatch.py``)."""
 
 DISPATCH_ACTIVITY: Final = """
 WITH task AS (

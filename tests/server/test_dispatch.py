@@ -125,3 +125,22 @@ async def test_stale_task_rows_are_dropped_and_the_poll_waits(
         "SELECT event_type FROM history_events WHERE workflow_id = 'stale' ORDER BY event_id"
     )
     assert [r["event_type"] for r in history].count("WorkflowTaskStarted") == 1
+
+
+async def test_a_run_locked_elsewhere_does_not_hold_up_its_queue(
+    stub: service_pb2_grpc.WorkflowServiceStub, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The oldest task's run is locked by another transaction (a long close, a reset): the
+    dispatch does not wait for it, it starts the next task; the locked one follows later."""
+    first = await stub.StartWorkflow(start_request("held"))
+    second = await stub.StartWorkflow(start_request("free"))
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM executions WHERE workflow_id = 'held' FOR UPDATE")
+            task = await _poll(stub, "w1")
+            assert task.workflow_execution.run_id == second.run_id
+        task = await _poll(stub, "w1")
+        assert task.workflow_execution.run_id == first.run_id
+    finally:
+        await holder.close()
