@@ -1,8 +1,8 @@
 """The activity half of a worker: poll activity tasks, run them, report the outcome.
 
 At most ``max_concurrent`` activities run at once (a semaphore slot is taken *before* polling,
-so the worker never leases a task it has no room for). Async activities run as tasks on the
-worker's event loop; sync ones in a thread pool. Each runs with an activity context
+``_polling.py``, so the worker never leases a task it has no room for). Async activities run as
+tasks on the worker's event loop; sync ones in a thread pool. Each runs with an activity context
 (``chronicle.activity.info()``, ``heartbeat()``) whose heartbeats are throttled and sent with
 ``HeartbeatActivityTask``; when the server answers ``cancel_requested`` (or no longer knows the
 task) the context's ``cancelled`` event is set and an async activity's task is cancelled.
@@ -33,15 +33,13 @@ from chronicle.sdk import _grpc
 from chronicle.sdk._definitions import ActivityDefinition
 from chronicle.sdk._info import ActivityInfo
 from chronicle.sdk._inline import InlineRun
+from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
 
-__all__ = ["POLL_TIMEOUT", "ActivityWorker", "EagerWorkflowTasks", "poll"]
+__all__ = ["ActivityWorker", "EagerWorkflowTasks"]
 
 _log = structlog.get_logger("chronicle.sdk.worker")
-
-POLL_TIMEOUT = 30.0
-"""Client-side deadline of one long poll (the server answers empty after about 20 s)."""
 
 _DEFAULT_HEARTBEAT_INTERVAL = 30.0
 """Heartbeat throttle when the activity has no heartbeat timeout."""
@@ -489,46 +487,3 @@ class ActivityWorker:
             if reserved:
                 assert eager is not None
                 eager.release()
-
-
-async def poll_into_slots(
-    slots: asyncio.Semaphore,
-    connection: _grpc.Connection,
-    method: str,
-    request: Any,
-    log: Any,
-    start: Callable[[Any], None],
-) -> None:
-    """Poll ``method`` forever (shared with the workflow worker): take a slot, long-poll, and
-    hand a task to ``start``, which owns the slot from then on; an empty poll gives it back."""
-    while True:
-        await slots.acquire()
-        try:
-            task = await poll(connection, method, request, log)
-        except BaseException:
-            slots.release()
-            raise
-        if task is None or not task.task_token:
-            slots.release()
-            continue
-        start(task)
-
-
-async def poll(connection: _grpc.Connection, method: str, request: Any, log: Any) -> Any:
-    """One long poll (shared with the workflow worker); None when it came back empty or failed.
-
-    Transport failures are logged and absorbed (after the connection's retries and a short
-    back-off), so a poller survives a server restart of any length.
-    """
-    try:
-        return await connection.call(method, request, timeout=POLL_TIMEOUT)
-    except _grpc.ServerUnavailableError as exc:
-        log.warning("server unreachable; still polling", method=method, error=str(exc))
-    except _grpc.RPCError as exc:
-        if exc.code == "DEADLINE_EXCEEDED":
-            return None
-        if connection.closed:
-            raise asyncio.CancelledError from exc
-        log.error("poll failed", method=method, error=str(exc))
-        await asyncio.sleep(1.0)
-    return None

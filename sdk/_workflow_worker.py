@@ -42,7 +42,7 @@ from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activator import Activator, TaskFailure
-from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
+from chronicle.sdk._activity_worker import ActivityWorker
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._history_pages import fetch_history
@@ -51,6 +51,7 @@ from chronicle.sdk._inline import MAX_INLINE, InlineBatch
 from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
+from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk._sticky_cache import StickyCache
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
