@@ -6,7 +6,8 @@ resolve activities/timers/children, cancel), runs the deterministic loop until n
 progress, checks replayed commands against the history (``_replay.py``) and returns the live
 activation's commands. It implements ``WorkflowRuntime`` for ``workflow.*``, handing each
 concern to its own part: durable calls (``_calls.py``), signals (``_signals.py``), updates
-(``_updates.py``), conditions (``_conditions.py``), local activities (``_local.py``).
+(``_updates.py``), conditions (``_conditions.py``), local activities (``_local.py``), patches
+(``_patches.py``).
 
 Outcome policy (STYLE.md, ``_outcome.py``): returning completes the workflow; an uncaught
 ``FailureError`` fails it; ``CancelledError`` after a cancellation request cancels it; any other
@@ -30,7 +31,6 @@ from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.payloads import (
     PayloadEncodingError,
-    from_payload,
     from_payloads,
     to_payload,
 )
@@ -41,7 +41,6 @@ from chronicle.sdk._child import ChildWorkflowHandle
 from chronicle.sdk._commands import (
     CommandBuffer,
     Emitted,
-    call_site,
 )
 from chronicle.sdk._conditions import Conditions
 from chronicle.sdk._definitions import (
@@ -59,7 +58,8 @@ from chronicle.sdk._local import (
 )
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._outcome import ContinueAsNewRequest, run_outcome, task_error
-from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._patches import Patches
+from chronicle.sdk._replay import check_commands
 from chronicle.sdk._signals import SignalHandlers
 from chronicle.sdk._stack import STACK_QUERY, workflow_frames, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers, decode_arguments
@@ -107,7 +107,7 @@ class WorkflowInstance:
         self._query_handlers: dict[str, Callable[..., Any]] = {}
         self._updates = UpdateHandlers(self._loop, self._buffer, name, self._handler_done)
         self._conditions = Conditions(self._loop)
-        self._patches: dict[str, bool] = {}
+        self._patches = Patches(self._buffer, self._calls)
         self._recorded_now: list[ev.Event] = []
         self._unverified: list[Emitted] = []
 
@@ -443,7 +443,7 @@ class WorkflowInstance:
     def _read_only(self, what: str, handler: Callable[..., Any], decoded: Sequence[Any]) -> Any:
         """``handler(*decoded)`` leaving no trace: a query or an update validator."""
         before = len(self._buffer.items)
-        saved = (self._calls.save(), self._random.getstate(), dict(self._patches))
+        saved = (self._calls.save(), self._random.getstate(), self._patches.save())
         try:
             with self._loop.running():
                 result = handler(*decoded)
@@ -451,7 +451,7 @@ class WorkflowInstance:
             calls, random_state, patches = saved
             self._calls.restore(calls)
             self._random.setstate(random_state)
-            self._patches = patches
+            self._patches.restore(patches)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -474,41 +474,12 @@ class WorkflowInstance:
 
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""
-        known = self._patches.get(patch_id)
-        if known is not None:
-            return known
-        present = not self._replaying or any(
-            isinstance(e.attributes, ev.MarkerRecorded)
-            and e.attributes.marker_name == PATCH_MARKER
-            and self._patch_id(e.attributes) == patch_id
-            for e in self._recorded_now
-        )
-        if present:
-            site = call_site()
-            self._buffer.add(
-                cmd.RecordMarker(
-                    seq=self._calls.next_seq("marker"),
-                    marker_name=PATCH_MARKER,
-                    details={"id": to_payload(patch_id)},
-                    call_site=site,
-                ),
-                site,
-            )
-        self._patches[patch_id] = present
-        return present
+        return self._patches.patched(patch_id, self._replaying, self._recorded_now)
 
     def deprecate_patch(self, patch_id: str) -> None:
         """Record the patch marker on new runs; while replaying, consume it if the history has
         it (a history without it is no error here: the code has only the patched path now)."""
         self.patched(patch_id)
-
-    @staticmethod
-    def _patch_id(marker: ev.MarkerRecorded) -> Any:
-        payload = marker.details.get("id")
-        try:
-            return from_payload(payload) if payload is not None else None
-        except PayloadEncodingError:
-            return None
 
     def continue_as_new(
         self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None
