@@ -1,11 +1,12 @@
 """The activity half of a worker: poll activity tasks, run them, report the outcome.
 
 At most ``max_concurrent`` activities run at once (a semaphore slot is taken *before* polling,
-so the worker never leases a task it has no room for). Async activities run as tasks on the
-worker's event loop; sync ones in a thread pool. Each runs with an activity context
+``_polling.py``, so the worker never leases a task it has no room for). Async activities run as
+tasks on the worker's event loop; sync ones in a thread pool. Each runs with an activity context
 (``chronicle.activity.info()``, ``heartbeat()``) whose heartbeats are throttled and sent with
-``HeartbeatActivityTask``; when the server answers ``cancel_requested`` (or no longer knows the
-task) the context's ``cancelled`` event is set and an async activity's task is cancelled.
+``HeartbeatActivityTask`` (``_heartbeater.py``); when the server answers ``cancel_requested`` (or
+no longer knows the task) the context's ``cancelled`` event is set and an async activity's task
+is cancelled.
 
 Outcomes are reported once: ``CompleteActivityTask`` with the encoded result, or
 ``FailActivityTask`` with the exception as a ``Failure``. ``NOT_FOUND`` on either means the
@@ -26,110 +27,25 @@ from typing import Any, Protocol
 import structlog
 
 from chronicle.history import wire
-from chronicle.history.payloads import from_payloads, to_payload, to_payloads
+from chronicle.history.payloads import from_payloads, to_payload
 from chronicle.history.values import Failure, FailureKind
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._definitions import ActivityDefinition
+from chronicle.sdk._heartbeater import Heartbeater, heartbeat_interval
 from chronicle.sdk._info import ActivityInfo
 from chronicle.sdk._inline import InlineRun
+from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
 
-__all__ = ["POLL_TIMEOUT", "ActivityWorker", "EagerWorkflowTasks", "poll"]
+__all__ = ["ActivityWorker", "EagerWorkflowTasks"]
 
 _log = structlog.get_logger("chronicle.sdk.worker")
-
-POLL_TIMEOUT = 30.0
-"""Client-side deadline of one long poll (the server answers empty after about 20 s)."""
-
-_DEFAULT_HEARTBEAT_INTERVAL = 30.0
-"""Heartbeat throttle when the activity has no heartbeat timeout."""
 
 
 def _nothing() -> None:
     """Sync activities cannot be interrupted: they see cancellation at their next heartbeat."""
-
-
-class _Heartbeater:
-    """Sends an activity's heartbeats: the first at once, then at most one per ``interval``.
-
-    ``heartbeat`` may be called from any thread; it only records the latest details and wakes
-    the sender on the worker's loop, so user code never waits on the network.
-    """
-
-    def __init__(
-        self,
-        worker: ActivityWorker,
-        task_token: bytes,
-        interval: float,
-        cancelled: threading.Event,
-        on_cancel: Callable[[], object],
-        log: Any,
-        run: InlineRun | None = None,
-    ) -> None:
-        self._worker = worker
-        self._run = run
-        self._token = task_token
-        self._interval = interval
-        self._cancelled = cancelled
-        self._on_cancel = on_cancel
-        self._log = log
-        self._loop = asyncio.get_running_loop()
-        self._pending: tuple[Any, ...] | None = None
-        self._sender: asyncio.Task[None] | None = None
-
-    def heartbeat(self, details: tuple[Any, ...]) -> None:
-        """Record ``details`` for the next heartbeat (encoding errors raise here, to the caller)."""
-        encoded = to_payloads(details)
-        try:
-            self._loop.call_soon_threadsafe(self._record, encoded)
-        except RuntimeError:  # the worker's loop is gone (shut down under a stuck thread)
-            pass
-
-    def _record(self, encoded: Any) -> None:
-        self._pending = encoded
-        if self._sender is None or self._sender.done():
-            self._sender = self._loop.create_task(self._send_loop())
-
-    async def _send_loop(self) -> None:
-        run = self._run
-        if run is not None and not await run.recorded():
-            self._log.info("heartbeat: the inline activity's schedule was not recorded")
-            self._cancel()
-            return
-        while self._pending is not None:
-            details, self._pending = self._pending, None
-            request = service_pb2.HeartbeatActivityTaskRequest(
-                namespace=self._worker.namespace,
-                task_token=self._token,
-                details=wire.payloads_to_proto(details),
-                identity=self._worker.identity,
-            )
-            try:
-                response = await self._worker.connection.call("HeartbeatActivityTask", request)
-            except _grpc.NotFoundError:
-                self._log.info("heartbeat: activity no longer known to the server; cancelling")
-                self._cancel()
-                return
-            except Exception as exc:
-                self._log.warning("heartbeat failed", error=str(exc))
-            else:
-                if response.cancel_requested:
-                    self._log.info("activity cancellation requested")
-                    self._cancel()
-                    return
-            await asyncio.sleep(self._interval)
-
-    def _cancel(self) -> None:
-        if not self._cancelled.is_set():
-            self._cancelled.set()
-            self._on_cancel()
-
-    def stop(self) -> None:
-        """Stop sending (the activity is over)."""
-        if self._sender is not None and not self._sender.done():
-            self._sender.cancel()
 
 
 class EagerWorkflowTasks(Protocol):
@@ -332,14 +248,9 @@ class ActivityWorker:
         info = self._info(task, tuple(details))
         current = asyncio.current_task()
         assert current is not None
-        heartbeat_timeout = wire.duration_from_proto(task, "heartbeat_timeout")
-        interval = (
-            heartbeat_timeout.total_seconds() * 0.8
-            if heartbeat_timeout
-            else _DEFAULT_HEARTBEAT_INTERVAL
-        )
+        interval = heartbeat_interval(wire.duration_from_proto(task, "heartbeat_timeout"))
         on_cancel: Callable[[], object] = current.cancel if definition.is_async else _nothing
-        heartbeater = _Heartbeater(self, task.task_token, interval, cancelled, on_cancel, log, run)
+        heartbeater = Heartbeater(self, task.task_token, interval, cancelled, on_cancel, log, run)
         context = ActivityContext(info=info, heartbeat=heartbeater.heartbeat, cancelled=cancelled)
         started = time.monotonic()
         try:
@@ -489,46 +400,3 @@ class ActivityWorker:
             if reserved:
                 assert eager is not None
                 eager.release()
-
-
-async def poll_into_slots(
-    slots: asyncio.Semaphore,
-    connection: _grpc.Connection,
-    method: str,
-    request: Any,
-    log: Any,
-    start: Callable[[Any], None],
-) -> None:
-    """Poll ``method`` forever (shared with the workflow worker): take a slot, long-poll, and
-    hand a task to ``start``, which owns the slot from then on; an empty poll gives it back."""
-    while True:
-        await slots.acquire()
-        try:
-            task = await poll(connection, method, request, log)
-        except BaseException:
-            slots.release()
-            raise
-        if task is None or not task.task_token:
-            slots.release()
-            continue
-        start(task)
-
-
-async def poll(connection: _grpc.Connection, method: str, request: Any, log: Any) -> Any:
-    """One long poll (shared with the workflow worker); None when it came back empty or failed.
-
-    Transport failures are logged and absorbed (after the connection's retries and a short
-    back-off), so a poller survives a server restart of any length.
-    """
-    try:
-        return await connection.call(method, request, timeout=POLL_TIMEOUT)
-    except _grpc.ServerUnavailableError as exc:
-        log.warning("server unreachable; still polling", method=method, error=str(exc))
-    except _grpc.RPCError as exc:
-        if exc.code == "DEADLINE_EXCEEDED":
-            return None
-        if connection.closed:
-            raise asyncio.CancelledError from exc
-        log.error("poll failed", method=method, error=str(exc))
-        await asyncio.sleep(1.0)
-    return None

@@ -6,7 +6,8 @@ resolve activities/timers/children, cancel), runs the deterministic loop until n
 progress, checks replayed commands against the history (``_replay.py``) and returns the live
 activation's commands. It implements ``WorkflowRuntime`` for ``workflow.*``, handing each
 concern to its own part: durable calls (``_calls.py``), signals (``_signals.py``), updates
-(``_updates.py``), conditions (``_conditions.py``), local activities (``_local.py``).
+(``_updates.py``), queries (``_queries.py``), conditions (``_conditions.py``), local activities
+(``_local.py``), patches (``_patches.py``).
 
 Outcome policy (STYLE.md, ``_outcome.py``): returning completes the workflow; an uncaught
 ``FailureError`` fails it; ``CancelledError`` after a cancellation request cancels it; any other
@@ -17,7 +18,6 @@ retries. After ``activate`` raised, the instance is unusable: evict it (``close(
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import uuid
@@ -28,21 +28,12 @@ from typing import Any, NoReturn
 
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
-from chronicle.history.payloads import (
-    PayloadEncodingError,
-    from_payload,
-    from_payloads,
-    to_payload,
-)
+from chronicle.history.payloads import PayloadEncodingError, from_payloads
 from chronicle.history.values import Payload
 from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
 from chronicle.sdk._calls import DurableCalls, encode_arguments
 from chronicle.sdk._child import ChildWorkflowHandle
-from chronicle.sdk._commands import (
-    CommandBuffer,
-    Emitted,
-    call_site,
-)
+from chronicle.sdk._commands import CommandBuffer, Emitted
 from chronicle.sdk._conditions import Conditions
 from chronicle.sdk._definitions import (
     ActivityDefinition,
@@ -59,16 +50,13 @@ from chronicle.sdk._local import (
 )
 from chronicle.sdk._loop import new_loop
 from chronicle.sdk._outcome import ContinueAsNewRequest, run_outcome, task_error
-from chronicle.sdk._replay import PATCH_MARKER, check_commands
+from chronicle.sdk._patches import Patches
+from chronicle.sdk._queries import QueryHandlers
+from chronicle.sdk._replay import check_commands
 from chronicle.sdk._signals import SignalHandlers
-from chronicle.sdk._stack import STACK_QUERY, workflow_frames, workflow_stack
-from chronicle.sdk._updates import UpdateHandlers, decode_arguments
-from chronicle.sdk.errors import (
-    ApplicationError,
-    NondeterminismError,
-    StaleInstanceError,
-    WorkflowTaskError,
-)
+from chronicle.sdk._stack import workflow_frames, workflow_stack
+from chronicle.sdk._updates import UpdateHandlers
+from chronicle.sdk.errors import NondeterminismError, StaleInstanceError, WorkflowTaskError
 
 __all__ = ["WorkflowInstance"]
 
@@ -104,10 +92,10 @@ class WorkflowInstance:
         self._broken: BaseException | None = None
         self._handler_error: BaseException | None = None
         self._signals = SignalHandlers(self._loop, info, self.is_replaying, self._handler_done)
-        self._query_handlers: dict[str, Callable[..., Any]] = {}
         self._updates = UpdateHandlers(self._loop, self._buffer, name, self._handler_done)
         self._conditions = Conditions(self._loop)
-        self._patches: dict[str, bool] = {}
+        self._patches = Patches(self._buffer, self._calls)
+        self._queries = QueryHandlers(self._loop, self._buffer, self._save_state, self.stack)
         self._recorded_now: list[ev.Event] = []
         self._unverified: list[Emitted] = []
 
@@ -411,10 +399,7 @@ class WorkflowInstance:
 
     def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or remove) a query handler."""
-        if handler is None:
-            self._query_handlers.pop(name, None)
-        else:
-            self._query_handlers[name] = handler
+        self._queries.set(name, handler)
 
     def set_update_handler(
         self, name: str, handler: Callable[..., Any] | None, validator: Callable[..., Any] | None
@@ -424,45 +409,25 @@ class WorkflowInstance:
 
     def validate_update(self, name: str, args: Sequence[Payload]) -> None:
         """Raise unless update ``name`` would be accepted now; read-only, like a query."""
-        self._updates.validate(name, args, self._read_only)
+        self._updates.validate(name, args, self._queries.read_only)
 
     def query(self, name: str, args: Sequence[Payload]) -> Payload:
-        """Answer query ``name`` from the current state; read-only (``ApplicationError`` if the
-        handler is unknown, async, or tries to issue commands, or the arguments do not fit)."""
-        if name == STACK_QUERY:
-            return to_payload(self.stack())
-        handler = self._query_handlers.get(name)
-        if handler is None:
-            known = ", ".join(sorted(self._query_handlers)) or "none"
-            raise ApplicationError(
-                f"unknown query {name!r} (registered: {known})", type="QueryNotFound"
-            )
-        decoded = decode_arguments(f"query {name!r}", handler, args)
-        return to_payload(self._read_only(f"query handler {name!r}", handler, decoded))
+        """Answer query ``name`` from the current state; read-only (``_queries.py``)."""
+        return self._queries.answer(name, args)
 
-    def _read_only(self, what: str, handler: Callable[..., Any], decoded: Sequence[Any]) -> Any:
-        """``handler(*decoded)`` leaving no trace: a query or an update validator."""
-        before = len(self._buffer.items)
-        saved = (self._calls.save(), self._random.getstate(), dict(self._patches))
-        try:
-            with self._loop.running():
-                result = handler(*decoded)
-        finally:  # a query must leave no trace: replay never runs it
-            calls, random_state, patches = saved
+    def _save_state(self) -> Callable[[], None]:
+        """Save what a read-only call may change (seqs, the random state, patch decisions);
+        the function returned puts it back."""
+        calls = self._calls.save()
+        random_state = self._random.getstate()
+        patches = self._patches.save()
+
+        def restore() -> None:
             self._calls.restore(calls)
             self._random.setstate(random_state)
-            self._patches = patches
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            raise ApplicationError(f"{what} must be synchronous", type="InvalidQueryHandler")
-        if len(self._buffer.items) != before:
-            del self._buffer.items[before:]
-            raise ApplicationError(
-                f"{what} issued commands; queries and validators must be read-only",
-                type="InvalidQueryHandler",
-            )
-        return result
+            self._patches.restore(patches)
+
+        return restore
 
     def stack(self) -> str:
         """Every coroutine of the workflow and the line of workflow code it awaits at."""
@@ -474,41 +439,12 @@ class WorkflowInstance:
 
     def patched(self, patch_id: str) -> bool:
         """True (and recorded) on new code paths; from the history while replaying."""
-        known = self._patches.get(patch_id)
-        if known is not None:
-            return known
-        present = not self._replaying or any(
-            isinstance(e.attributes, ev.MarkerRecorded)
-            and e.attributes.marker_name == PATCH_MARKER
-            and self._patch_id(e.attributes) == patch_id
-            for e in self._recorded_now
-        )
-        if present:
-            site = call_site()
-            self._buffer.add(
-                cmd.RecordMarker(
-                    seq=self._calls.next_seq("marker"),
-                    marker_name=PATCH_MARKER,
-                    details={"id": to_payload(patch_id)},
-                    call_site=site,
-                ),
-                site,
-            )
-        self._patches[patch_id] = present
-        return present
+        return self._patches.patched(patch_id, self._replaying, self._recorded_now)
 
     def deprecate_patch(self, patch_id: str) -> None:
         """Record the patch marker on new runs; while replaying, consume it if the history has
         it (a history without it is no error here: the code has only the patched path now)."""
         self.patched(patch_id)
-
-    @staticmethod
-    def _patch_id(marker: ev.MarkerRecorded) -> Any:
-        payload = marker.details.get("id")
-        try:
-            return from_payload(payload) if payload is not None else None
-        except PayloadEncodingError:
-            return None
 
     def continue_as_new(
         self, args: Sequence[Any], workflow_type: str | None, task_queue: str | None

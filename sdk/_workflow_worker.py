@@ -1,10 +1,8 @@
 """The workflow half of a worker: poll workflow tasks, advance workflow code, answer commands.
 
-Sticky cache (``_sticky_cache.py``): an LRU map ``run_id → WorkflowInstance``. A task whose
-events start at event 1 builds a fresh instance; one whose events continue right after a cached
-instance's ``last_event_id`` feeds that instance; anything else (a cache miss after eviction or
-restart) fetches the whole history with ``GetWorkflowHistory`` and replays it into a fresh
-instance.
+Sticky cache (``_sticky_cache.py``): an LRU map ``run_id → WorkflowInstance``. A task runs on
+the cached instance when its events continue it, else on a fresh instance, replaying the whole
+history when the task's events do not start the run (``_instance_lookup.py``).
 
 ``activate`` runs workflow code, which is user code: in a thread pool so that the worker's own
 loop (polling, heartbeats) never blocks, under a deadlock timeout (``_activator.py``; 2 s by
@@ -32,25 +30,20 @@ from chronicle.history.commands import (
     RequestCancelActivity,
     ScheduleActivity,
 )
-from chronicle.history.events import (
-    Event,
-    WorkflowStarted,
-    WorkflowTaskFailedCause,
-    WorkflowTaskStarted,
-)
+from chronicle.history.events import WorkflowTaskFailedCause
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activator import Activator, TaskFailure
-from chronicle.sdk._activity_worker import ActivityWorker, poll_into_slots
+from chronicle.sdk._activity_worker import ActivityWorker
 from chronicle.sdk._definitions import ActivityDefinition, WorkflowDefinition
 from chronicle.sdk._guards import GuardMode
-from chronicle.sdk._history_pages import fetch_history
-from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._inline import MAX_INLINE, InlineBatch
 from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
+from chronicle.sdk._instance_lookup import InstanceLookup, with_first_task
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
+from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk._sticky_cache import StickyCache
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
@@ -90,7 +83,6 @@ class WorkflowWorker:
         self._activities = {d.name: d for d in activities}
         self._local_executor: ThreadPoolExecutor | None = None
         self._deadlock_timeout = deadlock_timeout
-        self._guard_mode: GuardMode = guard_mode
         self._draining = False
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: set[asyncio.Task[None]] = set()
@@ -100,6 +92,7 @@ class WorkflowWorker:
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
         self._cache = StickyCache(max_cached, self._executor, deadlock_timeout or 10.0, self._log)
         self._activator = Activator(self._executor, deadlock_timeout, self._cache.forget)
+        self._instances = InstanceLookup(self._cache, namespace, task_queue, guard_mode)
         self.eager_activities: ActivityWorker | None = None
         """The activity half of the same worker: completions ask for eager activity tasks."""
 
@@ -212,13 +205,17 @@ class WorkflowWorker:
         try:
             try:
                 events = wire.events_from_proto(task.events)
-                instance, events = await self._instance_for(task, definition, events, shared, log)
+                instance, events = await self._instances.for_task(
+                    self.connection, task, definition, events, shared, log
+                )
                 try:
                     commands = await self._activator.activate(instance, events)
                 except StaleInstanceError:
                     log.info("cached instance is stale; replaying the full history")
                     await self._cache.drop(run_id, instance)
-                    instance, events = await self._replayed(task, definition, events, log)
+                    instance, events = await self._instances.replayed(
+                        self.connection, task, definition, events, log
+                    )
                     commands = await self._activator.activate(instance, events)
                 while due := instance.local_activities_due:
                     outcomes = await self._run_local_activities(due, log)
@@ -247,74 +244,6 @@ class WorkflowWorker:
         finally:
             if shared:
                 self._cache.busy.discard(run_id)
-
-    async def _instance_for(
-        self,
-        task: service_pb2.PollWorkflowTaskResponse,
-        definition: WorkflowDefinition,
-        events: list[Event],
-        shared: bool,
-        log: Any,
-    ) -> tuple[WorkflowInstance, list[Event]]:
-        run_id = task.workflow_execution.run_id
-        cached = self._cache.get(run_id) if shared else None
-        if events and events[0].id == 1:
-            if cached is not None:
-                await self._cache.evict(run_id)
-            return self._new_instance(task, definition, events), events
-        if cached is not None and events and cached.last_event_id == events[0].id - 1:
-            self._cache.touch(run_id)
-            return cached, events
-        if cached is not None:
-            log.info(
-                "cached instance does not continue these events; replaying",
-                cached_last_event_id=cached.last_event_id,
-                first_event_id=events[0].id if events else None,
-            )
-            await self._cache.evict(run_id)
-        return await self._replayed(task, definition, events, log)
-
-    async def _replayed(
-        self,
-        task: service_pb2.PollWorkflowTaskResponse,
-        definition: WorkflowDefinition,
-        events: list[Event],
-        log: Any,
-    ) -> tuple[WorkflowInstance, list[Event]]:
-        """A fresh instance and the full history up to this task's ``WorkflowTaskStarted``."""
-        execution = task.workflow_execution
-        full = await fetch_history(
-            self.connection, self.namespace, execution.workflow_id, execution.run_id
-        )
-        if events:
-            last = events[-1].id
-        else:
-            started = [e.id for e in full if isinstance(e.attributes, WorkflowTaskStarted)]
-            last = started[-1] if started else (full[-1].id if full else 0)
-        history = [e for e in full if e.id <= last]
-        log.debug("fetched history for replay", events=len(history))
-        return self._new_instance(task, definition, history), history
-
-    def _new_instance(
-        self,
-        task: service_pb2.PollWorkflowTaskResponse,
-        definition: WorkflowDefinition,
-        events: list[Event],
-    ) -> WorkflowInstance:
-        started = events[0].attributes if events else None
-        attempt = started.attempt if isinstance(started, WorkflowStarted) else 1
-        queue = started.task_queue if isinstance(started, WorkflowStarted) else ""
-        info = WorkflowInfo(
-            namespace=self.namespace,
-            workflow_id=task.workflow_execution.workflow_id,
-            run_id=task.workflow_execution.run_id,
-            workflow_type=task.workflow_type,
-            task_queue=queue or task.task_queue or self.task_queue,
-            attempt=attempt,
-        )
-        instance = WorkflowInstance(definition, info)
-        instance.guard_mode = self._guard_mode
-        return instance
 
     async def _run_local_activities(
         self, due: list[LocalActivityRequest], log: Any
@@ -483,8 +412,10 @@ class WorkflowWorker:
             if instance is None:
                 if definition is None:
                     raise LookupError(f"workflow type {task.workflow_type!r} is not served here")
-                temporary, history = await self._replayed(task, definition, [], log)
-                await self._activator.activate(temporary, _with_first_task(history))
+                temporary, history = await self._instances.replayed(
+                    self.connection, task, definition, [], log
+                )
+                await self._activator.activate(temporary, with_first_task(history))
                 instance = temporary
             args = wire.payloads_from_proto(task.query.args)
             loop = asyncio.get_running_loop()
@@ -512,13 +443,3 @@ class WorkflowWorker:
             await self.connection.call("RespondQueryTask", request)
         except Exception as exc:
             log.warning(f"could not answer the {what} task", error=str(exc))
-
-
-def _with_first_task(history: list[Event]) -> list[Event]:
-    """``history``, plus a stand-in ``WorkflowTaskStarted`` when no task ever started, so that a
-    query or an update validation sees the handlers the workflow registers when it begins."""
-    if not history or any(isinstance(e.attributes, WorkflowTaskStarted) for e in history):
-        return history
-    last = history[-1]
-    started = WorkflowTaskStarted(scheduled_event_id=last.id, identity="query")
-    return [*history, Event(id=last.id + 1, time=last.time, attributes=started)]
