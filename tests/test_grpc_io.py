@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -79,6 +80,41 @@ def test_use_polling_io_runs_the_command_again_with_the_variable_set() -> None:
         check=True,
     )
     assert given.stdout.splitlines() == ["start", "running with "]
+
+
+def test_a_rewritten_command_line_is_not_run_again() -> None:
+    """A host program that set ``sys.argv`` itself: running the original command line again
+    would run the host, so nothing is changed."""
+    program = (
+        "import os, sys\n"
+        "print('start', flush=True)\n"
+        "sys.argv = ['chronicle', 'worker', 'app']\n"
+        "from chronicle import grpc_io\n"
+        "grpc_io.use_polling_io()\n"
+        "print('running with', os.environ.get('GRPC_EXPERIMENTS'), flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env=_bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["start", "running with None"]
+
+
+def test_a_grpcio_without_package_metadata_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert grpc_io.grpc_version() == ()
+    env: dict[str, str] = {}
+    assert not grpc_io.polling_io_environment(env)
+    assert env == {}
 
 
 def test_the_installed_grpcio_knows_every_experiment_turned_off() -> None:

@@ -34,8 +34,9 @@ from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey, failure_to_json
 
 CANDIDATES: Final = 3
-"""Task rows one alone dispatch tries, oldest first, before the locked path takes over (each
-one lost means another dispatch or write got to its run first, or holds it)."""
+"""Task rows one alone dispatch tries, oldest first, before the locked path takes over (the
+``LIMIT`` of ``sql.PEEK_WORKFLOW_TASKS``; each one lost means another dispatch or write got
+to its run first, or holds it)."""
 
 
 class _Stale(Exception):
@@ -77,7 +78,6 @@ async def _dispatch_alone(
             task_rows.WORKFLOW,
             identity,
             services.config.sticky_timeout,
-            CANDIDATES,
         )
         if not candidates:
             return None
@@ -125,6 +125,15 @@ async def _start_guarded(
         )
     except fastpath.FALL_BACK:
         raise _Locked from None
+    except BaseException:
+        # Cancelled or failed with the write's outcome unknown: if it applied, the task is
+        # started for a poll that will not get it; retry it now rather than after its timeout.
+        started = step.planned.state.workflow_task
+        assert started is not None
+        await asyncio.shield(
+            grants.expire_unclaimed(services.pool, key, started.started_event_id, "dispatch")
+        )
+        raise
     if written is None:
         return None
     if written.version is not None:
