@@ -43,8 +43,11 @@ EVENT_ENGINE_DEFAULT_SINCE: Final = (1, 80)
 
 def grpc_version() -> tuple[int, ...]:
     """The installed grpcio's version as numbers, e.g. ``(1, 85, 1)`` (read without importing
-    grpc)."""
-    version = importlib.metadata.version("grpcio")
+    grpc); ``()`` when its package metadata is missing (a vendored or frozen build)."""
+    try:
+        version = importlib.metadata.version("grpcio")
+    except importlib.metadata.PackageNotFoundError:
+        return ()
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
@@ -63,8 +66,14 @@ def use_polling_io() -> None:
     environment does not choose, set ``GRPC_EXPERIMENTS`` and run this same command again in
     this process (``os.execv``; it does not return then). Call it first thing in a command's
     entry point, before it reads input or loads user code. Not on Windows, where ``exec``
-    starts a new process."""
-    if os.name != "posix" or not polling_io_environment(os.environ):
+    starts a new process, nor when the command line cannot be run again as it was: a program
+    read from standard input (``python -``, already consumed), or ``sys.argv`` rewritten by a
+    host program (the original command line would run the host again)."""
+    argv = sys.argv
+    rerunnable = (
+        argv[:1] != ["-"] and sys.orig_argv[len(sys.orig_argv) - len(argv) + 1 :] == argv[1:]
+    )
+    if os.name != "posix" or not rerunnable or not polling_io_environment(os.environ):
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -23,6 +24,18 @@ CHANNEL = (
 def _bare_environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     return {**env, **extra}
+
+
+def _run(program: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``program`` in a fresh interpreter without ``GRPC_EXPERIMENTS`` (plus ``extra``)."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env=_bare_environment(**extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 def test_sets_the_experiments_when_the_environment_has_none(
@@ -61,24 +74,38 @@ def test_use_polling_io_runs_the_command_again_with_the_variable_set() -> None:
         "grpc_io.use_polling_io()\n"
         "print('running with', os.environ.get('GRPC_EXPERIMENTS'), flush=True)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        env=_bare_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = _run(program)
     assert done.stdout.splitlines() == ["start", "start", f"running with {OURS}"]
-    given = subprocess.run(
-        [sys.executable, "-c", program],
-        env=_bare_environment(GRPC_EXPERIMENTS=""),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    given = _run(program, GRPC_EXPERIMENTS="")
     assert given.stdout.splitlines() == ["start", "running with "]
+
+
+def test_a_rewritten_command_line_is_not_run_again() -> None:
+    """A host program that set ``sys.argv`` itself: running the original command line again
+    would run the host, so nothing is changed."""
+    program = (
+        "import os, sys\n"
+        "print('start', flush=True)\n"
+        "sys.argv = ['chronicle', 'worker', 'app']\n"
+        "from chronicle import grpc_io\n"
+        "grpc_io.use_polling_io()\n"
+        "print('running with', os.environ.get('GRPC_EXPERIMENTS'), flush=True)\n"
+    )
+    done = _run(program)
+    assert done.stdout.splitlines() == ["start", "running with None"]
+
+
+def test_a_grpcio_without_package_metadata_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert grpc_io.grpc_version() == ()
+    env: dict[str, str] = {}
+    assert not grpc_io.polling_io_environment(env)
+    assert env == {}
 
 
 def test_the_installed_grpcio_knows_every_experiment_turned_off() -> None:
@@ -86,22 +113,8 @@ def test_the_installed_grpcio_knows_every_experiment_turned_off() -> None:
     removes these experiments, this fails: drop them (and grpc_io.py) or find the new knob."""
     if grpc_io.grpc_version() < grpc_io.EVENT_ENGINE_DEFAULT_SINCE:
         pytest.skip("this grpcio does I/O by polling already; nothing is turned off")
-    done = subprocess.run(
-        [sys.executable, "-c", CHANNEL],
-        env=_bare_environment(GRPC_EXPERIMENTS=OURS),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = _run(CHANNEL, GRPC_EXPERIMENTS=OURS)
     assert "Unknown experiment" not in done.stderr, done.stderr
     # The check itself works: a made-up name is reported.
-    made_up = subprocess.run(
-        [sys.executable, "-c", CHANNEL],
-        env=_bare_environment(GRPC_EXPERIMENTS="-no_such_experiment"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    made_up = _run(CHANNEL, GRPC_EXPERIMENTS="-no_such_experiment")
     assert "Unknown experiment: no_such_experiment" in made_up.stderr

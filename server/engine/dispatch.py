@@ -31,11 +31,12 @@ from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
 from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
-from chronicle.server.store.rows import RunKey, failure_to_json
+from chronicle.server.store.rows import RunKey
 
 CANDIDATES: Final = 3
-"""Task rows one alone dispatch tries, oldest first, before the locked path takes over (each
-one lost means another dispatch or write got to its run first, or holds it)."""
+"""Task rows one alone dispatch tries, oldest first, before the locked path takes over (the
+``LIMIT`` of ``sql.PEEK_WORKFLOW_TASKS``; each one lost means another dispatch or write got
+to its run first, or holds it)."""
 
 
 class _Stale(Exception):
@@ -77,7 +78,6 @@ async def _dispatch_alone(
             task_rows.WORKFLOW,
             identity,
             services.config.sticky_timeout,
-            CANDIDATES,
         )
         if not candidates:
             return None
@@ -114,27 +114,23 @@ async def _start_guarded(
     # change; a lost guard wastes this read).
     older = await grants.older_events(conn, key, after, outcome.previous.next_event_id)
     try:
-        written = await tr.write(
-            conn,
-            key,
-            step.planned,
-            sticky_identity=step.sticky,
-            last_failure=step.failure,
-            expected_version=row["version"],
-            skip_locked=True,
-        )
+        written = await fastpath.write_guarded(conn, key, step, row["version"], skip_locked=True)
     except fastpath.FALL_BACK:
         raise _Locked from None
+    except BaseException:
+        # Cancelled or failed with the write's outcome unknown: if it applied, the task is
+        # started for a poll that will not get it; retry it now rather than after its timeout.
+        started = step.planned.state.workflow_task
+        assert started is not None
+        await asyncio.shield(
+            grants.expire_unclaimed(services.pool, key, started.started_event_id, "dispatch")
+        )
+        raise
     if written is None:
         return None
     if written.version is not None:
-        services.known_rows.remember(
-            key,
-            version=written.version,
-            state=step.planned.state,
-            sticky_identity=step.sticky,
-            last_workflow_task_failure=failure_to_json(step.failure),
-            has_parent=row["has_parent"],
+        fastpath.remember_written(
+            services.known_rows, key, step, written.version, has_parent=row["has_parent"]
         )
     return grants.assemble(key, outcome, after=after, older=older, rate_limited_queues=limited)
 

@@ -93,14 +93,7 @@ async def try_transition(
     ):
         return None
     try:
-        written = await tr.write(
-            conn,
-            key,
-            step.planned,
-            sticky_identity=step.sticky,
-            last_failure=step.failure,
-            expected_version=row["version"],
-        )
+        written = await write_guarded(conn, key, step, row["version"])
     except FALL_BACK as exc:
         _log_fallback(key, type(exc).__name__)
         written = None
@@ -119,15 +112,39 @@ async def try_transition(
         _log_fallback(key, "execution row changed since it was read")
         return None
     if known is not None and written.version is not None and not closes:
-        known.remember(
-            key,
-            version=written.version,
-            state=step.planned.state,
-            sticky_identity=step.sticky,
-            last_workflow_task_failure=failure_to_json(step.failure),
-            has_parent=row["has_parent"],
-        )
+        remember_written(known, key, step, written.version, has_parent=row["has_parent"])
     return outcome
+
+
+async def write_guarded(
+    conn: Conn, key: RunKey, step: tr.Step, version: int, *, skip_locked: bool = False
+) -> tr.Written | None:
+    """``step``'s write, guarded by the execution row version (``xmin``) it was decided on;
+    None when nothing was written (``transition.write``)."""
+    return await tr.write(
+        conn,
+        key,
+        step.planned,
+        sticky_identity=step.sticky,
+        last_failure=step.failure,
+        expected_version=version,
+        skip_locked=skip_locked,
+    )
+
+
+def remember_written(
+    known: KnownRows, key: RunKey, step: tr.Step, version: int, *, has_parent: bool
+) -> None:
+    """Put the execution row a guarded write of ``step`` left (its new ``xmin``: ``version``)
+    into the known rows."""
+    known.remember(
+        key,
+        version=version,
+        state=step.planned.state,
+        sticky_identity=step.sticky,
+        last_workflow_task_failure=failure_to_json(step.failure),
+        has_parent=has_parent,
+    )
 
 
 def _log_fallback(key: RunKey, reason: str) -> None:

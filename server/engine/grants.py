@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chronicle.server import telemetry
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.tokens import WorkflowTaskToken
+from chronicle.server.store import notify, sql
 from chronicle.server.store.pool import Conn, Pool
 from chronicle.server.store.rows import RunKey, StoredEvent
 
@@ -79,4 +81,27 @@ def assemble(
     limited = task.task_queue in rate_limited_queues
     return WorkflowTaskGrant(
         token, state.workflow_type, task.task_queue, events, task.attempt, limited
+    )
+
+
+async def expire_unclaimed(pool: Pool, key: RunKey, started_event_id: int, reason: str) -> None:
+    """A workflow task was (maybe) started for a poll that did not get it: move its timeout
+    timer to now, so it is retried at once instead of after its workflow-task timeout. Matches
+    nothing when the start was not written. Never raises: if this fails, the timeout is the
+    safety net."""
+    log = telemetry.run_logger(*key.params())
+    now = tr.utcnow()
+    try:
+        await pool.execute(
+            sql.EXPIRE_WORKFLOW_TASK,
+            *key.params(),
+            started_event_id,
+            now,
+            notify.timer_payload(now),
+        )
+    except Exception as exc:  # the pool or Postgres failing
+        log.warning("could not time out an unclaimed workflow task early", error=str(exc))
+        return
+    log.info(
+        "workflow task started for a poll that did not get it; timing it out now", reason=reason
     )

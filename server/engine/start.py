@@ -19,8 +19,8 @@ from chronicle.server import errors, telemetry
 from chronicle.server.engine import grants
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
-from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
+from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey, memo_to_json
 
@@ -117,30 +117,13 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
                 # Started for a poll that ended, or the commit's outcome is unknown (this call
                 # was cancelled or failed during COMMIT): time the task out so it is retried.
                 # Harmless when the transaction rolled back (no such timer).
-                await asyncio.shield(_release(services, handed[0]))
+                token = handed[0].token
+                await asyncio.shield(
+                    grants.expire_unclaimed(
+                        services.pool, token.key, token.started_event_id, "start handed it"
+                    )
+                )
     return result
-
-
-async def _release(services: Services, grant: grants.WorkflowTaskGrant) -> None:
-    """The task was started for a poll that did not get it: time it out now (it is retried).
-
-    Never raises: the start itself succeeded (or its outcome is being reported); if this
-    fails, the task times out after its workflow-task timeout instead."""
-    key = grant.token.key
-    log = telemetry.run_logger(*key.params())
-    now = tr.utcnow()
-    try:
-        await services.pool.execute(
-            sql.EXPIRE_WORKFLOW_TASK,
-            *key.params(),
-            grant.token.started_event_id,
-            now,
-            notify.timer_payload(now),
-        )
-    except Exception as exc:  # the pool or Postgres failing; the timeout is the safety net
-        log.warning("could not time out a handed workflow task early", error=str(exc))
-        return
-    log.info("the poll handed the first workflow task did not take it; timing the task out now")
 
 
 async def _start(

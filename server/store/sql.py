@@ -416,10 +416,12 @@ LEFT JOIN executions e
 WHERE t.namespace = $1 AND t.task_queue = $2 AND t.kind = $3
   AND (t.sticky_identity = '' OR t.sticky_identity = $4 OR t.created_at < now() - $5::interval)
 ORDER BY t.id
-LIMIT $6"""
-"""The first ``$6`` rows ``LEASE_TASK`` would take, without deleting or locking them, each with
-its run's execution row (``READ_EXECUTION``'s columns; ``version`` NULL when the run is not
-there): the candidates of a dispatch on the alone path (``dispatch.py``)."""
+LIMIT 3"""
+"""The first 3 rows (``dispatch.CANDIDATES``) that ``LEASE_TASK`` would take, without
+deleting or locking them, each with its run's execution row (``READ_EXECUTION``'s columns;
+``version`` NULL when the run is not there): the candidates of a dispatch on the alone path
+(``dispatch.py``). The limit is in the text: as a parameter, Postgres would plan for 30 rows,
+never keep the generic plan, and re-plan every poll (0.12 ms, against 0.03 ms to run it)."""
 
 DISPATCH_ACTIVITY: Final = """
 WITH task AS (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,9 +20,9 @@ from chronicle.server.app import Server
 from chronicle.server.config import ServerConfig
 
 
-@pytest.fixture
-async def server(database_url: str) -> AsyncIterator[Server]:
-    """A started server on a fresh database, port 0; stopped afterwards."""
+@contextlib.asynccontextmanager
+async def running_server(database_url: str) -> AsyncIterator[Server]:
+    """A started server on ``database_url``, port 0; stopped afterwards."""
     instance = Server(
         ServerConfig(
             database_url=database_url, port=0, poll_timeout=5.0, sticky_timeout=timedelta(seconds=1)
@@ -32,6 +33,13 @@ async def server(database_url: str) -> AsyncIterator[Server]:
         yield instance
     finally:
         await instance.stop(grace=1.0)
+
+
+@pytest.fixture
+async def server(database_url: str) -> AsyncIterator[Server]:
+    """A started server on a fresh database, port 0; stopped afterwards."""
+    async with running_server(database_url) as instance:
+        yield instance
 
 
 @pytest.fixture
