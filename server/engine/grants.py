@@ -103,5 +103,6 @@ async def expire_unclaimed(pool: Pool, key: RunKey, started_event_id: int, reaso
         log.warning("could not time out an unclaimed workflow task early", error=str(exc))
         return
     log.info(
-        "workflow task started for a poll that did not get it; timing it out now", reason=reason
+        "a workflow task may have been started for a poll that did not get it; timed it out",
+        reason=reason,
     )

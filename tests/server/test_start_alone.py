@@ -150,3 +150,42 @@ async def test_a_handed_run_is_known_so_its_first_completion_reads_nothing(
 
 def _key(workflow_id: str, run_id: str) -> RunKey:
     return RunKey("default", workflow_id, run_id)
+
+
+async def test_a_start_cancelled_in_its_write_gives_the_poll_back_and_writes_nothing(
+    server: Server,
+    stub: service_pb2_grpc.WorkflowServiceStub,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    """Another transaction is inserting the same workflow id, so the start's one statement
+    waits for it; the caller gives up meanwhile. The poll the start had taken goes back to
+    waiting (it gets the next start), and nothing of the cancelled start is written."""
+    poll = asyncio.ensure_future(
+        stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="q", identity="w1"), timeout=8)
+    )
+    await waiting_polls(server, 1)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "INSERT INTO current_executions (namespace, workflow_id, run_id, status, "
+                "start_request_id) VALUES ('default', 'contested', 'other', 'running', '')"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.StartWorkflow(start_request("contested"), timeout=0.5)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await waiting_polls(server, 1)  # given back
+            raise _RollBack
+    except _RollBack:
+        pass
+    finally:
+        await holder.close()
+    assert await db.fetchval("SELECT count(*) FROM executions WHERE workflow_id = 'contested'") == 0
+    started = await stub.StartWorkflow(start_request("next"))
+    task = await poll
+    assert task.workflow_execution.run_id == started.run_id
+
+
+class _RollBack(Exception):
+    """Ends the holder's transaction without committing its insert."""
