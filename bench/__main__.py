@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -245,6 +246,10 @@ async def main_async(
     """Start the stack, run the selected workloads, stop the stack (``measure_cpu``: add each
     workload's CPU time per process group)."""
     results = Results()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM unwinds like Ctrl-C, so the stack's server, workers and Postgres are stopped.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     with (
         tempfile.TemporaryDirectory(prefix="chronicle-bench-") as tmp,
         Stack(tmp, database_url, TASK_QUEUE, worker_args) as stack,
@@ -329,14 +334,17 @@ def main() -> None:
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
-    results = eventloop.run(
-        main_async(
-            selected,
-            options.database_url,
-            tuple(options.worker_arg),
-            measure_cpu=options.cpu,
+    try:
+        results = eventloop.run(
+            main_async(
+                selected,
+                options.database_url,
+                tuple(options.worker_arg),
+                measure_cpu=options.cpu,
+            )
         )
-    )
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        sys.exit("bench: stopped; its server, workers and Postgres were stopped too")
     if options.worker_arg:
         results.add("env", "worker options", " ".join(options.worker_arg))
     results.add("env", "gRPC I/O", _grpc_io_name(os.environ.get("GRPC_EXPERIMENTS", "")))
