@@ -5,8 +5,10 @@
 runs the same pure ``decide`` step and writes with the transition statement guarded by the row
 version it read (``xmin``). The statement is all-or-nothing and commits on its own (with the
 usual WAL flush) before the caller answers. When the fast path does not apply, or the row
-changed in between, it returns None having written nothing, and the caller runs the locked
-path from scratch (callbacks are pure, so rerunning them is fine). Why the guard is sufficient:
+changed in between, or another transaction holds its lock (the write never waits for it: the
+decision's ``now`` would be stale by the wait, and the holder usually changes the row anyway),
+it returns None having written nothing, and the caller runs the locked path from scratch
+(callbacks are pure, so rerunning them is fine). Why the guard is sufficient:
 docs/fastpath.md. It relies on no row-only transition (one that leaves the execution row as it
 is) writing the rows a fast write touches: the completed task's timeout timer, user timers, rows
 keyed by new event ids. Keep it so when adding one.
@@ -93,7 +95,7 @@ async def try_transition(
     ):
         return None
     try:
-        written = await write_guarded(conn, key, step, row["version"])
+        written = await write_guarded(conn, key, step, row["version"], skip_locked=True)
     except FALL_BACK as exc:
         _log_fallback(key, type(exc).__name__)
         written = None

@@ -113,22 +113,17 @@ async def _race(
     key: RunKey,
     change: Any,
 ) -> tr.Outcome | None:
-    """Run the fast path while ``holder`` holds the execution row and changes it with
-    ``change(holder)``, committing only once the fast path's write waits on the row."""
+    """Run the fast path while ``holder`` holds the execution row, having changed it with
+    ``change(holder)`` but not committed yet. The guarded write must neither wait for the lock
+    (it would wait here for ever: the holder commits only after it) nor write anything."""
     async with holder.transaction():
         await holder.execute(
             "SELECT 1 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 "
             "FOR UPDATE",
             *key.params(),
         )
-        task = asyncio.create_task(fastpath.try_transition(fast_conn, key, _signal("fast")))
-        try:
-            await _wait_for_lock_wait(db, "fast")
-            await change(holder)
-        except BaseException:
-            task.cancel()
-            raise
-    return await asyncio.wait_for(task, 10)
+        await change(holder)
+        return await asyncio.wait_for(fastpath.try_transition(fast_conn, key, _signal("fast")), 5)
 
 
 async def test_row_changed_without_events_writes_nothing(
@@ -173,8 +168,9 @@ async def test_concurrent_append_writes_nothing(
 async def test_completion_falls_back_when_the_run_changes(
     stub: Any, db: asyncpg.Connection, holder: asyncpg.Connection
 ) -> None:
-    """A signal recorded while the completion's guarded write waits: the completion reruns on
-    the locked path, after the signal, and both are recorded once."""
+    """A signal being recorded (its transaction holds the run) when the completion comes: the
+    guarded write does not wait, the completion reruns on the locked path, which waits for the
+    signal's commit, and both are recorded once."""
     key, task = await _started(stub, db, "fallback")
     async with holder.transaction():
         await holder.execute("SELECT 1 FROM executions WHERE run_id = $1 FOR UPDATE", key.run_id)
