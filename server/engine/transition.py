@@ -161,10 +161,8 @@ async def write(
     """
     events, state, changes = planned.events, planned.state, planned.changes
     notes: dict[tuple[str, str], None] = {}
-    if events:
-        notes[(notify.RUN_CHANNEL, notify.run_key(*key.params()))] = None
-        if not state.is_open:
-            notes[(notify.RUN_CHANNEL, notify.closed_key(*key.params()))] = None
+    if events and not state.is_open:
+        notes[(notify.RUN_CHANNEL, notify.closed_key(*key.params()))] = None
     for row in changes.insert_tasks.values():
         channel_key = notify.task_key(row.kind, key.namespace, row.task_queue)
         notes[(notify.TASK_CHANNEL, channel_key)] = None
@@ -192,8 +190,14 @@ async def write(
     }
     parts = frozenset(name for name, rows in needed.items() if rows)
     assert not skip_locked or expected_version is not None, "skip_locked needs the guard"
+    # New events are announced to the run's watchers, if any (sql.WATCH_RUN); a new run has none.
+    announce = bool(events) and new_run is None
     statement, picks = sql.transition_statement(
-        parts, bool(notes), create=new_run is not None, skip_locked=skip_locked
+        parts,
+        bool(notes),
+        create=new_run is not None,
+        skip_locked=skip_locked,
+        announce=announce,
     )
     arguments = (
         *key.params(),
@@ -230,6 +234,7 @@ async def write(
         [a.started_by for a in acts_in],
         expected_version,
         *(new_run.arguments() if new_run is not None else (None,) * 5),
+        notify.run_key(*key.params()) if announce else None,
     )
     result = await conn.fetchrow(statement, *[arguments[i] for i in picks])
     assert result is not None

@@ -22,11 +22,11 @@ from chronicle.history import events as ev
 from chronicle.history.state import RunStatus
 from chronicle.history.values import Failure, FailureKind, Payload
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import query, read
+from chronicle.server.engine import query, read, watch
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
-from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
+from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn, Pool
 from chronicle.server.store.rows import RunKey, StoredEvent
 
@@ -148,7 +148,5 @@ async def _outcome(services: Services, key: RunKey, update_id: str, wait: float)
             return UpdateOutcome(key.run_id, True, failure=failure)
         return None
 
-    found = await services.notifier.long_poll(
-        notify.RUN_CHANNEL, notify.run_key(*key.params()), attempt, wait
-    )
+    found = await watch.long_poll_run(services, key, attempt, wait)
     return found if found is not None else UpdateOutcome(key.run_id, False)

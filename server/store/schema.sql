@@ -29,6 +29,7 @@ CREATE TABLE executions (
     parent_initiated_event_id  bigint,
     reset_from_run_id          text,
     reset_event_id             bigint,
+    watched_until              timestamptz,
     PRIMARY KEY (namespace, workflow_id, run_id)
 ) WITH (fillfactor = 70);
 CREATE INDEX executions_by_status ON executions (namespace, status, start_time DESC);

@@ -63,6 +63,15 @@ GET_EXECUTION_STATUS: Final = """
 SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 
+WATCH_RUN: Final = """
+UPDATE executions SET watched_until = now() + make_interval(secs => $4)
+WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND status = 'running'
+  AND (watched_until IS NULL OR watched_until < now() + make_interval(secs => $4))"""
+"""Mark an open run watched for ``$4`` seconds: until then every transition of the run sends
+its ``chronicle_run`` notification (``transition_statement(announce=True)``). Committed before
+the watcher's first read, so a transition either wrote before that read or sees the mark
+(both update the row: its lock orders them)."""
+
 GET_EXECUTION_OUTCOME: Final = """
 SELECT e.status, e.next_event_id, e.state->>'new_run_id' AS new_run_id,
        h.attributes::text AS close_attributes, h.event_type AS close_type
@@ -148,7 +157,7 @@ upd_exec AS (
         sticky_identity = $12, last_workflow_task_failure = $13::jsonb
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
       AND ((SELECT $35::xid) IS NULL OR xmin = (SELECT $35::xid))
-    RETURNING xmin AS version
+    RETURNING xmin AS version, watched_until > now() AS watched
 ),
 guard AS (
     SELECT (SELECT $35::xid) IS NULL OR EXISTS (SELECT FROM upd_exec) AS ok
@@ -167,7 +176,7 @@ upd_exec AS (
         sticky_identity = $12, last_workflow_task_failure = $13::jsonb
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND $14::boolean
       AND xmin = (SELECT $35::xid) AND EXISTS (SELECT FROM free)
-    RETURNING xmin AS version
+    RETURNING xmin AS version, watched_until > now() AS watched
 ),
 guard AS (
     SELECT EXISTS (SELECT FROM upd_exec) AS ok
@@ -291,20 +300,30 @@ SELECT (SELECT ok FROM guard) AS applied, (SELECT version FROM {}) AS version"""
 _TRANSITION_NOTIFY: Final = """,
        (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
         WHERE (SELECT ok FROM guard)) AS notified"""
+_TRANSITION_ANNOUNCE: Final = """,
+       (SELECT count(pg_notify('chronicle_run', $41)) FROM upd_exec WHERE watched) AS announced"""
 _PARAMETER: Final = re.compile(r"\$(\d+)")
 
 
 @functools.cache
 def transition_statement(
-    parts: frozenset[str], notify: bool, *, create: bool = False, skip_locked: bool = False
+    parts: frozenset[str],
+    notify: bool,
+    *,
+    create: bool = False,
+    skip_locked: bool = False,
+    announce: bool = False,
 ) -> tuple[str, tuple[int, ...]]:
     """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
-    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 40 arguments
-    numbered ``$1``..``$40`` in the parts; the statement numbers them ``$1``.. again.
+    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 41 arguments
+    numbered ``$1``..``$41`` in the parts; the statement numbers them ``$1``.. again.
 
     The execution update (and the guard) is always there, or with ``create`` the new run's
     rows (``_CREATE_HEAD``), or with ``skip_locked`` the guarded update that does not wait for
-    a locked row (``_SKIP_LOCKED_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``.
+    a locked row (``_SKIP_LOCKED_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``;
+    ``announce`` (not with ``create``) adds the run's ``chronicle_run`` notification, payload
+    ``$41``, sent only when the updated row is watched (``watched_until`` ahead:
+    ``WATCH_RUN``).
     Only these constant texts are combined, never request data. A part left out costs nothing,
     where an empty one still costs its executor set-up (≈ 0.07 ms of Postgres CPU for the 8 a
     typical step does not use; docs/transition-sql.md). Each variant is prepared once per
@@ -331,6 +350,10 @@ def transition_statement(
     text = ",".join([head, *ctes]) + _TRANSITION_RESULT.format(execution)
     if notify:
         text += _TRANSITION_NOTIFY
+    if announce:
+        if create:
+            raise ValueError("a new run has no watchers to announce its first events to")
+        text += _TRANSITION_ANNOUNCE
     used = sorted({int(n) for n in _PARAMETER.findall(text)})
     number = {old: new for new, old in enumerate(used, start=1)}
     statement = _PARAMETER.sub(lambda m: f"${number[int(m.group(1))]}", text)

@@ -15,8 +15,8 @@ ALL_PARTS = frozenset(sql.TRANSITION_PARTS)
 
 def test_parameters_are_renumbered_without_gaps() -> None:
     for parts in (frozenset(), frozenset({"events"}), ALL_PARTS):
-        for notify in (False, True):
-            statement, picks = sql.transition_statement(parts, notify)
+        for notify, announce in ((False, False), (True, False), (False, True), (True, True)):
+            statement, picks = sql.transition_statement(parts, notify, announce=announce)
             numbers = sorted({int(n) for n in re.findall(r"\$(\d+)", statement)})
             assert numbers == list(range(1, len(picks) + 1))
             assert list(picks) == sorted(picks)
@@ -31,6 +31,14 @@ def test_a_part_left_out_is_not_in_the_statement() -> None:
     assert 3 not in picks  # $4, the event ids
 
 
+def test_announce_adds_the_watched_run_notification() -> None:
+    statement, picks = sql.transition_statement(frozenset({"events"}), False, announce=True)
+    assert "FROM upd_exec WHERE watched" in statement
+    assert picks[-1] == 40  # $41, the run key
+    with pytest.raises(ValueError, match="no watchers"):
+        sql.transition_statement(frozenset({"events"}), False, create=True, announce=True)
+
+
 def test_unknown_part_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown transition parts: \\['evnts'\\]"):
         sql.transition_statement(frozenset({"evnts"}), False)
@@ -41,14 +49,14 @@ async def test_every_part_prepares_with_its_original_parameter_types(
 ) -> None:
     """Renumbering keeps each argument's type: the types Postgres infers for a variant are those
     of the same arguments in the statement with every part."""
-    full, full_picks = sql.transition_statement(ALL_PARTS, True)
+    full, full_picks = sql.transition_statement(ALL_PARTS, True, announce=True)
     full_types = _types(await db.prepare(full))
     assert len(full_types) == len(full_picks)
     type_of = dict(zip(full_picks, full_types, strict=True))
     variants = [frozenset({name}) for name in sql.TRANSITION_PARTS] + [frozenset()]
     for parts in variants:
-        for notify in (False, True):
-            statement, picks = sql.transition_statement(parts, notify)
+        for notify, announce in ((False, False), (True, True)):
+            statement, picks = sql.transition_statement(parts, notify, announce=announce)
             assert _types(await db.prepare(statement)) == [type_of[i] for i in picks], parts
 
 

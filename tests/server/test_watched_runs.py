@@ -1,0 +1,135 @@
+"""A run announces new events (its ``chronicle_run`` NOTIFY) only while somebody watches it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from chronicle.history import commands
+from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server.store import notify, sql
+from chronicle.server.store.rows import RunKey
+from tests.server.conftest import command_protos, payload_proto
+from tests.server.test_fastpath import _started
+
+
+@pytest.fixture
+async def announced(database_url: str) -> AsyncIterator[asyncio.Queue[str]]:
+    """The ``chronicle_run`` payloads Postgres delivers, on a connection of their own."""
+    conn = await asyncpg.connect(database_url)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    await conn.add_listener(notify.RUN_CHANNEL, lambda *args: received.put_nowait(args[3]))
+    try:
+        yield received
+    finally:
+        await conn.close()
+
+
+async def _signal(stub: Any, workflow_id: str, value: int) -> None:
+    await stub.SignalWorkflow(
+        pb.SignalWorkflowRequest(
+            workflow_id=workflow_id, signal_name="s", input=[payload_proto(value)]
+        )
+    )
+
+
+async def _run_keys_until_end(received: asyncio.Queue[str]) -> list[str]:
+    keys = []
+    while (payload := await asyncio.wait_for(received.get(), 10)) != "end":
+        keys.append(payload)
+    return keys
+
+
+async def _next_run_key(received: asyncio.Queue[str]) -> str:
+    """The next run-key payload (closed-run payloads are another matter)."""
+    while True:
+        payload = await asyncio.wait_for(received.get(), 10)
+        if not payload.endswith('"closed"]'):
+            return payload
+
+
+async def test_events_of_an_unwatched_run_are_not_announced(
+    stub: Any, db: asyncpg.Connection, announced: asyncio.Queue[str]
+) -> None:
+    key, _ = await _started(stub, db, "quiet")
+    await _signal(stub, "quiet", 1)  # a transition with an event, nobody watching
+    await db.execute(sql.WATCH_RUN, *key.params(), 30.0)
+    await _signal(stub, "quiet", 2)
+    await db.execute("SELECT pg_notify($1, 'end')", notify.RUN_CHANNEL)
+    # Notifications arrive in commit order: all of the run's have come before this one.
+    assert await _run_keys_until_end(announced) == [notify.run_key(*key.params())]
+    signals = await db.fetchval(
+        "SELECT count(*) FROM history_events WHERE run_id = $1 AND event_type = 'SignalReceived'",
+        key.run_id,
+    )
+    assert signals == 2
+
+
+async def test_a_history_long_poll_marks_the_run_and_wakes_on_its_next_event(
+    stub: Any, db: asyncpg.Connection
+) -> None:
+    key, _ = await _started(stub, db, "followed")
+    after = await db.fetchval("SELECT next_event_id FROM executions WHERE run_id = $1", key.run_id)
+    polling = asyncio.ensure_future(
+        stub.GetWorkflowHistory(
+            pb.GetWorkflowHistoryRequest(
+                workflow_id="followed", first_event_id=after, wait=Duration(seconds=60)
+            ),
+            timeout=70,
+        )
+    )
+    await _until_watched(db, key)
+    await _signal(stub, "followed", 1)
+    page = await asyncio.wait_for(polling, 5)  # long before the 60 s wait runs out
+    assert [e.event_type for e in page.events] == ["SignalReceived"]
+
+
+async def test_a_watch_between_a_read_and_its_guarded_write_is_not_missed(
+    stub: Any, db: asyncpg.Connection, announced: asyncio.Queue[str]
+) -> None:
+    """The server remembers the row it wrote last (known rows) and writes on it without a
+    read; a watch that came in between changed the row, so that write does nothing, and the
+    one made on a fresh read sends the notification."""
+    key, task = await _started(stub, db, "raced")  # the dispatch left its row known
+    await db.execute(sql.WATCH_RUN, *key.params(), 30.0)
+    timer = commands.StartTimer(seq=1, duration=timedelta(hours=1))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, identity="w1", commands=command_protos(timer)
+        )
+    )
+    assert await _next_run_key(announced) == notify.run_key(*key.params())
+    ids = [r["event_id"] for r in await db.fetch(_EVENT_IDS, key.run_id)]
+    assert ids == list(range(1, len(ids) + 1))  # each event written once
+    assert ids[-1] == 5  # started, scheduled, started, completed, timer started
+
+
+async def test_a_closed_run_is_not_marked(stub: Any, db: asyncpg.Connection) -> None:
+    key, task = await _started(stub, db, "done")
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(commands.CompleteWorkflow()),
+        )
+    )
+    assert await db.execute(sql.WATCH_RUN, *key.params(), 30.0) == "UPDATE 0"
+
+
+_EVENT_IDS = "SELECT event_id FROM history_events WHERE run_id = $1 ORDER BY event_id"
+
+
+async def _until_watched(db: asyncpg.Connection, key: RunKey) -> None:
+    for _ in range(500):
+        if await db.fetchval(
+            "SELECT watched_until > now() FROM executions WHERE run_id = $1", key.run_id
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the long poll never marked its run watched")
