@@ -42,7 +42,7 @@ RUN_KEY = '["bench","transition-cost","run"]'
 
 
 def _step_arguments(event_id: int, now: datetime) -> list[Any]:
-    """The 41 arguments of a step that appends events ``event_id``..+3 (see ``write``)."""
+    """The 40 arguments of a step that appends events ``event_id``..+3 (see ``write``)."""
     ids = list(range(event_id, event_id + 4))
     attributes = json.dumps({"scheduled_event_id": event_id, "result": [{"data": "MQ=="}]})
     state = json.dumps({"next_event_id": event_id + 4, "pad": "x" * 600})
@@ -59,7 +59,7 @@ def _step_arguments(event_id: int, now: datetime) -> list[Any]:
         "worker",
         None,
         True,
-        None,
+        RUN_KEY,
         [],
         [],
         [],
@@ -81,7 +81,6 @@ def _step_arguments(event_id: int, now: datetime) -> list[Any]:
         [],
         None,
         *(None,) * 5,
-        RUN_KEY,
     ]
 
 

@@ -212,7 +212,7 @@ async def write(
         sticky_identity,
         failure_to_json(last_failure),
         write_execution,
-        None,  # $15: unused (the close-all deletes are the "delete_all" part)
+        notify.run_key(*key.params()) if announce else None,
         [k for k, _ in delete_tasks],
         [s for _, s in delete_tasks],
         [r.kind for r in tasks_in],
@@ -234,7 +234,6 @@ async def write(
         [a.started_by for a in acts_in],
         expected_version,
         *(new_run.arguments() if new_run is not None else (None,) * 5),
-        notify.run_key(*key.params()) if announce else None,
     )
     result = await conn.fetchrow(statement, *[arguments[i] for i in picks])
     assert result is not None

@@ -301,7 +301,7 @@ _TRANSITION_NOTIFY: Final = """,
        (SELECT count(pg_notify(n.c, n.p)) FROM unnest($32::text[], $33::text[]) AS n(c, p)
         WHERE (SELECT ok FROM guard)) AS notified"""
 _TRANSITION_ANNOUNCE: Final = """,
-       (SELECT count(pg_notify('chronicle_run', $41)) FROM upd_exec WHERE watched) AS announced"""
+       (SELECT count(pg_notify('chronicle_run', $15)) FROM upd_exec WHERE watched) AS announced"""
 _PARAMETER: Final = re.compile(r"\$(\d+)")
 
 
@@ -315,14 +315,14 @@ def transition_statement(
     announce: bool = False,
 ) -> tuple[str, tuple[int, ...]]:
     """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
-    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 41 arguments
-    numbered ``$1``..``$41`` in the parts; the statement numbers them ``$1``.. again.
+    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 40 arguments
+    numbered ``$1``..``$40`` in the parts; the statement numbers them ``$1``.. again.
 
     The execution update (and the guard) is always there, or with ``create`` the new run's
     rows (``_CREATE_HEAD``), or with ``skip_locked`` the guarded update that does not wait for
     a locked row (``_SKIP_LOCKED_HEAD``); ``notify`` adds the ``pg_notify`` of ``$32``/``$33``;
     ``announce`` (not with ``create``) adds the run's ``chronicle_run`` notification, payload
-    ``$41``, sent only when the updated row is watched (``watched_until`` ahead:
+    ``$15``, sent only when the updated row is watched (``watched_until`` ahead:
     ``WATCH_RUN``).
     Only these constant texts are combined, never request data. A part left out costs nothing,
     where an empty one still costs its executor set-up (≈ 0.07 ms of Postgres CPU for the 8 a
