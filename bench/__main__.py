@@ -33,6 +33,8 @@ from bench.stack import Stack
 from chronicle import Client, eventloop, grpc_io
 
 TASK_QUEUE = "bench"
+DEFAULT_TIMEOUT = 300.0
+"""Seconds a workload may take (``--timeout``): a stuck run ends with a message, never hangs."""
 
 
 @dataclass
@@ -242,9 +244,11 @@ async def main_async(
     worker_args: tuple[str, ...] = (),
     *,
     measure_cpu: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Results:
     """Start the stack, run the selected workloads, stop the stack (``measure_cpu``: add each
-    workload's CPU time per process group)."""
+    workload's CPU time per process group). A workload that has not finished after ``timeout``
+    seconds ends the run with the last output of the server and workers."""
     results = Results()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -261,9 +265,16 @@ async def main_async(
             for name in selected:
                 before = cpu.snapshot(stack) if measure_cpu else None
                 if name == "w5":
-                    await w5(stack, client, results)
+                    run = w5(stack, client, results)
                 else:
-                    await WORKLOADS[name](client, results)
+                    run = WORKLOADS[name](client, results)
+                try:
+                    await asyncio.wait_for(run, timeout)
+                except TimeoutError:
+                    raise SystemExit(
+                        f"bench: {name} did not finish within {timeout:g} s (--timeout); "
+                        f"the stack is stopped.\n{stack.recent_output()}"
+                    ) from None
                 if before is not None:
                     _add_cpu(name, cpu.used(before, cpu.snapshot(stack)), results)
         finally:
@@ -318,6 +329,12 @@ def main() -> None:
         "--cpu", action="store_true", help="add each workload's CPU time per process (Linux)"
     )
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds a workload may take before the run stops (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--grpc-io",
         choices=("polling", "event-engine"),
         default="polling",
@@ -341,6 +358,7 @@ def main() -> None:
                 options.database_url,
                 tuple(options.worker_arg),
                 measure_cpu=options.cpu,
+                timeout=options.timeout,
             )
         )
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -21,23 +22,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float) -> None:
-    """Wait until the process prints ``marker``; keep draining its output afterwards."""
+OUTPUT_KEPT = 30
+"""Lines of each process's output kept for error messages."""
+
+
+def _wait_for_line(
+    process: subprocess.Popen[str], marker: str, timeout: float, tail: collections.deque[str]
+) -> None:
+    """Wait until the process prints ``marker``; keep draining its output afterwards, its last
+    lines in ``tail``."""
     assert process.stdout is not None
     ready = threading.Event()
-    seen: list[str] = []
 
     def pump() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            if not ready.is_set():
-                seen.append(line)
-                if marker in line:
-                    ready.set()
+            tail.append(line)
+            if not ready.is_set() and marker in line:
+                ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
     if not ready.wait(timeout):
-        raise SystemExit(f"{process.args!r} did not print {marker!r}:\n{''.join(seen[-30:])}")
+        raise SystemExit(f"{process.args!r} did not print {marker!r}:\n{''.join(tail)}")
 
 
 class Stack:
@@ -59,6 +65,18 @@ class Stack:
         self.port = _free_port()
         self.server: subprocess.Popen[str] | None = None
         self.workers: list[subprocess.Popen[str]] = []
+        self._output: dict[str, collections.deque[str]] = {}
+
+    def recent_output(self) -> str:
+        """The last lines each server and worker process printed, for error messages."""
+        return "\n".join(
+            f"--- {name}, last lines:\n{''.join(lines) or '(nothing)'}"
+            for name, lines in self._output.items()
+        )
+
+    def _tail(self, name: str) -> collections.deque[str]:
+        self._output[name] = collections.deque(maxlen=OUTPUT_KEPT)
+        return self._output[name]
 
     @property
     def postgres_data(self) -> Path | None:
@@ -91,7 +109,7 @@ class Stack:
         self.server = subprocess.Popen(
             argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        _wait_for_line(self.server, "listening on", 60)
+        _wait_for_line(self.server, "listening on", 60, self._tail("server"))
         return self
 
     def start_worker(self) -> float:
@@ -116,7 +134,7 @@ class Stack:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        _wait_for_line(worker, "polling", 60)
+        _wait_for_line(worker, "polling", 60, self._tail(f"worker {len(self._output)}"))
         self.workers.append(worker)
         return time.time()
 
