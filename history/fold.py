@@ -7,7 +7,6 @@ dispatched through a dict; an event that cannot follow the state raises ``Invali
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from chronicle.history.state import (
     RunStatus,
     WorkflowState,
     WorkflowTaskState,
+    evolve,
 )
 
 _Handler = Callable[[WorkflowState, ev.Event, Any], WorkflowState]
@@ -36,13 +36,13 @@ def _without(mapping: dict[Any, Any], key: Any, what: str, event: ev.Event) -> d
 
 def _visible(state: WorkflowState, event: ev.Event, **changes: Any) -> WorkflowState:
     """A change that the workflow code must react to (it makes a workflow task due)."""
-    return replace(state, last_workflow_visible_event_id=event.id, **changes)
+    return evolve(state, last_workflow_visible_event_id=event.id, **changes)
 
 
 def _close(
     state: WorkflowState, event: ev.Event, status: RunStatus, **changes: Any
 ) -> WorkflowState:
-    return replace(
+    return evolve(
         state,
         status=status,
         close_time=event.time,
@@ -58,7 +58,7 @@ def _close(
 def _started(state: WorkflowState, event: ev.Event, a: ev.WorkflowStarted) -> WorkflowState:
     if event.id != 1:
         raise InvalidHistoryError(f"WorkflowStarted must be event 1, got event {event.id}")
-    return replace(
+    return evolve(
         state,
         workflow_type=a.workflow_type,
         task_queue=a.task_queue,
@@ -116,7 +116,7 @@ def _wft_scheduled(
         attempt=a.attempt,
         timeout=a.start_to_close_timeout,
     )
-    return replace(state, workflow_task=task, awaiting_start_delay=False)
+    return evolve(state, workflow_task=task, awaiting_start_delay=False)
 
 
 def _wft_started(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskStarted) -> WorkflowState:
@@ -126,7 +126,7 @@ def _wft_started(state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskStarte
             f"event {event.id}: WorkflowTaskStarted for task {a.scheduled_event_id}, "
             "which is not scheduled"
         )
-    return replace(state, workflow_task=replace(task, started_event_id=event.id))
+    return evolve(state, workflow_task=evolve(task, started_event_id=event.id))
 
 
 def _check_started(
@@ -151,7 +151,7 @@ def _wft_completed(
     state: WorkflowState, event: ev.Event, a: ev.WorkflowTaskCompleted
 ) -> WorkflowState:
     _check_started(state, event, a)
-    return replace(
+    return evolve(
         state,
         workflow_task=None,
         workflow_task_failures=0,
@@ -165,7 +165,7 @@ def _wft_failed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     # failure of the code: the next task, with those events, is due at once.
     unhandled = getattr(a, "cause", None) is ev.WorkflowTaskFailedCause.UNHANDLED_EVENTS
     # The events the failed attempt saw are still unseen: the retry must see them.
-    return replace(
+    return evolve(
         state,
         workflow_task=None,
         workflow_task_failures=0 if unhandled else state.workflow_task_failures + 1,
@@ -186,7 +186,7 @@ def _act_scheduled(state: WorkflowState, event: ev.Event, a: ev.ActivitySchedule
         activity_type=a.activity_type,
         task_queue=a.task_queue,
     )
-    return replace(state, pending_activities={**state.pending_activities, event.id: pending})
+    return evolve(state, pending_activities={**state.pending_activities, event.id: pending})
 
 
 def _act_resolved(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
@@ -202,9 +202,9 @@ def _act_cancel_requested(state: WorkflowState, event: ev.Event, a: Any) -> Work
         )
     activities = {
         **state.pending_activities,
-        a.scheduled_event_id: replace(current, cancel_requested=True),
+        a.scheduled_event_id: evolve(current, cancel_requested=True),
     }
-    return replace(state, pending_activities=activities)
+    return evolve(state, pending_activities=activities)
 
 
 # ---------------------------------------------------------------- timers
@@ -212,7 +212,7 @@ def _act_cancel_requested(state: WorkflowState, event: ev.Event, a: Any) -> Work
 
 def _timer_started(state: WorkflowState, event: ev.Event, a: ev.TimerStarted) -> WorkflowState:
     timer = PendingTimer(started_event_id=event.id, seq=a.seq, fire_at=event.time + a.duration)
-    return replace(state, pending_timers={**state.pending_timers, event.id: timer})
+    return evolve(state, pending_timers={**state.pending_timers, event.id: timer})
 
 
 def _timer_fired(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
@@ -221,7 +221,7 @@ def _timer_fired(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState
 
 
 def _timer_canceled(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
-    return replace(
+    return evolve(
         state, pending_timers=_without(state.pending_timers, a.started_event_id, "timer", event)
     )
 
@@ -240,7 +240,7 @@ def _update_accepted(state: WorkflowState, event: ev.Event, a: ev.UpdateAccepted
 def _update_completed(
     state: WorkflowState, event: ev.Event, a: ev.UpdateCompleted
 ) -> WorkflowState:
-    return replace(
+    return evolve(
         state, pending_updates=_without(state.pending_updates, a.update_id, "update", event)
     )
 
@@ -262,7 +262,7 @@ def _child_initiated(
         workflow_type=a.workflow_type,
         parent_close_policy=a.parent_close_policy,
     )
-    return replace(state, pending_children={**state.pending_children, event.id: child})
+    return evolve(state, pending_children={**state.pending_children, event.id: child})
 
 
 def _child_started(
@@ -271,7 +271,7 @@ def _child_started(
     child = state.pending_children.get(a.initiated_event_id)
     if child is None:
         raise InvalidHistoryError(f"event {event.id}: unknown child {a.initiated_event_id}")
-    children = {**state.pending_children, a.initiated_event_id: replace(child, run_id=a.run_id)}
+    children = {**state.pending_children, a.initiated_event_id: evolve(child, run_id=a.run_id)}
     return _visible(state, event, pending_children=children)
 
 
@@ -285,7 +285,7 @@ def _external_initiated(kind: str) -> _Handler:
         pending = PendingExternal(
             initiated_event_id=event.id, seq=a.seq, kind=kind, workflow_id=a.workflow_id
         )
-        return replace(state, pending_externals={**state.pending_externals, event.id: pending})
+        return evolve(state, pending_externals={**state.pending_externals, event.id: pending})
 
     return handler
 
@@ -342,7 +342,7 @@ def apply(state: WorkflowState, event: ev.Event) -> WorkflowState:
     if not state.is_open:
         raise InvalidHistoryError(f"event {event.id} ({event.type}) after the run closed")
     handler = _HANDLERS[type(event.attributes)]
-    return replace(handler(state, event, event.attributes), next_event_id=event.id + 1)
+    return evolve(handler(state, event, event.attributes), next_event_id=event.id + 1)
 
 
 def fold(events: Iterable[ev.Event], state: WorkflowState | None = None) -> WorkflowState:

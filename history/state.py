@@ -11,9 +11,15 @@ events, so they live in the server's ``activities`` table.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class RunStatus(StrEnum):
@@ -129,3 +135,41 @@ class WorkflowState:
             and not self.awaiting_start_delay
             and self.last_workflow_visible_event_id > self.last_completed_started_event_id
         )
+
+
+_SET = object.__setattr__
+_LAYOUTS: dict[type[Any], tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+
+
+def evolve(obj: _T, **changes: Any) -> _T:
+    """A copy of ``obj`` (one of this module's frozen, slotted dataclasses) with ``changes``.
+
+    ``dataclasses.replace`` without its generic work: no field introspection per call and no
+    ``__init__`` call, about half its cost. The fold makes two per event, on the server's path
+    of every step. Equivalent because these classes validate nothing in ``__init__`` (checked
+    when a class is first evolved: one with a ``__post_init__`` is refused).
+    """
+    cls = type(obj)
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = _LAYOUTS[cls] = _layout(cls)
+    names, values = layout
+    new = object.__new__(cls)
+    for name, value in zip(names, values(obj), strict=True):
+        _SET(new, name, value)
+    for name, value in changes.items():
+        _SET(new, name, value)  # an unknown name: AttributeError (slots)
+    return new
+
+
+def _layout(cls: type[Any]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or "__slots__" not in vars(cls):
+        raise TypeError(f"evolve: {cls.__name__} is not a frozen, slotted dataclass")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"evolve: {cls.__name__} has a __post_init__ that copying would skip")
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:
+        return names, lambda obj: (getter(obj),)
+    return names, getter
