@@ -160,6 +160,8 @@ async def write(
     None returned.
     """
     events, state, changes = planned.events, planned.state, planned.changes
+    # The announcement to watchers is read from the execution row the write updates.
+    assert write_execution or not events, "events are written with their execution row"
     notes: dict[tuple[str, str], None] = {}
     if events and not state.is_open:
         notes[(notify.RUN_CHANNEL, notify.closed_key(*key.params()))] = None

@@ -19,7 +19,12 @@ from chronicle.server.store.rows import RunKey
 T = TypeVar("T")
 
 MARGIN = 1.0
-"""Seconds the mark outlasts the poll: covers the poll's own first read and clock steps."""
+"""Seconds the mark outlasts the poll at least: covers clock steps between the processes."""
+
+SLACK = 30.0
+"""Seconds a new mark lasts beyond that, so that a client following a run (one long poll per
+step) renews it about twice a minute rather than at every step; meanwhile the run's steps are
+announced whether or not anybody still waits."""
 
 
 async def long_poll_run(
@@ -33,8 +38,9 @@ async def long_poll_run(
     """Call ``attempt`` until it returns a value, waking when the run records new events.
 
     The first attempt runs at once; only when it finds nothing is the run marked watched
-    (one autocommit update, committed before the next attempt reads) and the poll continued
-    on the run's notifications, for up to ``timeout`` seconds in all. Returns None when the
+    (``sql.WATCH_RUN``: an autocommit update when the current mark ends too soon, committed
+    before the next attempt reads) and the poll continued on the run's notifications, for up
+    to ``timeout`` seconds in all. Returns None when the
     time runs out (or the server stops). ``recheck``: as ``Notifier.long_poll``.
     """
     loop = asyncio.get_running_loop()
@@ -43,7 +49,7 @@ async def long_poll_run(
     remaining = deadline - loop.time()
     if found is not None or remaining <= 0:
         return found
-    await services.pool.execute(sql.WATCH_RUN, *key.params(), remaining + MARGIN)
+    await services.pool.execute(sql.WATCH_RUN, *key.params(), remaining + MARGIN, SLACK)
     return await services.notifier.long_poll(
         notify.RUN_CHANNEL,
         notify.run_key(*key.params()),

@@ -5,8 +5,9 @@ Channels and payloads (payloads are opaque keys compared as strings):
 - ``chronicle_task``  ``task_key(kind, namespace, task_queue)``: a task row was inserted;
 - ``chronicle_timer`` ``timer_payload(fire_at)``: timer rows were inserted, the earliest due then
   (the timer loop wakes only when that is sooner than its current wake-up);
-- ``chronicle_run``   ``run_key(namespace, workflow_id, run_id)``: events were appended;
-  ``closed_key(…)`` as well when they closed the run (result waiters wake only then).
+- ``chronicle_run``   ``run_key(namespace, workflow_id, run_id)``: events were appended to a
+  run that somebody watches (``engine/watch.py``); ``closed_key(…)`` when they closed the run,
+  watched or not (result waiters wake only then).
 
 Notifications are sent with ``pg_notify`` inside the writing transaction, so Postgres delivers
 them at commit. Waiters register *before* they look at the database, so a notification that

@@ -64,13 +64,17 @@ SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 
 WATCH_RUN: Final = """
-UPDATE executions SET watched_until = now() + make_interval(secs => $4)
+UPDATE executions SET watched_until = now() + make_interval(secs => $4 + $5)
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND status = 'running'
   AND (watched_until IS NULL OR watched_until < now() + make_interval(secs => $4))"""
-"""Mark an open run watched for ``$4`` seconds: until then every transition of the run sends
-its ``chronicle_run`` notification (``transition_statement(announce=True)``). Committed before
-the watcher's first read, so a transition either wrote before that read or sees the mark
-(both update the row: its lock orders them)."""
+"""Mark an open run watched for at least ``$4`` seconds: until then every transition of the run
+sends its ``chronicle_run`` notification (``transition_statement(announce=True)``). A mark is
+written ``$5`` seconds longer than needed, and only when the current one ends too soon, so a
+client that follows a run (a long poll per step) writes about once per ``$5`` s, not per step.
+Committed before the read that precedes the watcher's wait: a transition either wrote before
+that read, or updates the row after the mark and reads it back from the newest version (both
+update the row: its lock orders them). When an existing mark already lasts long enough
+nothing is written, and that committed mark serves the same way."""
 
 GET_EXECUTION_OUTCOME: Final = """
 SELECT e.status, e.next_event_id, e.state->>'new_run_id' AS new_run_id,

@@ -83,6 +83,17 @@ async def test_update_runs_the_handler_and_the_workflow_sees_its_changes(client:
     replay(history, [cart])
 
 
+async def test_an_update_outcome_arrives_when_it_is_recorded(client: Client) -> None:
+    """The outcome's long poll marks the run watched and wakes on the completion that records
+    it, long before the SDK's 20 s poll would end and ask again (docs/decisions.md §11)."""
+    async with _worker(client, "upd-wake"):
+        handle = await client.start(cart, "eve", id="cart-wake", task_queue="upd-wake")
+        assert await handle.update("add", "plum") == 1
+        # The handler awaits an activity: its outcome is recorded after the poll began waiting.
+        assert await asyncio.wait_for(handle.update("add", "fig"), 10) == 2
+        assert await asyncio.wait_for(handle.update("checkout"), 10) == 700
+
+
 async def test_rejections_raise_in_the_caller_and_write_nothing(client: Client) -> None:
     async with _worker(client, "upd-2"):
         handle = await client.start(cart, "bob", id="cart-2", task_queue="upd-2")

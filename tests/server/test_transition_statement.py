@@ -34,7 +34,9 @@ def test_a_part_left_out_is_not_in_the_statement() -> None:
 def test_announce_adds_the_watched_run_notification() -> None:
     statement, picks = sql.transition_statement(frozenset({"events"}), False, announce=True)
     assert "FROM upd_exec WHERE watched" in statement
-    assert 14 in picks  # $15, the run key
+    sent = re.search(r"pg_notify\('chronicle_run', \$(\d+)\)", statement)
+    assert sent is not None
+    assert picks[int(sent.group(1)) - 1] == 14  # the old $15: the run key
     with pytest.raises(ValueError, match="no watchers"):
         sql.transition_statement(frozenset({"events"}), False, create=True, announce=True)
 

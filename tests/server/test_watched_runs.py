@@ -59,7 +59,10 @@ async def test_events_of_an_unwatched_run_are_not_announced(
 ) -> None:
     key, _ = await _started(stub, db, "quiet")
     await _signal(stub, "quiet", 1)  # a transition with an event, nobody watching
-    await db.execute(sql.WATCH_RUN, *key.params(), 30.0)
+    await db.execute(sql.WATCH_RUN, *key.params(), 0.05, 0.0)
+    await asyncio.sleep(0.2)
+    await _signal(stub, "quiet", 3)  # watched, but the mark has run out
+    await db.execute(sql.WATCH_RUN, *key.params(), 30.0, 0.0)
     await _signal(stub, "quiet", 2)
     await db.execute("SELECT pg_notify($1, 'end')", notify.RUN_CHANNEL)
     # Notifications arrive in commit order: all of the run's have come before this one.
@@ -68,7 +71,7 @@ async def test_events_of_an_unwatched_run_are_not_announced(
         "SELECT count(*) FROM history_events WHERE run_id = $1 AND event_type = 'SignalReceived'",
         key.run_id,
     )
-    assert signals == 2
+    assert signals == 3
 
 
 async def test_a_history_long_poll_marks_the_run_and_wakes_on_its_next_event(
@@ -90,6 +93,32 @@ async def test_a_history_long_poll_marks_the_run_and_wakes_on_its_next_event(
     assert [e.event_type for e in page.events] == ["SignalReceived"]
 
 
+async def test_a_followed_run_is_marked_once_not_at_every_step(
+    stub: Any, db: asyncpg.Connection
+) -> None:
+    """A client following a run long-polls once per new event; the mark it leaves outlasts
+    each poll (``watch.SLACK``), so the later polls find it long enough and write nothing."""
+    key, _ = await _started(stub, db, "followed-long")
+    after = await db.fetchval("SELECT next_event_id FROM executions WHERE run_id = $1", key.run_id)
+    marks = []
+    for value in range(3):
+        polling = asyncio.ensure_future(
+            stub.GetWorkflowHistory(
+                pb.GetWorkflowHistoryRequest(
+                    workflow_id="followed-long", first_event_id=after, wait=Duration(seconds=60)
+                ),
+                timeout=70,
+            )
+        )
+        await _until_watched(db, key)
+        marks.append(await db.fetchval(_MARK, key.run_id))
+        await _signal(stub, "followed-long", value)
+        page = await asyncio.wait_for(polling, 5)
+        after = page.events[-1].event_id + 1
+    assert marks[0] is not None
+    assert marks == [marks[0]] * 3  # written by the first poll only
+
+
 async def test_a_watch_between_a_read_and_its_guarded_write_is_not_missed(
     stub: Any, db: asyncpg.Connection, announced: asyncio.Queue[str]
 ) -> None:
@@ -97,7 +126,7 @@ async def test_a_watch_between_a_read_and_its_guarded_write_is_not_missed(
     read; a watch that came in between changed the row, so that write does nothing, and the
     one made on a fresh read sends the notification."""
     key, task = await _started(stub, db, "raced")  # the dispatch left its row known
-    await db.execute(sql.WATCH_RUN, *key.params(), 30.0)
+    await db.execute(sql.WATCH_RUN, *key.params(), 30.0, 0.0)
     timer = commands.StartTimer(seq=1, duration=timedelta(hours=1))
     await stub.CompleteWorkflowTask(
         pb.CompleteWorkflowTaskRequest(
@@ -119,9 +148,10 @@ async def test_a_closed_run_is_not_marked(stub: Any, db: asyncpg.Connection) -> 
             commands=command_protos(commands.CompleteWorkflow()),
         )
     )
-    assert await db.execute(sql.WATCH_RUN, *key.params(), 30.0) == "UPDATE 0"
+    assert await db.execute(sql.WATCH_RUN, *key.params(), 30.0, 0.0) == "UPDATE 0"
 
 
+_MARK = "SELECT watched_until FROM executions WHERE run_id = $1"
 _EVENT_IDS = "SELECT event_id FROM history_events WHERE run_id = $1 ORDER BY event_id"
 
 
