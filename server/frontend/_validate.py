@@ -20,8 +20,17 @@ def _too_big(path: str, size: int, limit: int) -> errors.InvalidArgument:
     )
 
 
-def check_message(message: Message, limit: int, prefix: str = "") -> None:
-    """Reject any Payload inside ``message`` larger than ``limit`` bytes."""
+def check_message(message: Message, limit: int) -> None:
+    """Reject any Payload inside ``message`` larger than ``limit`` bytes.
+
+    A message no larger than ``limit`` encoded cannot hold a larger payload: it is not walked
+    (most requests; the walk costs tens of microseconds on every workflow-task completion).
+    """
+    if message.ByteSize() > limit:
+        _check_fields(message, limit, "")
+
+
+def _check_fields(message: Message, limit: int, prefix: str) -> None:
     for field, value in message.ListFields():
         if field.message_type is None:
             continue
@@ -46,11 +55,18 @@ def _check_one(message: Message, type_name: str, path: str, limit: int) -> None:
         if size > limit:
             raise _too_big(path, size, limit)
     else:
-        check_message(message, limit, path + ".")
+        _check_fields(message, limit, path + ".")
 
 
-def check_values(values: Sequence[Any], limit: int, prefix: str) -> None:
-    """Reject any ``Payload`` inside decoded dataclasses (e.g. commands) over ``limit`` bytes."""
+def check_values(values: Sequence[Any], limit: int, prefix: str, *, encoded_size: int) -> None:
+    """Reject any ``Payload`` inside decoded dataclasses (e.g. commands) over ``limit`` bytes.
+
+    ``encoded_size``: the size of the message they were decoded from. A payload is never larger
+    than its encoding (raw bytes, or base64 inside JSON), so when the message is within
+    ``limit`` nothing is walked.
+    """
+    if encoded_size <= limit:
+        return
     for index, value in enumerate(values):
         _walk(value, f"{prefix}[{index}]", limit)
 

@@ -328,13 +328,17 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.CompleteWorkflowTaskResponse:
         """Apply the worker's commands to the run (a stale or repeated answer: NOT_FOUND)."""
         commands = wire.commands_from_proto(request.commands)
-        check_values(commands, self._limit, "commands")
+        size = request.ByteSize()
+        check_values(commands, self._limit, "commands", encoded_size=size)
         inline_results = {
             item.activity_id: wire.optional_payload_from_proto(item, "result")
             for item in request.inline_results
         }
         check_values(
-            [p for p in inline_results.values() if p is not None], self._limit, "inline_results"
+            [p for p in inline_results.values() if p is not None],
+            self._limit,
+            "inline_results",
+            encoded_size=size,
         )
         if len(inline_results) < len(request.inline_results):
             raise errors.InvalidArgument(
