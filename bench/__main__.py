@@ -268,9 +268,13 @@ async def main_async(
                     run = w5(stack, client, results)
                 else:
                     run = WORKLOADS[name](client, results)
+                deadline = asyncio.timeout(timeout)
                 try:
-                    await asyncio.wait_for(run, timeout)
+                    async with deadline:
+                        await run
                 except TimeoutError:
+                    if not deadline.expired():  # the workload's own error, not --timeout
+                        raise
                     raise SystemExit(
                         f"bench: {name} did not finish within {timeout:g} s (--timeout); "
                         f"the stack is stopped.\n{stack.recent_output()}"

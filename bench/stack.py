@@ -106,10 +106,14 @@ class Stack:
             "--port",
             str(self.port),
         ]
-        self.server = subprocess.Popen(
-            argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        _wait_for_line(self.server, "listening on", 60, self._tail("server"))
+        try:
+            self.server = subprocess.Popen(
+                argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            _wait_for_line(self.server, "listening on", 60, self._tail("server"))
+        except BaseException:  # a server that never came up is stopped too
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def start_worker(self) -> float:
@@ -134,8 +138,8 @@ class Stack:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self.workers.append(worker)  # before waiting: one that never polls is killed on exit too
         _wait_for_line(worker, "polling", 60, self._tail(f"worker {len(self._output)}"))
-        self.workers.append(worker)
         return time.time()
 
     def kill_workers(self) -> None:

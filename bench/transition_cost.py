@@ -90,6 +90,13 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rotated(variants: dict[str, Any], round_number: int) -> list[tuple[str, Any]]:
+    """The variants in a different order each round, so that none always runs first."""
+    items = list(variants.items())
+    shift = round_number % len(items)
+    return items[shift:] + items[:shift]
+
+
 def _variants() -> dict[str, tuple[str, tuple[int, ...]]]:
     return {
         "parts used, unwatched": sql.transition_statement(STEP_PARTS, False, announce=True),
@@ -128,8 +135,8 @@ async def _measure(url: str, calls: int) -> dict[str, list[tuple[float, float, f
         variants = _variants()
         figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
         event_id = 2
-        for _ in range(ROUNDS):
-            for name, (statement, picks) in variants.items():
+        for round_number in range(ROUNDS):
+            for name, (statement, picks) in _rotated(variants, round_number):
                 cpu, heard_cpu = _backend_cpu(backend), _backend_cpu(listening)
                 began = time.perf_counter()
                 for _ in range(calls):
@@ -172,8 +179,8 @@ async def _measure_writers(url: str, writers: int, calls: int) -> dict[str, list
                 next_ids[i] += 4
 
         rates: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(ROUNDS // 2):
-            for name, (statement, picks) in variants.items():
+        for round_number in range(ROUNDS // 2):
+            for name, (statement, picks) in _rotated(variants, round_number):
                 began = time.perf_counter()
                 await asyncio.gather(*(write(i, statement, picks) for i in range(writers)))
                 rates[name].append(writers * calls / (time.perf_counter() - began))
@@ -196,6 +203,8 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8, help="concurrent writers (default 8)")
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
     args = parser.parse_args()
+    if args.calls < 2 or args.writers < 1:
+        parser.error("--calls must be at least 2 and --writers at least 1")
     url = args.database_url
     server = None
     if not url:

@@ -17,7 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+__all__ = [
+    "PendingActivity",
+    "PendingChild",
+    "PendingExternal",
+    "PendingTimer",
+    "RunStatus",
+    "WorkflowState",
+    "WorkflowTaskState",
+    "evolve",
+]
 
 _T = TypeVar("_T")
 
@@ -141,13 +152,15 @@ _SET = object.__setattr__
 _LAYOUTS: dict[type[Any], tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
-def evolve(obj: _T, **changes: Any) -> _T:
+def _evolve(obj: _T, **changes: Any) -> _T:
     """A copy of ``obj`` (one of this module's frozen, slotted dataclasses) with ``changes``.
 
     ``dataclasses.replace`` without its generic work: no field introspection per call and no
     ``__init__`` call, about half its cost. The fold makes two per event, on the server's path
-    of every step. Equivalent because these classes validate nothing in ``__init__`` (checked
-    when a class is first evolved: one with a ``__post_init__`` is refused).
+    of every step. Equivalent because these classes do nothing in ``__init__`` but set their
+    fields (checked when a class is first evolved: a ``__post_init__``, a hand-written
+    ``__init__`` or an ``init=False`` field is refused). Type checkers see
+    ``dataclasses.replace`` under this name, so field names and types are still checked.
     """
     cls = type(obj)
     layout = _LAYOUTS.get(cls)
@@ -168,8 +181,19 @@ def _layout(cls: type[Any]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any,
         raise TypeError(f"evolve: {cls.__name__} is not a frozen, slotted dataclass")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"evolve: {cls.__name__} has a __post_init__ that copying would skip")
+    code = getattr(cls.__init__, "__code__", None)
+    if not params.init or code is None or code.co_filename != "<string>":  # dataclass's own
+        raise TypeError(f"evolve: {cls.__name__} has an __init__ of its own")
+    if any(not f.init for f in dataclasses.fields(cls)):
+        raise TypeError(f"evolve: {cls.__name__} has fields that __init__ does not set")
     names = tuple(f.name for f in dataclasses.fields(cls))
     getter = operator.attrgetter(*names)
     if len(names) == 1:
         return names, lambda obj: (getter(obj),)
     return names, getter
+
+
+if TYPE_CHECKING:
+    from dataclasses import replace as evolve
+else:
+    evolve = _evolve

@@ -369,6 +369,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: service_pb2.FailWorkflowTaskRequest, context: Any
     ) -> service_pb2.FailWorkflowTaskResponse:
         """Record a failed workflow task; it is retried after a back-off."""
+        self._check(request)
         failure = wire.failure_from_proto(request.failure) if request.HasField("failure") else None
         await workflow_task.fail(
             self._services,

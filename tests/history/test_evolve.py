@@ -57,6 +57,24 @@ def test_classes_it_cannot_copy_faithfully_are_refused() -> None:
     with pytest.raises(TypeError, match="not a frozen, slotted dataclass"):
         state.evolve(Unslotted())
 
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived:
+        x: int = 0
+        y: int = dataclasses.field(default=0, init=False)
+
+    with pytest.raises(TypeError, match="fields that __init__ does not set"):
+        state.evolve(Derived())
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Custom:
+        x: int = 0
+
+        def __init__(self, x: int = 0) -> None:
+            object.__setattr__(self, "x", abs(x))
+
+    with pytest.raises(TypeError, match="an __init__ of its own"):
+        state.evolve(Custom())
+
 
 def _required(cls: type[Any]) -> dict[str, Any]:
     full = populated(cls)

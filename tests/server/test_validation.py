@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from chronicle.history import commands, wire
-from chronicle.protos.v1 import command_pb2
+from chronicle.protos.v1 import command_pb2, common_pb2
 from chronicle.protos.v1 import service_pb2 as pb
 from tests.server.conftest import command_protos, payload_proto, start_request
 
@@ -44,6 +44,25 @@ async def test_oversize_payload(server, stub, db) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "input[0]" in details
     assert await _counts(db) == (0, 0, 0)
+
+
+async def test_oversize_payload_in_a_workflow_task_failure(server, stub, db) -> None:
+    await stub.StartWorkflow(start_request("v-fail"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w1"), timeout=10
+    )
+    before = await _counts(db)
+    big = payload_proto("x" * (server.config.max_payload_bytes + 10))
+    failure = common_pb2.Failure(message="boom", details=[big])
+    code, details = await _code(
+        stub.FailWorkflowTask(
+            pb.FailWorkflowTaskRequest(task_token=task.task_token, failure=failure, identity="w1")
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "failure.details[0]" in details
+    assert await _counts(db) == before
+    assert await db.fetchval("SELECT last_workflow_task_failure FROM executions") is None
 
 
 async def test_unknown_policies(stub, db) -> None:
