@@ -12,12 +12,9 @@ from chronicle.history.values import RetryPolicy
 from tests.history.history_strategies import populated
 
 STATE_CLASSES = [
-    state.WorkflowState,
-    state.WorkflowTaskState,
-    state.PendingActivity,
-    state.PendingTimer,
-    state.PendingChild,
-    state.PendingExternal,
+    cls
+    for cls in vars(state).values()
+    if dataclasses.is_dataclass(cls) and cls.__module__ == state.__name__
 ]
 
 

@@ -79,14 +79,7 @@ async def test_a_history_long_poll_marks_the_run_and_wakes_on_its_next_event(
 ) -> None:
     key, _ = await _started(stub, db, "followed")
     after = await db.fetchval("SELECT next_event_id FROM executions WHERE run_id = $1", key.run_id)
-    polling = asyncio.ensure_future(
-        stub.GetWorkflowHistory(
-            pb.GetWorkflowHistoryRequest(
-                workflow_id="followed", first_event_id=after, wait=Duration(seconds=60)
-            ),
-            timeout=70,
-        )
-    )
+    polling = _history_poll(stub, "followed", after)
     await _until_watched(db, key)
     await _signal(stub, "followed", 1)
     page = await asyncio.wait_for(polling, 5)  # long before the 60 s wait runs out
@@ -102,14 +95,7 @@ async def test_a_followed_run_is_marked_once_not_at_every_step(
     after = await db.fetchval("SELECT next_event_id FROM executions WHERE run_id = $1", key.run_id)
     marks = []
     for value in range(3):
-        polling = asyncio.ensure_future(
-            stub.GetWorkflowHistory(
-                pb.GetWorkflowHistoryRequest(
-                    workflow_id="followed-long", first_event_id=after, wait=Duration(seconds=60)
-                ),
-                timeout=70,
-            )
-        )
+        polling = _history_poll(stub, "followed-long", after)
         await _until_watched(db, key)
         marks.append(await db.fetchval(_MARK, key.run_id))
         await _signal(stub, "followed-long", value)
@@ -153,6 +139,14 @@ async def test_a_closed_run_is_not_marked(stub: Any, db: asyncpg.Connection) -> 
 
 _MARK = "SELECT watched_until FROM executions WHERE run_id = $1"
 _EVENT_IDS = "SELECT event_id FROM history_events WHERE run_id = $1 ORDER BY event_id"
+
+
+def _history_poll(stub: Any, workflow_id: str, after: int) -> asyncio.Future[Any]:
+    """A ``GetWorkflowHistory`` long poll (60 s) for the events from ``after``, in flight."""
+    request = pb.GetWorkflowHistoryRequest(
+        workflow_id=workflow_id, first_event_id=after, wait=Duration(seconds=60)
+    )
+    return asyncio.ensure_future(stub.GetWorkflowHistory(request, timeout=70))
 
 
 async def _until_watched(db: asyncpg.Connection, key: RunKey) -> None:
