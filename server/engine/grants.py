@@ -7,6 +7,7 @@ in the transaction that records an activity result, ``activity_task.complete``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from chronicle.server import telemetry
 from chronicle.server.engine import read
@@ -84,11 +85,19 @@ def assemble(
     )
 
 
-async def expire_unclaimed(pool: Pool, key: RunKey, started_event_id: int, reason: str) -> None:
+async def expire_unclaimed(
+    pool: Pool, key: RunKey, started_event_id: int, *, at: datetime, identity: str, reason: str
+) -> None:
     """A workflow task was (maybe) started for a poll that did not get it: move its timeout
-    timer to now, so it is retried at once instead of after its workflow-task timeout. Matches
-    nothing when the start was not written. Never raises: if this fails, the timeout is the
-    safety net."""
+    timer to now, so it is retried at once instead of after its workflow-task timeout.
+
+    ``started_event_id``, ``at``, ``identity``: the ``WorkflowTaskStarted`` event the write
+    would have appended. Matches nothing when that write did not apply, also when another
+    dispatch started the same task (as the same event id, but at another time or for another
+    identity). Call it only once
+    the write's outcome is settled: after its connection went back to the pool, which waits
+    for a cancelled statement to end. Never raises: if this fails, the timeout is the safety
+    net."""
     log = telemetry.run_logger(*key.params())
     now = tr.utcnow()
     try:
@@ -98,6 +107,8 @@ async def expire_unclaimed(pool: Pool, key: RunKey, started_event_id: int, reaso
             started_event_id,
             now,
             notify.timer_payload(now),
+            at,
+            identity,
         )
     except Exception as exc:  # the pool or Postgres failing
         log.warning("could not time out an unclaimed workflow task early", error=str(exc))

@@ -575,9 +575,16 @@ WITH moved AS (
     UPDATE timers SET fire_at = $5
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
       AND kind = 'workflow_task_timeout' AND ref_id = $4 AND fire_at > $5
+      AND EXISTS (
+          SELECT FROM history_events h
+          WHERE h.namespace = $1 AND h.workflow_id = $2 AND h.run_id = $3 AND h.event_id = $4
+            AND h.event_type = 'WorkflowTaskStarted' AND h.event_time = $7
+            AND h.attributes->>'identity' = $8)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM moved), pg_notify('chronicle_timer', $6)"""
-"""A started workflow task (``$4``: its WorkflowTaskStarted event id) times out now (``$5``)."""
+"""A started workflow task (``$4``: its WorkflowTaskStarted event id) times out now (``$5``),
+only if that event is the one a given write appended: its time ``$7`` and identity ``$8``
+(another dispatch may have started the same task as the same event id)."""
 
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

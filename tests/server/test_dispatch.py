@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from asyncpg import connect_utils
 
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
-from chronicle.server.engine import dispatch
+from chronicle.server.engine import dispatch, fastpath, grants
 from chronicle.server.store import sql
 from chronicle.server.store.rows import RunKey
+from tests.sdk_io.helpers import eventually
 from tests.server.conftest import event_types, running_server, start_request
 
 RUNS = 24
@@ -154,3 +157,120 @@ async def test_the_peek_keeps_its_generic_plan(db: asyncpg.Connection) -> None:
     assert plans is not None
     assert plans["custom_plans"] <= 5, dict(plans)
     assert plans["generic_plans"] == 12 - plans["custom_plans"], dict(plans)
+
+
+async def test_a_cancelled_dispatch_that_lost_its_task_leaves_the_winner_alone(
+    server: Server, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dispatch A peeks a task; B starts it first (as the same event id); A's guarded write
+    then applies nothing, and A is cancelled before it reads that answer. A's clean-up, for a
+    write whose outcome it does not know, must not time out B's task."""
+    services = server.services
+    await _start_queued(server, "lost")
+    real_write = fastpath.write_guarded
+
+    async def b_first_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        granted = await dispatch._dispatch_locked(services, "default", "q", "b", frozenset())
+        assert granted is not None
+        assert granted.token.started_event_id == 3
+        assert await real_write(*args, **kwargs) is None  # the guard saw B's write
+        raise asyncio.CancelledError  # the cancellation lands before the answer is read
+
+    monkeypatch.setattr(fastpath, "write_guarded", b_first_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch.dispatch(services, "default", "q", "a")
+    timer = await db.fetchval(
+        "SELECT fire_at - now() FROM timers WHERE workflow_id = 'lost' "
+        "AND kind = 'workflow_task_timeout' AND ref_id = 3"
+    )
+    assert timer > timedelta(seconds=5)  # B's task keeps its whole timeout
+    assert await _types(db, "lost") == [
+        "WorkflowStarted",
+        "WorkflowTaskScheduled",
+        "WorkflowTaskStarted",
+    ]
+
+
+async def test_a_dispatch_cancelled_mid_write_times_out_only_what_it_started(
+    server: Server,
+    db: asyncpg.Connection,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dispatch is cancelled while its write waits (here on a conflicting uncommitted row)
+    and asyncpg's cancel request is slow to arrive. The task must end either started *and*
+    timed out at once (the poll never got it) or not started and still queued: never started
+    for nobody until its whole timeout. So the clean-up runs only once the write has ended."""
+    services = server.services
+    run_id = await _start_queued(server, "slow-cancel")
+    real_cancel = connect_utils._cancel
+
+    async def slow_cancel(**kwargs: Any) -> None:
+        await asyncio.sleep(0.5)  # a slow network path to the database
+        await real_cancel(**kwargs)
+
+    monkeypatch.setattr(connect_utils, "_cancel", slow_cancel)
+    cleaned_up = asyncio.Event()
+    real_expire = grants.expire_unclaimed
+
+    async def expire(*args: Any, **kwargs: Any) -> None:
+        await real_expire(*args, **kwargs)
+        cleaned_up.set()
+
+    monkeypatch.setattr(grants, "expire_unclaimed", expire)
+    holder = await asyncpg.connect(database_url)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute(
+            "INSERT INTO history_events (namespace, workflow_id, run_id, event_id, event_type, "
+            "event_time, attributes) VALUES ('default', 'slow-cancel', $1, 3, 'X', now(), '{}')",
+            run_id,
+        )
+        poll = asyncio.ensure_future(dispatch.dispatch(services, "default", "q", "a"))
+
+        async def write_waits() -> bool | None:
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%upd_exec%'"
+            )
+            return True if waiting else None
+
+        await eventually(write_waits, timeout=10, interval=0.01)
+        poll.cancel()
+        async with asyncio.timeout(10):
+            await cleaned_up.wait()
+        await transaction.rollback()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+    finally:
+        await holder.close()
+    await asyncio.sleep(0.2)  # a write still in flight would commit now
+    types = await _types(db, "slow-cancel")
+    if "WorkflowTaskStarted" in types:
+        timer = await db.fetchval(
+            "SELECT fire_at - now() FROM timers WHERE workflow_id = 'slow-cancel' "
+            "AND kind = 'workflow_task_timeout' AND ref_id = 3"
+        )
+        assert timer is None or timer < timedelta(seconds=1), "started for nobody"
+    else:
+        assert await db.fetchval("SELECT count(*) FROM tasks WHERE workflow_id = 'slow-cancel'")
+
+
+async def _start_queued(server: Server, workflow_id: str) -> str:
+    """Start a run whose first workflow task is queued (no poll waits); its run id."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = service_pb2_grpc.WorkflowServiceStub(channel)
+        started = await stub.StartWorkflow(start_request(workflow_id))
+    finally:
+        await channel.close()
+    return started.run_id
+
+
+async def _types(db: asyncpg.Connection, workflow_id: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT event_type FROM history_events WHERE workflow_id = $1 ORDER BY event_id",
+        workflow_id,
+    )
+    return [r["event_type"] for r in rows]
