@@ -19,7 +19,7 @@ Two paths, one outcome (``WorkflowTaskStarted`` appended, the task row gone, the
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 from chronicle.history import codec
 from chronicle.history import events as ev
@@ -47,11 +47,6 @@ class _Locked(Exception):
     """The alone path hands over to the locked path (internal control flow)."""
 
 
-_Unsettled: TypeAlias = tuple[RunKey, ev.Event]
-"""A dispatch's guarded write whose outcome is not known yet: its run and the
-``WorkflowTaskStarted`` event it appends."""
-
-
 async def dispatch(
     services: Services, namespace: str, task_queue: str, identity: str
 ) -> grants.WorkflowTaskGrant | None:
@@ -75,46 +70,35 @@ async def _dispatch_alone(
     lock = services.dispatch_locks.get((namespace, task_queue))
     if lock is None:
         lock = services.dispatch_locks[(namespace, task_queue)] = asyncio.Lock()
-    unsettled: list[_Unsettled] = []
-    try:
-        async with lock, services.pool.acquire() as conn:  # the turn first: waiting holds none
-            candidates = await conn.fetch(
-                sql.PEEK_WORKFLOW_TASKS,
-                namespace,
-                task_queue,
-                task_rows.WORKFLOW,
-                identity,
-                services.config.sticky_timeout,
+    granted = None
+    # Exits in reverse: the connection goes back (a cancelled write has ended), then the turn,
+    # then a task started for nobody is timed out (grants.unclaimed).
+    async with (
+        grants.unclaimed(services.pool, "dispatch") as started,
+        lock,  # the turn first: waiting for it holds no connection
+        services.pool.acquire() as conn,
+    ):
+        candidates = await conn.fetch(
+            sql.PEEK_WORKFLOW_TASKS,
+            namespace,
+            task_queue,
+            task_rows.WORKFLOW,
+            identity,
+            services.config.sticky_timeout,
+        )
+        if not candidates:
+            return None
+        for row in candidates:
+            if row["version"] is None:
+                raise _Locked  # a task row of a run that is not there: the locked path drops it
+            granted = await _start_guarded(
+                services, conn, namespace, row, identity, limited, started
             )
-            if not candidates:
-                return None
-            for row in candidates:
-                if row["version"] is None:
-                    raise _Locked  # a task row of a run that is not there: the locked path drops it
-                granted = await _start_guarded(
-                    services, conn, namespace, row, identity, limited, unsettled
-                )
-                if granted is not None:
-                    return granted
-    except BaseException:
-        if unsettled:
-            # Cancelled or failed with a write's outcome unknown: if it applied, the task is
-            # started for a poll that will not get it; retry it now rather than after its
-            # timeout. Only now: the connection's release waited for the write to end.
-            key, started = unsettled[0]
-            assert isinstance(started.attributes, ev.WorkflowTaskStarted)
-            await asyncio.shield(
-                grants.expire_unclaimed(
-                    services.pool,
-                    key,
-                    started.id,
-                    at=started.time,
-                    identity=started.attributes.identity,
-                    reason="dispatch",
-                )
-            )
-        raise
-    raise _Locked
+            if granted is not None:
+                break
+    if granted is None:
+        raise _Locked
+    return granted
 
 
 async def _start_guarded(
@@ -124,12 +108,12 @@ async def _start_guarded(
     row: Any,
     identity: str,
     limited: frozenset[str],
-    unsettled: list[_Unsettled],
+    started: list[grants.StartedTask],
 ) -> grants.WorkflowTaskGrant | None:
     """One guarded write starting the task in ``row``: its grant, or None when nothing was
-    written (the run changed since ``row`` was read, or another transaction holds it). While
-    the write is in flight, its run and ``WorkflowTaskStarted`` event are in ``unsettled``;
-    they stay there when it raises with its outcome unknown."""
+    written (the run changed since ``row`` was read, or another transaction holds it). The
+    task is in ``started`` (``grants.unclaimed``) from before the write, and taken out when
+    the write is known not to have applied."""
     key = RunKey(namespace, row["workflow_id"], row["run_id"])
     scheduled = row["scheduled_event_id"]
     state = codec.state_from_json(row["state"])
@@ -143,17 +127,14 @@ async def _start_guarded(
     # Read before the write, so that nothing can fail after its commit (stored events do not
     # change; a lost guard wastes this read).
     older = await grants.older_events(conn, key, after, outcome.previous.next_event_id)
-    started = next(
-        e for e in step.planned.events if isinstance(e.attributes, ev.WorkflowTaskStarted)
-    )
-    unsettled.append((key, started))
+    started.append(grants.StartedTask.among(key, step.planned.events))
     try:
         written = await fastpath.write_guarded(conn, key, step, row["version"], skip_locked=True)
     except fastpath.FALL_BACK:
-        unsettled.clear()  # the statement failed: nothing was written
+        started.clear()  # the statement failed: nothing was written
         raise _Locked from None
-    unsettled.clear()
     if written is None:
+        started.clear()
         return None
     if written.version is not None:
         fastpath.remember_written(
@@ -171,29 +152,34 @@ async def _dispatch_locked(
 ) -> grants.WorkflowTaskGrant | None:
     sticky_timeout = services.config.sticky_timeout
 
-    async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
-        while True:
-            row = await conn.fetchrow(
-                sql.LEASE_TASK, namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout
-            )
-            if row is None:
-                return None
-            key = RunKey(namespace, row["workflow_id"], row["run_id"])
-            try:
-                outcome = await tr.transition(
-                    conn, key, _start_callback(row["scheduled_event_id"], identity)
-                )
-            except (_Stale, errors.NotFound):
-                continue  # the row is deleted with this transaction: it was stale
-            return await grants.grant(
-                conn,
-                key,
-                outcome,
-                after=_granted_after(outcome, identity),
-                rate_limited_queues=limited,
-            )
+    async with grants.unclaimed(services.pool, "dispatch") as started:
 
-    return await db.in_transaction(services.pool, body)
+        async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
+            started.clear()  # an attempt run again after a rollback starts afresh
+            while True:
+                row = await conn.fetchrow(
+                    sql.LEASE_TASK,
+                    *(namespace, task_queue, task_rows.WORKFLOW, identity, sticky_timeout),
+                )
+                if row is None:
+                    return None
+                key = RunKey(namespace, row["workflow_id"], row["run_id"])
+                try:
+                    outcome = await tr.transition(
+                        conn, key, _start_callback(row["scheduled_event_id"], identity)
+                    )
+                except (_Stale, errors.NotFound):
+                    continue  # the row is deleted with this transaction: it was stale
+                started.append(grants.StartedTask.among(key, outcome.events))
+                return await grants.grant(
+                    conn,
+                    key,
+                    outcome,
+                    after=_granted_after(outcome, identity),
+                    rate_limited_queues=limited,
+                )
+
+        return await db.in_transaction(services.pool, body)
 
 
 def _granted_after(outcome: tr.Outcome, identity: str) -> int:

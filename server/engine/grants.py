@@ -6,9 +6,13 @@ in the transaction that records an activity result, ``activity_task.complete``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from chronicle.history import events as ev
 from chronicle.server import telemetry
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
@@ -85,30 +89,52 @@ def assemble(
     )
 
 
-async def expire_unclaimed(
-    pool: Pool, key: RunKey, started_event_id: int, *, at: datetime, identity: str, reason: str
-) -> None:
+@dataclass(frozen=True, slots=True)
+class StartedTask:
+    """A ``WorkflowTaskStarted`` a write appends (or may have) for a poll: which run, its event
+    id, time and the poller's identity. Another dispatch of the same task appends the same
+    event id, but never at the same time for the same identity."""
+
+    key: RunKey
+    event_id: int
+    at: datetime
+    identity: str
+
+    @classmethod
+    def among(cls, key: RunKey, events: Sequence[ev.Event]) -> StartedTask:
+        """The task the ``WorkflowTaskStarted`` among a transition's ``events`` starts."""
+        for event in events:
+            if isinstance(event.attributes, ev.WorkflowTaskStarted):
+                return cls(key, event.id, event.time, event.attributes.identity)
+        raise ValueError("the events start no workflow task")
+
+    @classmethod
+    def of_grant(cls, grant: WorkflowTaskGrant, identity: str) -> StartedTask:
+        """The task ``grant`` (for a poller named ``identity``) hands out."""
+        token = grant.token
+        event = next(e for e in grant.events if e.event_id == token.started_event_id)
+        return cls(token.key, token.started_event_id, event.event_time, identity)
+
+
+async def expire_unclaimed(pool: Pool, task: StartedTask, reason: str) -> None:
     """A workflow task was (maybe) started for a poll that did not get it: move its timeout
     timer to now, so it is retried at once instead of after its workflow-task timeout.
 
-    ``started_event_id``, ``at``, ``identity``: the ``WorkflowTaskStarted`` event the write
-    would have appended. Matches nothing when that write did not apply, also when another
-    dispatch started the same task (as the same event id, but at another time or for another
-    identity). Call it only once
-    the write's outcome is settled: after its connection went back to the pool, which waits
-    for a cancelled statement to end. Never raises: if this fails, the timeout is the safety
-    net."""
-    log = telemetry.run_logger(*key.params())
+    Matches nothing when the write starting ``task`` did not apply, also when another dispatch
+    started the same task. Call it only once that write's outcome is settled: after its
+    connection went back to the pool, whose release waits for a cancelled statement to end
+    (``unclaimed``). Never raises: if this fails, the timeout is the safety net."""
+    log = telemetry.run_logger(*task.key.params())
     now = tr.utcnow()
     try:
         await pool.execute(
             sql.EXPIRE_WORKFLOW_TASK,
-            *key.params(),
-            started_event_id,
+            *task.key.params(),
+            task.event_id,
             now,
             notify.timer_payload(now),
-            at,
-            identity,
+            task.at,
+            task.identity,
         )
     except Exception as exc:  # the pool or Postgres failing
         log.warning("could not time out an unclaimed workflow task early", error=str(exc))
@@ -117,3 +143,19 @@ async def expire_unclaimed(
         "a workflow task may have been started for a poll that did not get it; timed it out",
         reason=reason,
     )
+
+
+@contextlib.asynccontextmanager
+async def unclaimed(pool: Pool, reason: str) -> AsyncIterator[list[StartedTask]]:
+    """Tasks started for a poll until the poll has them: the body lists a task before the
+    write that starts it and takes it out once that write is known not to have applied, or
+    once the grant is on its way to the poll. When the body raises (cancelled, failed) with a
+    task still listed, that task is timed out at once (``expire_unclaimed``), after the
+    body's connection was released, so the write's outcome is settled by then."""
+    started: list[StartedTask] = []
+    try:
+        yield started
+    except BaseException:
+        for task in started:
+            await asyncio.shield(expire_unclaimed(pool, task, reason))
+        raise

@@ -117,17 +117,9 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
                 # Started for a poll that ended, or the commit's outcome is unknown (this call
                 # was cancelled or failed during COMMIT): time the task out so it is retried.
                 # Harmless when the transaction rolled back (no such timer).
-                token = handed[0].token
-                started = next(e for e in handed[0].events if e.event_id == token.started_event_id)
+                task = grants.StartedTask.of_grant(handed[0], hand_to)
                 await asyncio.shield(
-                    grants.expire_unclaimed(
-                        services.pool,
-                        token.key,
-                        token.started_event_id,
-                        at=started.event_time,
-                        identity=hand_to,
-                        reason="start handed it",
-                    )
+                    grants.expire_unclaimed(services.pool, task, "start handed it")
                 )
     return result
 

@@ -15,6 +15,8 @@ The hand-off never loses a task. Each case below has its own way back:
   for a poll that will not get it, so its timeout timer is moved to now, and the timer loop
   times it out and schedules a retry (``engine/start.py``). This is what a lost poll response
   does anyway.
+- **The poll is cancelled after the hand-off reached it**, before it returned the task: the
+  poll moves the timer the same way (``matching/poller.py``).
 - **The poll's time is up while it is taken.** It waits for the hand-off instead of
   returning empty: at most ``HANDOFF_WAIT``, and never past its caller's deadline. It is
   offered to no other start meanwhile.

@@ -48,16 +48,27 @@ async def poll_workflow_task(
                 handoff.resume(namespace, task_queue, offered)
             return granted
 
-        result: grants.WorkflowTaskGrant | QueryTask | None = await services.notifier.long_poll(
-            notify.TASK_CHANNEL,
-            notify.task_key(rows.WORKFLOW, namespace, task_queue),
-            attempt,
-            timeout,
-            recheck=services.config.sticky_timeout.total_seconds(),
-            waiter=waiter,
-        )
-        if result is None and offered.taken:
-            result = await offered.settled(min(handoff_grace, handoff_mod.HANDOFF_WAIT))
+        try:
+            result: grants.WorkflowTaskGrant | QueryTask | None
+            result = await services.notifier.long_poll(
+                notify.TASK_CHANNEL,
+                notify.task_key(rows.WORKFLOW, namespace, task_queue),
+                attempt,
+                timeout,
+                recheck=services.config.sticky_timeout.total_seconds(),
+                waiter=waiter,
+            )
+            if result is None and offered.taken:
+                result = await offered.settled(min(handoff_grace, handoff_mod.HANDOFF_WAIT))
+        except BaseException:
+            if offered.grant is not None:
+                # A start handed this poll a task (committed) and the poll ends without it
+                # (cancelled): time the task out now rather than after its timeout.
+                task = grants.StartedTask.of_grant(offered.grant, identity)
+                await asyncio.shield(
+                    grants.expire_unclaimed(services.pool, task, "handed to a poll that ended")
+                )
+            raise
         return result
 
 

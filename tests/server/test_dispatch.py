@@ -13,11 +13,13 @@ import asyncpg
 import grpc
 import pytest
 from asyncpg import connect_utils
+from google.protobuf.duration_pb2 import Duration
 
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.engine import dispatch, fastpath, grants
+from chronicle.server.store import pool as store_pool
 from chronicle.server.store import sql
 from chronicle.server.store.rows import RunKey
 from tests.sdk_io.helpers import eventually
@@ -257,12 +259,69 @@ async def test_a_dispatch_cancelled_mid_write_times_out_only_what_it_started(
         assert await db.fetchval("SELECT count(*) FROM tasks WHERE workflow_id = 'slow-cancel'")
 
 
-async def _start_queued(server: Server, workflow_id: str) -> str:
+async def test_a_dispatch_cancelled_after_its_write_gives_the_task_back_at_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alone dispatch's write applied, and the poll is cancelled before the grant reaches
+    it (here while the grant is assembled; in life also while the connection goes back to
+    the pool): the task times out at once and the retry goes to the next poll."""
+    await _start_queued(server, "cancelled-after", workflow_task_timeout=60)
+    real_assemble = grants.assemble
+
+    def assembled_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        real_assemble(*args, **kwargs)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(grants, "assemble", assembled_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch.dispatch(server.services, "default", "q", "a")
+    monkeypatch.undo()
+    await _retried(server, "cancelled-after")
+
+
+async def test_a_locked_dispatch_cancelled_once_committed_gives_the_task_back_at_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The locked dispatch committed, and the cancellation lands before the grant is
+    returned (as during its COMMIT): the task times out at once."""
+    await _start_queued(server, "cancelled-commit", workflow_task_timeout=60)
+    real_in_transaction = store_pool.in_transaction
+
+    async def committed_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        await real_in_transaction(*args, **kwargs)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(store_pool, "in_transaction", committed_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch._dispatch_locked(server.services, "default", "q", "a", frozenset())
+    monkeypatch.undo()
+    await _retried(server, "cancelled-commit")
+
+
+async def _retried(server: Server, workflow_id: str) -> None:
+    """The run's first task, started for a poll that did not get it, is dispatched again to
+    the next poll long before its 60 s timeout."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = service_pb2_grpc.WorkflowServiceStub(channel)
+        task = await stub.PollWorkflowTask(
+            pb.PollWorkflowTaskRequest(task_queue="q", identity="b"), timeout=10
+        )
+    finally:
+        await channel.close()
+    assert task.workflow_execution.workflow_id == workflow_id
+    assert task.attempt == 2
+
+
+async def _start_queued(server: Server, workflow_id: str, workflow_task_timeout: int = 10) -> str:
     """Start a run whose first workflow task is queued (no poll waits); its run id."""
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         stub = service_pb2_grpc.WorkflowServiceStub(channel)
-        started = await stub.StartWorkflow(start_request(workflow_id))
+        timeout = Duration(seconds=workflow_task_timeout)
+        started = await stub.StartWorkflow(
+            start_request(workflow_id, workflow_task_timeout=timeout)
+        )
     finally:
         await channel.close()
     return started.run_id

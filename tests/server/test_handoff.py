@@ -4,13 +4,17 @@ the start's own commit; when the hand-off cannot happen, the task is not lost.""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
+from chronicle.server.engine import start
+from chronicle.server.matching import poller
 from chronicle.server.matching.handoff import Handoff
 from chronicle.server.store.notify import Waiter
 from tests.sdk_io.helpers import eventually
@@ -97,6 +101,34 @@ async def test_a_task_handed_to_a_poll_that_ended_is_timed_out_and_retried(
         pb.PollWorkflowTaskRequest(task_queue="q", identity="w2"), timeout=5
     )
     assert task.workflow_execution.workflow_id == "h-ghost"
+    assert task.attempt == 2
+
+
+async def test_a_poll_cancelled_after_it_was_handed_its_task_gives_it_back_at_once(
+    server: Server, stub: service_pb2_grpc.WorkflowServiceStub
+) -> None:
+    """The start has committed and handed the task over, but the poll is cancelled before it
+    resumes to return it: the task times out at once and the retry goes to the next poll."""
+    services = server.services
+    poll = asyncio.ensure_future(
+        poller.poll_workflow_task(services, "default", "q", "w1", timeout=30)
+    )
+    await waiting_polls(server, 1)
+    request = start.StartRequest(
+        namespace="default",
+        workflow_id="h-cancelled",
+        workflow_type="wf",
+        task_queue="q",
+        workflow_task_timeout=timedelta(seconds=60),
+    )
+    await start.start_workflow(services, request)  # handed to the poll
+    poll.cancel()  # before the poll task runs again
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w2"), timeout=10
+    )
+    assert task.workflow_execution.workflow_id == "h-cancelled"
     assert task.attempt == 2
 
 
