@@ -150,3 +150,21 @@ async def _until_watched(db: asyncpg.Connection, key: RunKey) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the long poll never marked its run watched")
+
+
+def test_notification_keys_stay_below_the_payload_limit() -> None:
+    """Postgres refuses NOTIFY payloads of 8,000 bytes or more (the sending transaction
+    fails). Keys of long identifiers are sent as digests; short ones stay readable."""
+    short = notify.run_key("default", "order-1", "r")
+    assert short == '["default","order-1","r"]'
+    long_id = "\x01" * 5000  # JSON spells each in 6 bytes
+    keys = {
+        notify.run_key("default", long_id, "r"),
+        notify.closed_key("default", long_id, "r"),
+        notify.run_key("default", long_id + "x", "r"),
+        notify.task_key("workflow", "default", long_id),
+    }
+    assert len(keys) == 4  # distinct
+    for key in keys:
+        assert key.startswith("#")
+        assert len(key.encode()) <= notify.MAX_KEY_BYTES
