@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Final
 
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
@@ -17,15 +18,30 @@ from chronicle.history.state import WorkflowState
 from chronicle.history.values import RetryPolicy
 from chronicle.server import errors
 from chronicle.server.config import ServerConfig
+from chronicle.server.engine import identifiers
 from chronicle.server.store.rows import ActivityInfo
 
 _PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
+
+
+_IDENTIFIERS: Final[dict[type[cmd.Command], tuple[str, ...]]] = {
+    cmd.ScheduleActivity: ("activity_id", "activity_type", "task_queue"),
+    cmd.StartChildWorkflow: ("workflow_id", "workflow_type", "task_queue"),
+    cmd.SignalExternalWorkflow: ("workflow_id", "run_id", "signal_name"),
+    cmd.RequestCancelExternalWorkflow: ("workflow_id", "run_id"),
+    cmd.CompleteUpdate: ("update_id",),
+    cmd.ContinueAsNew: ("workflow_type", "task_queue"),
+    cmd.RecordMarker: ("marker_name",),
+}
+"""The fields of each command that name something (``identifiers.py``)."""
 
 
 def validate(commands: Sequence[cmd.Command]) -> None:
     """Reject a malformed command list; ``InvalidArgument`` names ``commands[i].<field>``."""
     for index, command in enumerate(commands):
         where = f"commands[{index}]"
+        for name in _IDENTIFIERS.get(type(command), ()):
+            identifiers.check(getattr(command, name), f"{where}.{name}")
         if type(command) in cmd.CLOSE_COMMAND_TYPES and index != len(commands) - 1:
             raise errors.InvalidArgument(
                 f"{where}: {type(command).__name__} closes the workflow and must be the last "

@@ -11,6 +11,7 @@ import grpc
 
 from chronicle.history.errors import InvalidCommandError
 from chronicle.server import errors, telemetry
+from chronicle.server.frontend._validate import check_identifiers
 
 _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -42,12 +43,14 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
 
 
 def rpc(handler: Handler[R]) -> Handler[R]:
-    """Wrap a servicer method: map domain errors to statuses, log unexpected ones as INTERNAL."""
+    """Wrap a servicer method: check the request's identifiers (``check_identifiers``), map
+    domain errors to statuses, log unexpected ones as INTERNAL."""
     name = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Any) -> R:
         try:
+            check_identifiers(request)
             return await handler(self, request, context)
         except (
             errors.ServerError,

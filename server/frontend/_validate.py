@@ -1,17 +1,46 @@
-"""Request checks shared by every RPC: payload sizes (naming the field) and required ids."""
+"""Request checks shared by every RPC: payload sizes and identifier lengths (naming the
+field), and required ids."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf.message import Message
 
 from chronicle.history.values import Payload
 from chronicle.server import errors
+from chronicle.server.engine import identifiers
 
 _PAYLOAD = "chronicle.v1.Payload"
+_IDENTIFIERS: Final = frozenset(
+    {
+        "workflow_id",
+        "run_id",
+        "first_run_id",
+        "reset_to_run_id",
+        "reset_from_run_id",
+        "parent_workflow_id",
+        "parent_run_id",
+        "next_run_id",
+        "task_queue",
+        "workflow_type",
+        "activity_id",
+        "activity_type",
+        "signal_name",
+        "query_name",
+        "update_name",
+        "update_id",
+        "request_id",
+        "query_id",
+        "identity",
+        "last_worker_identity",
+        "inline_started_activity_ids",
+        "eager_activity_types",
+    }
+)
+"""The string fields of requests that name something (``identifiers.MAX_ID_BYTES``)."""
 
 
 def _too_big(path: str, size: int, limit: int) -> errors.InvalidArgument:
@@ -84,6 +113,32 @@ def _walk(value: Any, path: str, limit: int) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk(item, f"{path}[{key!r}]", limit)
+
+
+def check_identifiers(message: Message) -> None:
+    """Reject a namespace or identifier in ``message`` longer than its limit
+    (``engine/identifiers.py``). A message no larger than ``MAX_ID_BYTES`` encoded cannot hold
+    a longer identifier: only its namespace is looked at."""
+    namespace = getattr(message, "namespace", "")
+    if namespace:
+        identifiers.check(namespace, "namespace", identifiers.MAX_NAMESPACE_BYTES)
+    if message.ByteSize() > identifiers.MAX_ID_BYTES:
+        _check_identifier_fields(message, "")
+
+
+def _check_identifier_fields(message: Message, prefix: str) -> None:
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                continue  # memo and search attributes: names of the user's choice
+            children = value if field.is_repeated else [value]
+            for index, child in enumerate(children):
+                where = f"{path}[{index}]." if field.is_repeated else f"{path}."
+                _check_identifier_fields(child, where)
+        elif field.name in _IDENTIFIERS and field.type == field.TYPE_STRING:
+            for index, item in enumerate(value if field.is_repeated else [value]):
+                identifiers.check(item, f"{path}[{index}]" if field.is_repeated else path)
 
 
 def require(request: Any, *names: str) -> None:

@@ -55,11 +55,20 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Open WorkerSession streams on this server, by (namespace, identity)."""
 
     def _wait(self, context: Any, requested: float | None = None) -> float:
+        """How long a call may wait: ``requested`` (a query's time for a worker to answer) or
+        the long-poll limit, and never past the caller's deadline."""
         limit = self._services.config.poll_timeout if requested is None else requested
         remaining = context.time_remaining()
         if remaining is not None:
             limit = min(limit, remaining - DEADLINE_MARGIN)
         return max(limit, 0.0)
+
+    def _long_poll(self, context: Any, wait: timedelta | None) -> float:
+        """How long a long poll that asked to wait ``wait`` (None: the default) may wait: at
+        most ``poll_timeout``, as every long poll (a watched run stays marked for that long
+        at most, ``engine/watch.py``); clients ask again."""
+        limit = self._services.config.poll_timeout
+        return self._wait(context, limit if wait is None else min(wait.total_seconds(), limit))
 
     def _check(self, request: Any) -> None:
         check_message(request, self._limit)
@@ -165,7 +174,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             update_id=request.update_id,
             identity=request.identity,
             validate_timeout=self._wait(context, QUERY_TIMEOUT),
-            wait=self._wait(context, wait.total_seconds() if wait is not None else None),
+            wait=self._long_poll(context, wait),
         )
         response = service_pb2.UpdateWorkflowResponse(
             completed=outcome.completed, run_id=outcome.run_id
@@ -257,7 +266,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         require(request, "workflow_id")
         wait = _duration(request, "wait")
         if wait is not None:
-            wait = timedelta(seconds=self._wait(context, wait.total_seconds()))
+            wait = timedelta(seconds=self._long_poll(context, wait))
         return await read.get_history(
             self._services,
             namespace(request),
@@ -274,7 +283,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Long-poll until the run closes (``closed=false`` when ``wait`` runs out)."""
         require(request, "workflow_id")
         wait = _duration(request, "wait")
-        seconds = self._wait(context, wait.total_seconds() if wait is not None else None)
+        seconds = self._long_poll(context, wait)
         return await read.get_result(
             self._services,
             namespace(request),

@@ -9,6 +9,10 @@ Channels and payloads (payloads are opaque keys compared as strings):
   run that somebody watches (``engine/watch.py``); ``closed_key(…)`` when they closed the run,
   watched or not (result waiters wake only then).
 
+A key longer than ``MAX_KEY_BYTES`` is sent as a digest of itself (``_key``): Postgres refuses
+payloads of 8,000 bytes or more, which would fail the transaction that sends it, and JSON
+spells some characters in up to 6 bytes.
+
 Notifications are sent with ``pg_notify`` inside the writing transaction, so Postgres delivers
 them at commit. Waiters register *before* they look at the database, so a notification that
 arrives between the look and the wait is never lost. When the connection drops, the notifier
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -32,13 +37,24 @@ TASK_CHANNEL: Final = "chronicle_task"
 TIMER_CHANNEL: Final = "chronicle_timer"
 RUN_CHANNEL: Final = "chronicle_run"
 CHANNELS: Final = (TASK_CHANNEL, TIMER_CHANNEL, RUN_CHANNEL)
+MAX_KEY_BYTES: Final = 1000
+"""Keys longer than this are sent as a digest (far below Postgres's 8,000-byte payload limit)."""
 
 T = TypeVar("T")
 
 
+def _key(*parts: str) -> str:
+    """``parts`` as a compact JSON array (ASCII), or, when that is longer than
+    ``MAX_KEY_BYTES``, ``"#"`` and its SHA-256 digest in hex."""
+    text = json.dumps(parts, separators=(",", ":"))
+    if len(text) <= MAX_KEY_BYTES:
+        return text
+    return "#" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def task_key(kind: str, namespace: str, task_queue: str) -> str:
     """The ``chronicle_task`` payload for a queue."""
-    return json.dumps([kind, namespace, task_queue], separators=(",", ":"))
+    return _key(kind, namespace, task_queue)
 
 
 def timer_payload(fire_at: datetime) -> str:
@@ -68,12 +84,12 @@ def timer_needs_notify(fire_at: datetime, now: datetime) -> bool:
 
 def run_key(namespace: str, workflow_id: str, run_id: str) -> str:
     """The ``chronicle_run`` payload for a run."""
-    return json.dumps([namespace, workflow_id, run_id], separators=(",", ":"))
+    return _key(namespace, workflow_id, run_id)
 
 
 def closed_key(namespace: str, workflow_id: str, run_id: str) -> str:
     """The ``chronicle_run`` payload sent when a run closes."""
-    return json.dumps([namespace, workflow_id, run_id, "closed"], separators=(",", ":"))
+    return _key(namespace, workflow_id, run_id, "closed")
 
 
 class Waiter:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from chronicle.history import commands, wire
 from chronicle.protos.v1 import command_pb2, common_pb2
@@ -273,3 +274,95 @@ async def test_concurrent_starts_of_one_id(stub, db) -> None:
         if isinstance(r, BaseException)
     )
     assert await db.fetchval("SELECT count(*) FROM executions WHERE workflow_id = 'race'") == 1
+
+
+LONG = "é" * 500 + "x"  # 1,001 bytes in UTF-8, 501 characters
+
+
+@pytest.mark.parametrize(
+    ("field", "start"),
+    [
+        ("workflow_id", start_request(LONG)),
+        ("task_queue", start_request("v-long", task_queue=LONG)),
+        ("workflow_type", start_request("v-long", workflow_type=LONG)),
+        ("request_id", start_request("v-long", request_id=LONG)),
+        ("namespace", start_request("v-long", namespace="n" * 256)),
+    ],
+)
+async def test_identifiers_over_their_limit_are_refused(
+    stub, db, field: str, start: pb.StartWorkflowRequest
+) -> None:
+    code, details = await _code(stub.StartWorkflow(start))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith(f"{field} is "), details
+    assert "-byte limit for identifiers" in details
+    assert await _counts(db) == (0, 0, 0)
+
+
+async def test_identifiers_in_commands_over_their_limit_are_refused(stub, db) -> None:
+    await stub.StartWorkflow(start_request("v-cmd-ids"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w"), timeout=5
+    )
+    before = await _counts(db)
+    bad = {
+        "commands[0].activity_id": commands.ScheduleActivity(
+            seq=1, activity_id=LONG, activity_type="a"
+        ),
+        "commands[0].workflow_id": commands.StartChildWorkflow(
+            seq=1, workflow_id=LONG, workflow_type="child"
+        ),
+        "commands[0].signal_name": commands.SignalExternalWorkflow(
+            seq=1, workflow_id="other", signal_name=LONG
+        ),
+    }
+    for field, command in bad.items():
+        code, details = await _code(
+            stub.CompleteWorkflowTask(
+                pb.CompleteWorkflowTaskRequest(
+                    task_token=task.task_token, commands=command_protos(command)
+                )
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert details.startswith(f"{field} is 1001 bytes long"), details
+    assert await _counts(db) == before
+
+
+async def test_identifiers_at_their_limit_work_watched_signalled_and_closed(stub, db) -> None:
+    """Every identifier as long as allowed, in characters JSON spells in 6 bytes: the run is
+    started, followed by a waiting history poll (so its transitions notify), signalled with a
+    request id as long as allowed (indexed with the run's ids), and closed."""
+    workflow_id = "\x01" * 1000
+    namespace = "\x02" * 255
+    started = await stub.StartWorkflow(
+        start_request(workflow_id, namespace=namespace, task_queue="\x03" * 1000)
+    )
+    waiting = asyncio.ensure_future(
+        stub.GetWorkflowHistory(
+            pb.GetWorkflowHistoryRequest(
+                namespace=namespace,
+                workflow_id=workflow_id,
+                first_event_id=3,
+                wait=Duration(seconds=10),
+            ),
+            timeout=15,
+        )
+    )
+    await asyncio.sleep(0.3)  # the poll marks the run watched, then waits
+    await stub.SignalWorkflow(
+        pb.SignalWorkflowRequest(
+            namespace=namespace,
+            workflow_id=workflow_id,
+            signal_name="s" * 1000,
+            request_id="r" * 1000,
+            input=[payload_proto(1)],
+        )
+    )
+    page = await waiting
+    assert [e.event_type for e in page.events] == ["SignalReceived"]
+    await stub.TerminateWorkflow(
+        pb.TerminateWorkflowRequest(namespace=namespace, workflow_id=workflow_id, reason="done")
+    )
+    status = await db.fetchval("SELECT status FROM executions WHERE run_id = $1", started.run_id)
+    assert status == "terminated"

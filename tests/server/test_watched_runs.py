@@ -13,9 +13,10 @@ from google.protobuf.duration_pb2 import Duration
 
 from chronicle.history import commands
 from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server.engine import watch
 from chronicle.server.store import notify, sql
 from chronicle.server.store.rows import RunKey
-from tests.server.conftest import command_protos, payload_proto
+from tests.server.conftest import command_protos, payload_proto, start_request
 from tests.server.test_fastpath import _started
 
 
@@ -150,3 +151,43 @@ async def _until_watched(db: asyncpg.Connection, key: RunKey) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the long poll never marked its run watched")
+
+
+def test_notification_keys_stay_below_the_payload_limit() -> None:
+    """Postgres refuses NOTIFY payloads of 8,000 bytes or more (the sending transaction
+    fails). Keys of long identifiers are sent as digests; short ones stay readable."""
+    short = notify.run_key("default", "order-1", "r")
+    assert short == '["default","order-1","r"]'
+    long_id = "\x01" * 5000  # JSON spells each in 6 bytes
+    keys = {
+        notify.run_key("default", long_id, "r"),
+        notify.closed_key("default", long_id, "r"),
+        notify.run_key("default", long_id + "x", "r"),
+        notify.task_key("workflow", "default", long_id),
+    }
+    assert len(keys) == 4  # distinct
+    for key in keys:
+        assert key.startswith("#")
+        assert len(key.encode()) <= notify.MAX_KEY_BYTES
+
+
+async def test_a_long_wait_is_capped_by_the_poll_timeout_and_so_is_the_mark(
+    server: Any, stub: Any, db: asyncpg.Connection
+) -> None:
+    """A history long poll asking to wait for an hour returns empty after the server's
+    ``poll_timeout`` (5 s here), as every long poll does, and marks its run watched for no
+    longer than that wait and the slack. (Its gRPC deadline, 30 s, would cap it too.)"""
+    started = await stub.StartWorkflow(start_request("patient"))  # no worker: nothing happens
+    request = pb.GetWorkflowHistoryRequest(
+        workflow_id="patient", first_event_id=3, wait=Duration(seconds=3600)
+    )
+    poll_timeout = server.config.poll_timeout
+    began = asyncio.get_running_loop().time()
+    page = await stub.GetWorkflowHistory(request, timeout=30)
+    assert not page.events
+    assert asyncio.get_running_loop().time() - began < poll_timeout + 5
+    marked_for = await db.fetchval(
+        "SELECT extract(epoch FROM watched_until - now()) FROM executions WHERE run_id = $1",
+        started.run_id,
+    )
+    assert marked_for <= watch.SLACK + watch.MARGIN + 1
