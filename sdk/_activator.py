@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from chronicle.history.commands import Command
 from chronicle.history.events import Event, WorkflowTaskFailedCause, WorkflowTaskStarted
@@ -46,7 +46,7 @@ class Activator:
 
     def __init__(
         self,
-        executor: ThreadPoolExecutor,
+        executor: Executor,
         deadlock_timeout: float | None,
         on_deadlock: Callable[[WorkflowInstance], None],
     ) -> None:

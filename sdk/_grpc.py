@@ -77,11 +77,17 @@ def default_address() -> str:
 
 
 class RPCError(ChronicleError):
-    """A call to the server failed; ``code`` is the gRPC status code name (``"INTERNAL"`` …)."""
+    """A call to the server failed; ``code`` is the gRPC status code name (``"INTERNAL"`` …).
+
+    ``retried``: an earlier attempt of the call failed with ``UNAVAILABLE`` and may have
+    reached the server, so this answer may be to a duplicate (a ``NOT_FOUND`` for a task the
+    first attempt completed, say): what the call asked for may have happened.
+    """
 
     def __init__(self, message: str, *, code: str = "UNKNOWN") -> None:
         super().__init__(message)
         self.code = code
+        self.retried = False
 
 
 class ServerUnavailableError(RPCError):
@@ -215,9 +221,12 @@ class Connection:
                 elapsed = time.monotonic() - started
                 retryable = error.code() == grpc.StatusCode.UNAVAILABLE and not self._closed
                 if not retryable or elapsed >= budget:
-                    raise map_rpc_error(
+                    mapped = map_rpc_error(
                         error, address=self.address, method=method, workflow_id=workflow_id
-                    ) from None
+                    )
+                    if attempt > 1 and isinstance(mapped, RPCError):
+                        mapped.retried = True
+                    raise mapped from None
                 delay = min(_backoff(attempt), max(0.0, budget - elapsed))
                 _log.debug(
                     "rpc unavailable, retrying",

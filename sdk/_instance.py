@@ -111,6 +111,11 @@ class WorkflowInstance:
         """True once the code produced its closing command (complete, fail, cancel, …)."""
         return self._closed
 
+    @property
+    def is_evicted(self) -> bool:
+        """True once ``close`` ran: the code was cancelled and the instance cannot go on."""
+        return self._loop.is_closed()
+
     def activate(self, events: Sequence[ev.Event]) -> list[cmd.Command]:
         """Feed the events after ``last_event_id`` (ending with the live WorkflowTaskStarted) and
         return the live activation's commands.

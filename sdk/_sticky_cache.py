@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from chronicle.sdk._instance import WorkflowInstance
@@ -21,9 +21,7 @@ __all__ = ["StickyCache"]
 class StickyCache:
     """Cached instances by run id, least recently used first (see the module docstring)."""
 
-    def __init__(
-        self, max_cached: int, executor: ThreadPoolExecutor, close_timeout: float, log: Any
-    ) -> None:
+    def __init__(self, max_cached: int, executor: Executor, close_timeout: float, log: Any) -> None:
         self._instances: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self.busy: set[str] = set()
         """Runs whose workflow task or query is being handled now."""
@@ -49,12 +47,20 @@ class StickyCache:
         self._instances.move_to_end(run_id)
 
     async def keep(self, run_id: str, instance: WorkflowInstance) -> None:
-        """Cache ``instance`` as the most recently used; evict the oldest beyond the limit."""
+        """Cache ``instance`` as the most recently used; beyond the limit, evict the least
+        recently used runs that are not busy. A busy run's instance is in use (a task is
+        being activated or completed on it): it stays, and the cache may hold more than its
+        limit until such runs are done. An evicted instance is not cached."""
+        if instance.is_evicted:
+            self._instances.pop(run_id, None)
+            return
         self._instances[run_id] = instance
         self._instances.move_to_end(run_id)
         while len(self._instances) > self._max_cached:
-            oldest = next(iter(self._instances))
-            await self.evict(oldest)
+            idle = next((r for r in self._instances if r not in self.busy and r != run_id), None)
+            if idle is None:
+                return
+            await self.evict(idle)  # taken out before its close yields: no task can claim it
 
     def forget(self, instance: WorkflowInstance) -> None:
         """Drop an instance whose thread is stuck, without closing it (that would block too)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +31,7 @@ from chronicle.history.commands import (
     ScheduleActivity,
 )
 from chronicle.history.events import WorkflowTaskFailedCause
-from chronicle.history.values import Failure
+from chronicle.history.values import Failure, Payload
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activator import Activator, TaskFailure
@@ -45,6 +45,7 @@ from chronicle.sdk._instance_lookup import InstanceLookup, with_first_task
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
 from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk._sticky_cache import StickyCache
+from chronicle.sdk._workflow_threads import WorkflowThreads
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
 
 __all__ = ["WorkflowWorker"]
@@ -86,15 +87,19 @@ class WorkflowWorker:
         self._draining = False
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrent, thread_name_prefix="chronicle-workflow"
-        )
+        self._executor = WorkflowThreads(max_concurrent)
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
         self._cache = StickyCache(max_cached, self._executor, deadlock_timeout or 10.0, self._log)
-        self._activator = Activator(self._executor, deadlock_timeout, self._cache.forget)
+        self._activator = Activator(self._executor, deadlock_timeout, self._stuck)
         self._instances = InstanceLookup(self._cache, namespace, task_queue, guard_mode)
         self.eager_activities: ActivityWorker | None = None
         """The activity half of the same worker: completions ask for eager activity tasks."""
+
+    def _stuck(self, instance: WorkflowInstance) -> None:
+        """A thread is stuck in ``instance``'s code: drop the instance without closing it (that
+        would block too), and give the other tasks a fresh pool (``_workflow_threads.py``)."""
+        self._cache.forget(instance)
+        self._executor.abandon()
 
     @property
     def cached_runs(self) -> list[str]:
@@ -323,8 +328,13 @@ class WorkflowWorker:
         except Exception as exc:
             if batch is not None:
                 # Only a definite refusal means the inline activities were not recorded; after
-                # a lost answer they report anyway (a stale report is refused as NOT_FOUND).
-                refused = isinstance(exc, _grpc.NotFoundError | _grpc.InvalidArgumentError)
+                # a lost answer they report anyway (a stale report is refused as NOT_FOUND). A
+                # refusal of a retried call may answer a duplicate of an attempt that was
+                # recorded: not definite.
+                refused = (
+                    isinstance(exc, _grpc.NotFoundError | _grpc.InvalidArgumentError)
+                    and not exc.retried
+                )
                 batch.resolve(not refused)
             stale = isinstance(exc, _grpc.NotFoundError)
             (log.info if stale else log.error)(
@@ -420,15 +430,24 @@ class WorkflowWorker:
             args = wire.payloads_from_proto(task.query.args)
             loop = asyncio.get_running_loop()
             timeout = self._deadlock_timeout or 10.0
-            if task.query.validate_update:
-                await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, instance.validate_update, name, args),
-                    timeout,
-                )
-            else:
+            handler: Callable[[str, Sequence[Payload]], Payload | None] = (
+                instance.validate_update if task.query.validate_update else instance.query
+            )
+            try:
                 answer = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, instance.query, name, args), timeout
+                    loop.run_in_executor(self._executor, handler, name, args), timeout
                 )
+            except TimeoutError:
+                # Its thread is still inside the instance (and restores the instance's state
+                # when it returns): no task may use it again, and closing it would block too.
+                self._stuck(instance)
+                if instance is temporary:
+                    temporary = None
+                raise TimeoutError(
+                    f"the {what} handler {name!r} did not return within {timeout:g} s "
+                    "(blocking code?); the cached instance was dropped"
+                ) from None
+            if answer is not None:  # a query's answer (an update validation returns None)
                 request.result.CopyFrom(wire.payload_to_proto(answer))
         except Exception as exc:
             log.info(f"{what} failed", name=name, error=str(exc))

@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import pytest
 
 from chronicle.history.values import RetryPolicy
@@ -182,3 +183,58 @@ async def test_shutdown_in_the_middle_of_a_chain_fails_no_activity(client: Clien
     history = await handle.history()
     assert not [e for e in history if e.type in ("ActivityFailed", "WorkflowFailed")]
     await handle.terminate(reason="test over")
+
+
+@activity
+async def naps(seconds: float) -> str:
+    RUNS.append(("naps", 0))
+    await asyncio.sleep(seconds)
+    return "rested"
+
+
+@workflow
+async def naps_once(seconds: float) -> str:
+    return await workflow.execute_activity(
+        "naps", seconds, retry=ONCE, start_to_close_timeout=timedelta(seconds=3)
+    )
+
+
+async def test_a_refusal_after_a_lost_answer_keeps_the_running_inline_activity(
+    client: Client,
+) -> None:
+    """The completion recording an inline activity as started is committed, but its answer is
+    lost (the stream breaks) and the retried call is refused as a duplicate (NOT_FOUND). The
+    refusal is not definite: the activity goes on and reports its result, once, rather than
+    being dropped and timing out (which, with one attempt allowed, would fail the workflow)."""
+    RUNS.clear()
+    stream = client.connection._stream
+    assert stream is not None
+    real_call = stream.call
+    broken: list[str] = []
+
+    async def breaks_once(method: str, request: Any, timeout: float | None) -> Any:
+        response = await real_call(method, request, timeout)
+        if method == "CompleteWorkflowTask" and request.inline_started_activity_ids and not broken:
+            broken.append(method)
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "the call stream broke",
+            )
+        return response
+
+    stream.call = breaks_once  # type: ignore[method-assign]
+    async with Worker(
+        client,
+        task_queue="t",
+        workflows=[naps_once],
+        activities=[naps],
+        inline_activity_budget=timedelta(milliseconds=10),
+    ):
+        handle = await client.start(naps_once, 0.3, id="inline-lost-answer", task_queue="t")
+        assert await asyncio.wait_for(handle.result(), 20) == "rested"
+    assert broken
+    assert RUNS == [("naps", 0)]
+    types = [e.type for e in await handle.history()]
+    assert "ActivityTimedOut" not in types

@@ -17,6 +17,7 @@ import pytest
 
 from chronicle.sdk._grpc import ServerUnavailableError
 from chronicle.sdk._guards import WorkflowDeterminismWarning
+from chronicle.sdk.activity import activity
 from chronicle.sdk.client import Client, WorkflowHandle
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
@@ -254,3 +255,111 @@ async def test_a_lost_completion_answer_does_not_evict_the_instance_the_next_tas
         GATE.set()
         assert await asyncio.wait_for(handle.result(), 15) == 3
     assert of_type(await handle.history(), "WorkflowTaskFailed") == []
+
+
+@activity
+async def echo(x: int) -> int:
+    return x
+
+
+@workflow
+async def five_steps() -> int:
+    total = 0
+    for i in range(5):
+        total += await workflow.execute_activity("echo", i)
+    return total
+
+
+async def test_a_full_cache_never_evicts_a_run_whose_task_is_in_flight(client: Client) -> None:
+    """With room for 2 runs and 20 running at once, a completing task must not evict (close)
+    the instance of a run whose own task is still being activated or completed: that
+    instance would be cached again, closed, and fail the run's next task."""
+    async with Worker(
+        client,
+        task_queue="small",
+        workflows=[five_steps],
+        activities=[echo],
+        max_cached_workflows=2,
+    ) as worker:
+        handles = [
+            await client.start(five_steps, id=f"small-cache-{i}", task_queue="small")
+            for i in range(20)
+        ]
+        results = await asyncio.gather(*(asyncio.wait_for(h.result(), 60) for h in handles))
+        assert len(cached(worker)) <= 2
+    assert results == [10] * 20
+
+
+def slow_query() -> str:
+    time.sleep(1.5)  # longer than the deadlock timeout, on purpose
+    return "slow"
+
+
+@workflow
+async def queried_then_signalled() -> str:
+    workflow.on_query("slow", slow_query)
+    await workflow.wait_signal("go")
+    return str(await workflow.execute_activity("echo", 7))
+
+
+async def test_a_query_that_overruns_the_deadlock_timeout_drops_the_instance(
+    client: Client,
+) -> None:
+    """The query's handler is still running in its thread when the query gives up: the run's
+    next task must not share that instance (the handler would restore its state over the
+    task's), so it replays into a new one and the run completes."""
+    ENTRIES.clear()
+    async with Worker(
+        client,
+        task_queue="wf",
+        workflows=[queried_then_signalled],
+        activities=[echo],
+        deadlock_timeout=1.0,
+        determinism_guard="off",
+    ) as worker:
+        handle = await client.start(queried_then_signalled, id="slow-query", task_queue="wf")
+        await wait_cached(worker, handle, 1)
+        with pytest.raises(Exception, match="did not return within"):
+            await handle.query("slow")
+        assert handle.run_id not in cached(worker)
+        await handle.signal("go")
+        assert await asyncio.wait_for(handle.result(), 20) == "7"
+
+
+RELEASE = threading.Event()
+
+
+@workflow
+async def stuck_for_good() -> None:
+    RELEASE.wait()  # blocks its thread until the test ends
+
+
+@workflow
+async def trivial() -> str:
+    return "done"
+
+
+async def test_threads_stuck_in_workflow_code_do_not_starve_the_worker(client: Client) -> None:
+    """Each attempt of a task that blocks for good strands its thread; with 2 threads, two
+    attempts used to leave none for any other workflow. The stuck thread's pool is replaced."""
+    RELEASE.clear()
+    try:
+        async with Worker(
+            client,
+            task_queue="stuck",
+            workflows=[stuck_for_good, trivial],
+            max_concurrent_workflow_tasks=2,
+            deadlock_timeout=0.3,
+            determinism_guard="off",
+        ):
+            stuck = await client.start(stuck_for_good, id="stuck-for-good", task_queue="stuck")
+
+            async def deadlocked_twice() -> bool | None:
+                failed = of_type(await stuck.history(), "WorkflowTaskFailed")
+                return True if len(failed) >= 2 else None
+
+            await eventually(deadlocked_twice, timeout=30)
+            other = await client.start(trivial, id="not-starved", task_queue="stuck")
+            assert await asyncio.wait_for(other.result(), 10) == "done"
+    finally:
+        RELEASE.set()
