@@ -288,6 +288,18 @@ class ActivityWorker:
                 log.info("activity will complete asynchronously")
                 if run is not None:
                     run.detach()  # recorded as started: the completer's token must be valid
+                # The attempt is no longer this worker's: its stopping must not time it out.
+                await self._report(
+                    log,
+                    "HeartbeatActivityTask",
+                    service_pb2.HeartbeatActivityTaskRequest(
+                        namespace=self.namespace,
+                        task_token=task.task_token,
+                        identity=self.identity,
+                        handed_off=True,
+                    ),
+                    run,
+                )
                 return
             if not isinstance(exc, Exception):
                 raise

@@ -1491,9 +1491,15 @@ class HeartbeatActivityTaskRequest(_message.Message):
     TASK_TOKEN_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    HANDED_OFF_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
+    handed_off: _builtins.bool
+    """The worker no longer runs this attempt: it completes asynchronously, by whoever holds the
+    task token. The attempt is no longer the worker's, so losing the worker (its session
+    ending) does not time it out; its timeouts still apply.
+    """
     @_builtins.property
     def details(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
     def __init__(
@@ -1503,10 +1509,11 @@ class HeartbeatActivityTaskRequest(_message.Message):
         task_token: _builtins.bytes = ...,
         details: _abc.Iterable[_common_pb2.Payload] | None = ...,
         identity: _builtins.str = ...,
+        handed_off: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "identity", b"identity", "namespace", b"namespace", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "handed_off", b"handed_off", "identity", b"identity", "namespace", b"namespace", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

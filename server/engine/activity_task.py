@@ -264,9 +264,18 @@ async def fail(services: Services, token_bytes: bytes, failure: Failure, identit
 
 
 async def heartbeat(
-    services: Services, token_bytes: bytes, details: tuple[Payload, ...], identity: str
+    services: Services,
+    token_bytes: bytes,
+    details: tuple[Payload, ...],
+    identity: str,
+    *,
+    handed_off: bool = False,
 ) -> bool:
-    """Record progress and push the heartbeat timeout; returns whether cancel was requested."""
+    """Record progress and push the heartbeat timeout; returns whether cancel was requested.
+
+    ``handed_off``: the worker no longer runs the attempt (it completes asynchronously), so
+    the attempt is no longer the worker's: a lost worker session does not time it out
+    (``workers.worker_lost`` finds attempts by ``last_worker_identity``)."""
     token = decode_activity_token(token_bytes)
 
     def callback(ctx: tr.Context) -> tr.Decision:
@@ -277,6 +286,7 @@ async def heartbeat(
                     info,
                     last_heartbeat_time=ctx.now,
                     heartbeat_details=details or info.heartbeat_details,
+                    last_worker_identity="" if handed_off else info.last_worker_identity,
                 )
             ]
         )

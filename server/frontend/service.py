@@ -456,6 +456,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.task_token,
             wire.payloads_from_proto(request.details),
             request.identity,
+            handed_off=request.handed_off,
         )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)
 

@@ -474,3 +474,33 @@ def test_invalid_retry_policies_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=named):
         RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize("inline_budget", [timedelta(0), timedelta(seconds=1)])
+async def test_an_async_completion_outlives_the_worker_that_started_it(
+    client: Client, inline_budget: timedelta
+) -> None:
+    """The worker hands the attempt to an outside completer, then stops (its session ends,
+    which times out the attempts it still runs): the handed-off attempt is not its any more,
+    so the completer's answer still completes the workflow. Queued and inline activities."""
+    workflow_id = f"handed-off-{inline_budget.total_seconds():g}"
+    async with Worker(
+        client,
+        task_queue="t",
+        workflows=[waits_for_approval],
+        activities=[waits_for_human],
+        inline_activity_budget=inline_budget,
+    ):
+        handle = await client.start(waits_for_approval, "o-2", id=workflow_id, task_queue="t")
+        token = await eventually(lambda: _token(workflow_id))
+
+        async def handed_off() -> bool | None:
+            pending = (await handle.describe()).pending_activities
+            return True if pending and not pending[0].last_worker_identity else None
+
+        await eventually(handed_off)
+    await asyncio.sleep(1.0)  # the server has handled the worker's lost session
+    assert of_type(await handle.history(), "ActivityTimedOut") == []
+    await client.complete_activity(token, "approved later")
+    async with Worker(client, task_queue="t", workflows=[waits_for_approval]):
+        assert await asyncio.wait_for(handle.result(), 10) == "approved later"
