@@ -7,7 +7,9 @@ requires the row to exist at the token's attempt in state ``started``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -16,14 +18,14 @@ from chronicle.history import codec
 from chronicle.history import events as ev
 from chronicle.history.state import WorkflowState
 from chronicle.history.values import Failure, FailureKind, Payload, RetryPolicy, TimeoutType
-from chronicle.server import errors
+from chronicle.server import errors, telemetry
 from chronicle.server.engine import grants, watch
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import ActivityTaskToken, decode_activity_token
+from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
-from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import ActivityInfo, RunKey, payloads_from_json
 
@@ -47,15 +49,22 @@ class ActivityTaskGrant:
 
 
 async def dispatch(
-    services: Services, namespace: str, task_queue: str, identity: str
+    services: Services,
+    namespace: str,
+    task_queue: str,
+    identity: str,
+    sent: list[datetime] | None = None,
 ) -> ActivityTaskGrant | None:
     """Lease the next activity task of the queue and mark the attempt started (no event).
 
     One statement (its own transaction): delete the task row, start the attempt, insert its
-    start-to-close (and heartbeat) timers and notify the timer loop.
+    start-to-close (and heartbeat) timers and notify the timer loop. The start time of each
+    statement sent goes into ``sent`` (``unclaimed``) before it is sent.
     """
     while True:
         now = tr.utcnow()
+        if sent is not None:
+            sent.append(now)
         row = await services.pool.fetchrow(
             sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity
         )
@@ -76,6 +85,45 @@ async def dispatch(
             now,
             payloads_from_json(row["heartbeat_details"]),
         )
+
+
+@contextlib.asynccontextmanager
+async def unclaimed(
+    services: Services, namespace: str, task_queue: str, identity: str
+) -> AsyncIterator[list[datetime]]:
+    """Activity attempts started for a poll that ends without them go back to the queue.
+
+    The body passes the yielded list to ``dispatch``. When the body raises (the poll was
+    cancelled: its caller went away, its stream broke), every attempt those dispatches may
+    have started is put back as if never dispatched (``sql.UNDISPATCH_ACTIVITY``): no worker
+    got it, so it is not an attempt that timed out, and waiting for its start-to-close timeout
+    (5 minutes by default) would only delay it. ``services.pool.fetchrow`` has given its
+    connection back, and so waited for a cancelled statement to end, before the body raises.
+    """
+    sent: list[datetime] = []
+    try:
+        yield sent
+    except BaseException:
+        if sent:
+            await asyncio.shield(_undispatch(services, namespace, task_queue, identity, sent))
+        raise
+
+
+async def _undispatch(
+    services: Services, namespace: str, task_queue: str, identity: str, sent: list[datetime]
+) -> None:
+    """Put back the attempts started at the times in ``sent``; never raises."""
+    log = telemetry.logger(namespace=namespace, task_queue=task_queue)
+    key = notify.task_key(rows.ACTIVITY, namespace, task_queue)
+    try:
+        for started_at in sent:
+            requeued = await services.pool.fetchval(
+                sql.UNDISPATCH_ACTIVITY, namespace, identity, started_at, task_queue, key
+            )
+            if requeued:
+                log.info("an activity task dispatched to a poll that ended is queued again")
+    except Exception as exc:  # the pool or Postgres failing: the start-to-close timeout remains
+        log.warning("could not queue an unclaimed activity task again", error=str(exc))
 
 
 INLINE_RECORD_WAIT = 10.0

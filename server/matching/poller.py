@@ -91,16 +91,21 @@ async def poll_activity_task(
     else:
         rate = (await services.rate_limits.rates(namespace)).get(task_queue, 0.0)
 
-    async def dispatch() -> activity_task.ActivityTaskGrant | None:
-        return await activity_task.dispatch(services, namespace, task_queue, identity)
+    async with activity_task.unclaimed(services, namespace, task_queue, identity) as sent:
 
-    async def attempt() -> activity_task.ActivityTaskGrant | None:
-        if rate > 0:
-            return await rate_limit.limited(
-                services.pool, namespace, task_queue, rate, deadline, dispatch
-            )
-        return await dispatch()
+        async def dispatch() -> activity_task.ActivityTaskGrant | None:
+            return await activity_task.dispatch(services, namespace, task_queue, identity, sent)
 
-    return await services.notifier.long_poll(
-        notify.TASK_CHANNEL, notify.task_key(rows.ACTIVITY, namespace, task_queue), attempt, timeout
-    )
+        async def attempt() -> activity_task.ActivityTaskGrant | None:
+            if rate > 0:
+                return await rate_limit.limited(
+                    services.pool, namespace, task_queue, rate, deadline, dispatch
+                )
+            return await dispatch()
+
+        return await services.notifier.long_poll(
+            notify.TASK_CHANNEL,
+            notify.task_key(rows.ACTIVITY, namespace, task_queue),
+            attempt,
+            timeout,
+        )

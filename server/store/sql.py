@@ -495,6 +495,33 @@ LEFT JOIN executions e
   ON e.namespace = $1 AND e.workflow_id = t.workflow_id AND e.run_id = t.run_id"""
 """Lease the next activity task, start its attempt and arm its timeouts: one statement."""
 
+UNDISPATCH_ACTIVITY: Final = """
+WITH back AS (
+    UPDATE activities
+    SET state = 'scheduled', started_time = NULL, last_worker_identity = ''
+    WHERE namespace = $1 AND last_worker_identity = $2 AND started_time = $3::timestamptz
+      AND state = 'started'
+    RETURNING workflow_id, run_id, scheduled_event_id, attempt
+),
+disarmed AS (
+    DELETE FROM timers t USING back b
+    WHERE t.namespace = $1 AND t.workflow_id = b.workflow_id AND t.run_id = b.run_id
+      AND t.ref_id = b.scheduled_event_id AND t.attempt = b.attempt
+      AND t.kind IN ('activity_start_to_close', 'activity_heartbeat')
+),
+queued AS (
+    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
+                       sticky_identity)
+    SELECT 'activity', $1, $4, b.workflow_id, b.run_id, b.scheduled_event_id, '' FROM back b
+    RETURNING id
+)
+SELECT count(*) AS requeued, (SELECT count(pg_notify('chronicle_task', $5)) FROM queued)
+FROM queued"""
+"""Undo ``DISPATCH_ACTIVITY``'s start of an attempt that never reached a worker: the attempt
+that worker ``$2`` started at ``$3`` (the dispatch's own clock reading) goes back to
+``scheduled``, its timers are disarmed and its task row is queued again on ``$4`` (notified
+as ``$5``). Matches nothing if the dispatch did not commit or the attempt moved on."""
+
 # ---------------------------------------------------------------- timers
 
 DUE_TIMERS: Final = """

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -13,6 +15,8 @@ from chronicle.history import commands, wire
 from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import common_pb2
 from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server.engine import activity_task
+from chronicle.server.matching import poller
 from tests.server.conftest import (
     attributes,
     command_protos,
@@ -292,3 +296,30 @@ async def test_timer_cancelled_in_the_same_completion(stub, db) -> None:
     )
     assert (await _history(stub, "timer-2"))[-2:] == ["TimerStarted", "TimerCanceled"]
     assert await db.fetchval("SELECT count(*) FROM timers WHERE kind = 'user_timer'") == 0
+
+
+async def test_an_activity_poll_cancelled_after_its_dispatch_puts_the_task_back(
+    server, stub, db, monkeypatch
+) -> None:
+    """The dispatch committed the attempt's start, and the poll is cancelled before the task
+    reaches the worker: the task is queued again at once, as attempt 1 (it never ran),
+    instead of waiting for its start-to-close timeout."""
+    await _schedule(stub, "unclaimed-act", start_to_close_timeout=timedelta(minutes=5))
+    real_dispatch = activity_task.dispatch
+
+    async def dispatched_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        grant = await real_dispatch(*args, **kwargs)
+        assert grant is not None
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(activity_task, "dispatch", dispatched_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await poller.poll_activity_task(server.services, "default", "q", "aw", 5.0)
+    monkeypatch.undo()
+    task = await _poll_activity(stub, timeout=5)
+    assert task.attempt == 1
+    timers = await db.fetchval(
+        "SELECT count(*) FROM timers WHERE workflow_id = 'unclaimed-act' "
+        "AND kind = 'activity_start_to_close'"
+    )
+    assert timers == 1  # the second dispatch's; the first one's was disarmed
