@@ -342,6 +342,14 @@ class WorkflowWorker:
                 error=str(exc),
             )
             await self._cache.drop(run_id, instance)
+            if isinstance(exc, _grpc.InvalidArgumentError) and not exc.retried:
+                # The code asked for something the server refuses (a duration or id over its
+                # limit, a payload too large): say so in the history, where it can be seen.
+                failure = Failure(
+                    message=f"the server refused the workflow task's commands: {exc}",
+                    type="InvalidArgumentError",
+                )
+                await self._fail(task, log, WorkflowTaskFailedCause.BAD_COMMAND, failure)
             return None
         finally:
             if reserved:

@@ -18,7 +18,7 @@ from chronicle.history.state import WorkflowState
 from chronicle.history.values import RetryPolicy
 from chronicle.server import errors
 from chronicle.server.config import ServerConfig
-from chronicle.server.engine import identifiers
+from chronicle.server.engine import limits
 from chronicle.server.store.rows import ActivityInfo
 
 _PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
@@ -33,7 +33,19 @@ _IDENTIFIERS: Final[dict[type[cmd.Command], tuple[str, ...]]] = {
     cmd.ContinueAsNew: ("workflow_type", "task_queue"),
     cmd.RecordMarker: ("marker_name",),
 }
-"""The fields of each command that name something (``identifiers.py``)."""
+"""The fields of each command that name something (``limits.py``)."""
+
+_DURATIONS: Final[dict[type[cmd.Command], tuple[str, ...]]] = {
+    cmd.StartTimer: ("duration",),
+    cmd.ScheduleActivity: (
+        "schedule_to_close_timeout",
+        "schedule_to_start_timeout",
+        "start_to_close_timeout",
+        "heartbeat_timeout",
+    ),
+    cmd.StartChildWorkflow: ("execution_timeout", "run_timeout"),
+}
+"""The duration fields of each command (``limits.MAX_DURATION``); retry policies too."""
 
 
 def validate(commands: Sequence[cmd.Command]) -> None:
@@ -41,7 +53,12 @@ def validate(commands: Sequence[cmd.Command]) -> None:
     for index, command in enumerate(commands):
         where = f"commands[{index}]"
         for name in _IDENTIFIERS.get(type(command), ()):
-            identifiers.check(getattr(command, name), f"{where}.{name}")
+            limits.check_identifier(getattr(command, name), f"{where}.{name}")
+        for name in _DURATIONS.get(type(command), ()):
+            limits.check_duration(getattr(command, name), f"{where}.{name}")
+        policy = getattr(command, "retry_policy", None)
+        if policy is not None:
+            check_retry_policy(policy, f"{where}.retry_policy")
         if type(command) in cmd.CLOSE_COMMAND_TYPES and index != len(commands) - 1:
             raise errors.InvalidArgument(
                 f"{where}: {type(command).__name__} closes the workflow and must be the last "
@@ -86,6 +103,12 @@ def validate(commands: Sequence[cmd.Command]) -> None:
                     raise errors.InvalidArgument(
                         f"{where}.{name} must be positive", field=f"{where}.{name}"
                     )
+
+
+def check_retry_policy(policy: RetryPolicy, where: str) -> None:
+    """``InvalidArgument`` when a retry policy's intervals exceed ``limits.MAX_DURATION``."""
+    limits.check_duration(policy.initial_interval, f"{where}.initial_interval")
+    limits.check_duration(policy.maximum_interval, f"{where}.maximum_interval")
 
 
 def _require(command: cmd.Command, where: str, *names: str) -> None:

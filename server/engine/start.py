@@ -16,7 +16,8 @@ from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Payload, RetryPolicy
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import grants
+from chronicle.server.engine import commands as commands_mod
+from chronicle.server.engine import grants, limits
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
@@ -81,6 +82,10 @@ def validate(request: StartRequest) -> None:
             raise errors.InvalidArgument(f"{name} must be positive", field=name)
     if request.start_delay is not None and request.start_delay < timedelta(0):
         raise errors.InvalidArgument("start_delay must not be negative", field="start_delay")
+    for name in ("execution_timeout", "run_timeout", "workflow_task_timeout", "start_delay"):
+        limits.check_duration(getattr(request, name), name)
+    if request.retry_policy is not None:
+        commands_mod.check_retry_policy(request.retry_policy, "retry_policy")
 
 
 async def start_workflow(services: Services, request: StartRequest) -> tuple[str, bool]:

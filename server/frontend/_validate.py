@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from chronicle.history.values import Payload
 from chronicle.server import errors
-from chronicle.server.engine import identifiers
+from chronicle.server.engine import limits
 
 _PAYLOAD = "chronicle.v1.Payload"
 _IDENTIFIERS: Final = frozenset(
@@ -40,7 +40,7 @@ _IDENTIFIERS: Final = frozenset(
         "eager_activity_types",
     }
 )
-"""The string fields of requests that name something (``identifiers.MAX_ID_BYTES``)."""
+"""The string fields of requests that name something (``limits.MAX_ID_BYTES``)."""
 
 
 def _too_big(path: str, size: int, limit: int) -> errors.InvalidArgument:
@@ -117,12 +117,12 @@ def _walk(value: Any, path: str, limit: int) -> None:
 
 def check_identifiers(message: Message) -> None:
     """Reject a namespace or identifier in ``message`` longer than its limit
-    (``engine/identifiers.py``). A message no larger than ``MAX_ID_BYTES`` encoded cannot hold
+    (``engine/limits.py``). A message no larger than ``MAX_ID_BYTES`` encoded cannot hold
     a longer identifier: only its namespace is looked at."""
     namespace = getattr(message, "namespace", "")
     if namespace:
-        identifiers.check(namespace, "namespace", identifiers.MAX_NAMESPACE_BYTES)
-    if message.ByteSize() > identifiers.MAX_ID_BYTES:
+        limits.check_identifier(namespace, "namespace", limits.MAX_NAMESPACE_BYTES)
+    if message.ByteSize() > limits.MAX_ID_BYTES:
         _check_identifier_fields(message, "")
 
 
@@ -138,7 +138,7 @@ def _check_identifier_fields(message: Message, prefix: str) -> None:
                 _check_identifier_fields(child, where)
         elif field.name in _IDENTIFIERS and field.type == field.TYPE_STRING:
             for index, item in enumerate(value if field.is_repeated else [value]):
-                identifiers.check(item, f"{path}[{index}]" if field.is_repeated else path)
+                limits.check_identifier(item, f"{path}[{index}]" if field.is_repeated else path)
 
 
 def require(request: Any, *names: str) -> None:

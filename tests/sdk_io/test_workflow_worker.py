@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -363,3 +364,23 @@ async def test_threads_stuck_in_workflow_code_do_not_starve_the_worker(client: C
             assert await asyncio.wait_for(other.result(), 10) == "done"
     finally:
         RELEASE.set()
+
+
+@workflow
+async def sleeps_for_ages() -> None:
+    await workflow.sleep(timedelta(days=3_000_000))
+
+
+async def test_commands_the_server_refuses_fail_the_task_in_the_history(client: Client) -> None:
+    """A timer of 8,000 years is refused by the server: the refusal is recorded as a failed
+    workflow task (cause ``bad_command``, naming the field), not only in the worker's log."""
+    async with Worker(client, task_queue="wf", workflows=[sleeps_for_ages]):
+        handle = await client.start(sleeps_for_ages, id="ages", task_queue="wf")
+
+        async def failed() -> Any:
+            found = of_type(await handle.history(), "WorkflowTaskFailed")
+            return found or None
+
+        [task_failed, *_] = await eventually(failed)
+    assert task_failed.cause == "bad_command"
+    assert "commands[0].duration is 3000000 days" in task_failed.failure.message

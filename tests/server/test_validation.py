@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from chronicle.history import commands, wire
+from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import command_pb2, common_pb2
 from chronicle.protos.v1 import service_pb2 as pb
 from tests.server.conftest import command_protos, payload_proto, start_request
@@ -366,3 +367,44 @@ async def test_identifiers_at_their_limit_work_watched_signalled_and_closed(stub
     )
     status = await db.fetchval("SELECT status FROM executions WHERE run_id = $1", started.run_id)
     assert status == "terminated"
+
+
+async def test_durations_over_a_hundred_years_are_refused(stub, db) -> None:
+    """The server adds durations to the current time: past the year 9999 that cannot be
+    represented. Refused by name instead of failing as INTERNAL."""
+    century = Duration(seconds=200 * 365 * 86400)
+    code, details = await _code(stub.StartWorkflow(start_request("v-dur", run_timeout=century)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("run_timeout is 73000 days"), details
+    assert await _counts(db) == (0, 0, 0)
+    await stub.StartWorkflow(start_request("v-dur"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w"), timeout=5
+    )
+    before = await _counts(db)
+    bad = {
+        "commands[0].duration": commands.StartTimer(seq=1, duration=timedelta(days=3_000_000)),
+        "commands[0].start_to_close_timeout": commands.ScheduleActivity(
+            seq=1,
+            activity_id="a",
+            activity_type="a",
+            start_to_close_timeout=timedelta(days=40_000),
+        ),
+        "commands[0].retry_policy.maximum_interval": commands.ScheduleActivity(
+            seq=1,
+            activity_id="a",
+            activity_type="a",
+            retry_policy=RetryPolicy(maximum_interval=timedelta(days=40_000)),
+        ),
+    }
+    for field, command in bad.items():
+        code, details = await _code(
+            stub.CompleteWorkflowTask(
+                pb.CompleteWorkflowTaskRequest(
+                    task_token=task.task_token, commands=command_protos(command)
+                )
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert details.startswith(f"{field} is "), details
+    assert await _counts(db) == before
