@@ -83,13 +83,16 @@ async def poll_activity_task(
     """The next activity task of the queue, or None after ``timeout`` seconds.
 
     ``max_per_second > 0`` limits the whole queue to that many dispatches per second; without
-    it the queue's configured limit, if any, applies (``rate_limit.py``)."""
+    it the queue's configured limit, if any, applies (``rate_limit.py``), looked up at each
+    attempt: a limit set while the poll waits applies to it."""
     deadline = asyncio.get_running_loop().time() + timeout
     if max_per_second > 0:
         services.rate_limits.invalidate(namespace)  # this poll sets the queue's limit
-        rate = max_per_second
-    else:
-        rate = (await services.rate_limits.rates(namespace)).get(task_queue, 0.0)
+
+    async def current_rate() -> float:
+        if max_per_second > 0:
+            return max_per_second
+        return (await services.rate_limits.rates(namespace)).get(task_queue, 0.0)
 
     async with activity_task.unclaimed(services, namespace, task_queue, identity) as sent:
 
@@ -97,6 +100,7 @@ async def poll_activity_task(
             return await activity_task.dispatch(services, namespace, task_queue, identity, sent)
 
         async def attempt() -> activity_task.ActivityTaskGrant | None:
+            rate = await current_rate()
             if rate > 0:
                 return await rate_limit.limited(
                     services.pool, namespace, task_queue, rate, deadline, dispatch

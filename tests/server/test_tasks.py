@@ -323,3 +323,28 @@ async def test_an_activity_poll_cancelled_after_its_dispatch_puts_the_task_back(
         "AND kind = 'activity_start_to_close'"
     )
     assert timers == 1  # the second dispatch's; the first one's was disarmed
+
+
+async def test_polls_already_waiting_obey_a_rate_limit_set_meanwhile(server, stub) -> None:
+    """Three polls wait on an unlimited queue; then a worker sets a limit of one task per 5 s.
+    When three tasks arrive, the waiting polls dispatch under that limit: one of them gets a
+    task before their 4 s wait ends, not all three."""
+    services = server.services
+    polls = [
+        asyncio.ensure_future(
+            poller.poll_activity_task(services, "default", "q", f"waiting-{i}", 4.0)
+        )
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.3)
+    empty = await stub.PollActivityTask(
+        pb.PollActivityTaskRequest(
+            task_queue="q", identity="limiter", max_activities_per_second=0.2
+        ),
+        timeout=2,
+    )
+    assert not empty.task_token  # no task yet: it only set the limit (and used its slot)
+    for i in range(3):
+        await _schedule(stub, f"limited-{i}")
+    granted = [g for g in await asyncio.gather(*polls) if g is not None]
+    assert len(granted) <= 1
