@@ -147,11 +147,12 @@ async def expire_unclaimed(pool: Pool, task: StartedTask, reason: str) -> None:
 
 @contextlib.asynccontextmanager
 async def unclaimed(pool: Pool, reason: str) -> AsyncIterator[list[StartedTask]]:
-    """Tasks started for a poll until the poll has them: the body lists a task before the
-    write that starts it and takes it out once that write is known not to have applied, or
-    once the grant is on its way to the poll. When the body raises (cancelled, failed) with a
-    task still listed, that task is timed out at once (``expire_unclaimed``), after the
-    body's connection was released, so the write's outcome is settled by then."""
+    """Tasks started for a poll that may not get them: the body lists a task before the
+    write that starts it, and takes it out once that write is known not to have applied. A
+    body that returns hands its grant on: nothing more is done. When the body raises
+    (cancelled, failed) with a task still listed, that task is timed out at once
+    (``expire_unclaimed``), after the body's connection was released, so the write's outcome
+    is settled by then."""
     started: list[StartedTask] = []
     try:
         yield started

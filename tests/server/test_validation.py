@@ -317,16 +317,7 @@ async def test_identifiers_in_commands_over_their_limit_are_refused(stub, db) ->
             seq=1, workflow_id="other", signal_name=LONG
         ),
     }
-    for field, command in bad.items():
-        code, details = await _code(
-            stub.CompleteWorkflowTask(
-                pb.CompleteWorkflowTaskRequest(
-                    task_token=task.task_token, commands=command_protos(command)
-                )
-            )
-        )
-        assert code == grpc.StatusCode.INVALID_ARGUMENT, field
-        assert details.startswith(f"{field} is 1001 bytes long"), details
+    await _each_refused(stub, task, bad, "is 1001 bytes long")
     assert await _counts(db) == before
 
 
@@ -397,6 +388,15 @@ async def test_durations_over_a_hundred_years_are_refused(stub, db) -> None:
             retry_policy=RetryPolicy(maximum_interval=timedelta(days=40_000)),
         ),
     }
+    await _each_refused(stub, task, bad, "is ")
+    assert await _counts(db) == before
+
+
+async def _each_refused(
+    stub, task: pb.PollWorkflowTaskResponse, bad: dict[str, commands.Command], message: str
+) -> None:
+    """Each command of ``bad``, alone in a completion of ``task``, is refused with
+    INVALID_ARGUMENT, the details starting with its key (the field) and ``message``."""
     for field, command in bad.items():
         code, details = await _code(
             stub.CompleteWorkflowTask(
@@ -406,5 +406,4 @@ async def test_durations_over_a_hundred_years_are_refused(stub, db) -> None:
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, field
-        assert details.startswith(f"{field} is "), details
-    assert await _counts(db) == before
+        assert details.startswith(f"{field} {message}"), details
