@@ -11,6 +11,7 @@ from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
 from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
+from chronicle.server.store.rows import RunKey
 
 
 async def _apply(
@@ -23,22 +24,29 @@ async def _apply(
     signal_request_id: str = "",
 ) -> None:
     async def body(conn: Conn) -> None:
+        async def unseen(key: RunKey) -> bool:
+            if signal_request_id:
+                await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
+                if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), signal_request_id):
+                    return False  # a retried signal: already recorded once
+            return True
+
         key = await read.resolve_run(conn, namespace, workflow_id, run_id)
-        if signal_request_id:
-            await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
-            if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), signal_request_id):
-                return  # a retried signal: already recorded once
 
         def callback(ctx: tr.Context) -> tr.Decision:
             if not ctx.state.is_open:
                 raise errors.NotFound(
-                    f"workflow '{workflow_id}' not found: run {key.run_id} is already closed "
-                    f"({ctx.state.status.value})"
+                    f"workflow '{workflow_id}' not found: run {ctx.key.run_id} is already "
+                    f"closed ({ctx.state.status.value})"
                 )
             return make(ctx)
 
         try:
-            await tr.transition(conn, key, callback)
+            if run_id:  # that very run
+                if await unseen(key):
+                    await tr.transition(conn, key, callback)
+            else:  # the workflow's current run, also if it continues as new meanwhile
+                await tr.transition_latest(conn, key, callback, visit=unseen)
         except errors.NotFound as exc:
             if "not found:" in str(exc):
                 raise

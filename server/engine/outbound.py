@@ -107,18 +107,19 @@ async def _deliver(
     events: Callable[[WorkflowState], list[ev.EventAttributes]],
 ) -> Failure | None:
     """Append ``events(target state)`` to the open target run; a failure when there is none
-    (unknown, closed, or the source itself)."""
+    (unknown, closed, or the source itself). A named run that continued as new is followed to
+    the run that carries its workflow on (a child's handle names the run it started as)."""
     target = await _target(conn, source.namespace, workflow_id, run_id)
     if target is None or target.run_id == source.run_id:
         return _not_found(workflow_id)
 
     def callback(ctx: tr.Context) -> tr.Decision:
-        if not ctx.state.is_open:
+        if not ctx.state.is_open or ctx.key.run_id == source.run_id:
             raise errors.NotFound(workflow_id)
         return tr.Decision(events=events(ctx.state))
 
     try:
-        await tr.transition(conn, target, callback)
+        await tr.transition_latest(conn, target, callback)
     except errors.NotFound:
         return _not_found(workflow_id)
     return None

@@ -10,7 +10,7 @@ statement (history, execution, current execution, rows, ``pg_notify``). A callba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -432,6 +432,43 @@ async def _lock(
     return found[0], codec.state_from_json(found[0]["state"]), activities
 
 
+class _ContinuedAsNew(Exception):
+    """The run a ``transition_latest`` callback was about to see continued as new."""
+
+    def __init__(self, new_run_id: str) -> None:
+        super().__init__(new_run_id)
+        self.new_run_id = new_run_id
+
+
+async def transition_latest(
+    conn: Conn,
+    key: RunKey,
+    callback: Callback,
+    *,
+    now: datetime | None = None,
+    visit: Callable[[RunKey], Awaitable[bool]] | None = None,
+) -> Outcome | None:
+    """``transition`` on the run that carries ``key``'s workflow on: ``key`` itself, or, if it
+    continued as new, its new run, and so on. Each run is checked under its own lock, so a
+    continue-as-new that commits while this waits for the lock is followed too (a run named
+    a moment ago may be closed by then). ``callback`` sees the first run that did not continue
+    as new, open or closed otherwise. ``visit(key)``, if given, runs first for each run tried,
+    in the caller's transaction; False stops there (None is returned)."""
+
+    def guarded(ctx: Context) -> Decision:
+        if ctx.state.status is RunStatus.CONTINUED_AS_NEW and ctx.state.new_run_id:
+            raise _ContinuedAsNew(ctx.state.new_run_id)
+        return callback(ctx)
+
+    while True:
+        if visit is not None and not await visit(key):
+            return None
+        try:
+            return await transition(conn, key, guarded, now=now)
+        except _ContinuedAsNew as moved:
+            key = RunKey(key.namespace, key.workflow_id, moved.new_run_id)
+
+
 def close_is_local(has_parent: bool, before: WorkflowState, after: WorkflowState) -> bool:
     """Whether closing ``before`` into ``after`` may be written by the fast path (``fastpath.py``):
     ``_after_close`` has nothing to do (no parent to tell, no child to close), the run does not
@@ -473,12 +510,11 @@ async def _after_close(
         policy = child.parent_close_policy
         if not child.run_id or policy not in ("terminate", "request_cancel"):
             continue
-        current = await conn.fetchrow(sql.GET_CURRENT, key.namespace, child.workflow_id)
-        if current is None or current["status"] != RunStatus.RUNNING.value:
-            continue
         reason = f"parent workflow '{key.workflow_id}' closed ({after.status.value})"
-        child_key = RunKey(key.namespace, child.workflow_id, current["run_id"])
-        await transition(conn, child_key, _close_child(policy, reason), now=now)
+        # The child's own chain of runs, from the run it started as: not whatever run holds
+        # its workflow id now (the id may be reused once the child closed).
+        child_key = RunKey(key.namespace, child.workflow_id, child.run_id)
+        await transition_latest(conn, child_key, _close_child(policy, reason), now=now)
 
 
 def _close_child(policy: str, reason: str) -> Callback:

@@ -3,6 +3,7 @@ policies, continue-as-new chains, deterministic values across a worker restart, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -18,6 +19,8 @@ from chronicle import (
 )
 from chronicle.history.payloads import from_payload
 from chronicle.sdk._grpc import InvalidArgumentError
+from chronicle.sdk.worker import Worker
+from chronicle.sdk.workflow import workflow
 from tests.e2e import semantics_workflows as sw
 from tests.sdk_io.helpers import eventually, of_type
 from tests.sdk_io.test_semantics_signals import QUEUE, has_event, worker
@@ -249,3 +252,55 @@ async def test_a_retried_start_with_the_same_request_id_starts_once(client: Clie
     assert not retried.started
     runs = [e async for e in client.list("type = 'waits_forever'") if e.workflow_id == "once"]
     assert len(runs) == 1
+
+
+@workflow(name="continuing_kid")
+async def continuing_kid(generation: int) -> str:
+    if generation == 0:
+        workflow.continue_as_new(1)
+    await workflow.wait_signal("finish")
+    return "kid done"
+
+
+@workflow(name="cancelled_parent")
+async def cancelled_parent() -> str:
+    try:
+        return await workflow.execute_child(continuing_kid, 0, id="continuing-kid-1")
+    except asyncio.CancelledError:
+        return "cancelled with its child"
+
+
+@workflow(name="signalling_parent")
+async def signalling_parent() -> str:
+    child = await workflow.start_child(continuing_kid, 0, id="continuing-kid-2")
+    await workflow.sleep(timedelta(seconds=1))  # the child has continued as new by then
+    await child.signal("finish")
+    return await child
+
+
+async def _continued(client: Client, workflow_id: str) -> None:
+    async def two_runs() -> bool | None:
+        runs = [r async for r in client.list(f"workflow_id = '{workflow_id}'")]
+        return True if len(runs) == 2 else None
+
+    await eventually(two_runs)
+
+
+async def test_a_childs_handle_reaches_the_child_after_it_continued_as_new(
+    client: Client,
+) -> None:
+    """A child's handle names the run it started as. Signalling or cancelling it after the
+    child continued as new reaches the child's current run (no WorkflowNotFound, no hang)."""
+    async with Worker(
+        client,
+        task_queue="kids",
+        workflows=[continuing_kid, cancelled_parent, signalling_parent],
+    ):
+        signalling = await client.start(signalling_parent, id="kid-signaller", task_queue="kids")
+        assert await asyncio.wait_for(signalling.result(), 15) == "kid done"
+        parent = await client.start(cancelled_parent, id="kid-canceller", task_queue="kids")
+        await _continued(client, "continuing-kid-1")
+        await parent.cancel()
+        assert await asyncio.wait_for(parent.result(), 15) == "cancelled with its child"
+        kid = await client.get_handle("continuing-kid-1").describe()
+        assert kid.status == "canceled"

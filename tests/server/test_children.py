@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from chronicle.history import commands
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server.engine import timeouts
 from tests.server.conftest import attributes, command_protos, event_types, payload, start_request
 
 
@@ -136,3 +140,105 @@ async def test_signal_and_cancel_other_workflows(stub) -> None:
     target = await _history(stub, "target")
     assert "SignalReceived" in target
     assert "WorkflowCancelRequested" in target
+
+
+async def _lock_waiters(db, count: int) -> None:
+    """Until ``count`` backends wait on a lock."""
+    for _ in range(500):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {count} backends waiting on a lock")
+
+
+async def _holding_run(db, workflow_id: str) -> Any:
+    """A transaction (started) holding the lock of the workflow's only run."""
+    held = db.transaction()
+    await held.start()
+    await db.execute("SELECT 1 FROM executions WHERE workflow_id = $1 FOR UPDATE", workflow_id)
+    return held
+
+
+async def test_a_parent_close_policy_follows_a_child_continuing_as_new_meanwhile(stub, db) -> None:
+    """The parent closes while its child continues as new: the policy (terminate) must reach
+    the child's new run, not stop at the run that just closed."""
+    await stub.StartWorkflow(start_request("pp-can"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="pc-can", workflow_type="cwf", task_queue="cq"
+        ),
+    )
+    child_task = await _poll(stub, "cq")
+    held = await _holding_run(db, "pc-can")
+    continued = asyncio.ensure_future(
+        _complete(stub, child_task, commands.ContinueAsNew(input=(payload(1),)))
+    )
+    await _lock_waiters(db, 1)
+    terminated = asyncio.ensure_future(
+        stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="pp-can", reason="stop"))
+    )
+    await _lock_waiters(db, 2)
+    await held.rollback()
+    await continued
+    await terminated
+    statuses = await db.fetch(
+        "SELECT status FROM executions WHERE workflow_id = 'pc-can' ORDER BY start_time"
+    )
+    assert [r["status"] for r in statuses] == ["continued_as_new", "terminated"]
+
+
+async def test_a_parent_close_policy_spares_a_later_run_reusing_the_child_id(
+    stub, db, monkeypatch
+) -> None:
+    """The child closed, the parent has not yet learnt it (its report is postponed), and an
+    unrelated run now uses the child's workflow id: the parent's close policy must leave it."""
+    real_child_closed = timeouts._child_closed
+    reports: list[int] = []
+
+    async def postponed_once(conn: Any, parent: Any, initiated: int) -> None:
+        reports.append(initiated)
+        if len(reports) == 1:
+            raise RuntimeError("transient")  # the timer loop tries again in 10 s
+        await real_child_closed(conn, parent, initiated)
+
+    monkeypatch.setattr(timeouts, "_child_closed", postponed_once)
+    await stub.StartWorkflow(start_request("pp-reuse"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="pc-reuse", workflow_type="cwf", task_queue="cq"
+        ),
+    )
+    await _complete(stub, await _poll(stub, "cq"), commands.CompleteWorkflow())
+    for _ in range(200):
+        if reports:
+            break
+        await asyncio.sleep(0.02)
+    unrelated = await stub.StartWorkflow(start_request("pc-reuse", task_queue="elsewhere"))
+    await stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="pp-reuse", reason="x"))
+    status = await db.fetchval("SELECT status FROM executions WHERE run_id = $1", unrelated.run_id)
+    assert status == "running"
+
+
+async def test_a_signal_racing_a_continue_as_new_reaches_the_new_run(stub, db) -> None:
+    """A signal to the workflow (no run named) resolved its run just before that run
+    continued as new: it is delivered to the new run, not refused as NOT_FOUND."""
+    await stub.StartWorkflow(start_request("sig-can"))
+    task = await _poll(stub, "q")
+    held = await _holding_run(db, "sig-can")
+    continued = asyncio.ensure_future(_complete(stub, task, commands.ContinueAsNew()))
+    await _lock_waiters(db, 1)
+    signalled = asyncio.ensure_future(
+        stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="sig-can", signal_name="s"))
+    )
+    await _lock_waiters(db, 2)
+    await held.rollback()
+    await continued
+    await signalled
+    assert "SignalReceived" in await _history(stub, "sig-can")
