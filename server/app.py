@@ -74,6 +74,9 @@ class Server:
                 options=[
                     ("grpc.max_receive_message_length", limit),
                     ("grpc.max_send_message_length", -1),
+                    # A port already in use is an error, not a second server sharing it (gRPC
+                    # sets SO_REUSEPORT by default: both would listen, each getting some calls).
+                    ("grpc.so_reuseport", 0),
                 ]
             )
             service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -6,11 +6,12 @@ import argparse
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from chronicle.sdk.client import Client
 
-__all__ = ["CommandError", "connect", "parse_inputs"]
+__all__ = ["CommandError", "connect", "parse_inputs", "seconds"]
 
 CLI_CONNECT_TIMEOUT = 5.0
 """Seconds the CLI waits for the server before saying it cannot reach it."""
@@ -65,3 +66,16 @@ def parse_inputs(values: list[str] | None, option: str = "--input") -> list[Any]
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """``value`` as JSON text (non-JSON values via ``str``)."""
     return json.dumps(value, indent=indent, default=str, ensure_ascii=False)
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, finite, >= 0 and short enough for a
+    ``timedelta`` (the server then applies its own limits)."""
+    try:
+        value = float(text)
+        timedelta(seconds=value)
+    except (ValueError, OverflowError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from chronicle import eventloop
-from chronicle.cli._common import CommandError, connect
+from chronicle.cli._common import CommandError, connect, seconds
 from chronicle.sdk._definitions import activity_definition, workflow_definition
 
 __all__ = ["add_parser", "load_module", "module_definitions"]
@@ -41,7 +41,7 @@ def add_parser(commands: Any) -> None:
     )
     worker.add_argument(
         "--inline-activity-budget",
-        type=_seconds,
+        type=seconds,
         default=0.02,
         metavar="SECONDS",
         help="how long a workflow task's completion waits for the activities it schedules that "
@@ -51,16 +51,6 @@ def add_parser(commands: Any) -> None:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     worker.set_defaults(run=_run_worker)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 def load_module(spec: str) -> ModuleType:

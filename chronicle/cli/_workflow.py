@@ -9,7 +9,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from chronicle.cli._common import CommandError, connect, parse_inputs, to_json
+from chronicle.cli._common import CommandError, connect, parse_inputs, seconds, to_json
 from chronicle.cli._format import describe_text, execution_row, table
 from chronicle.cli._timeline import HEADER, Timeline
 from chronicle.history import codec
@@ -45,7 +45,7 @@ def add_parser(commands: Any) -> None:
         choices=["allow_duplicate", "allow_duplicate_failed_only", "reject_duplicate"],
     )
     for name in ("execution-timeout", "run-timeout", "task-timeout", "start-delay"):
-        start.add_argument(f"--{name}", type=float, metavar="SECONDS", default=None)
+        start.add_argument(f"--{name}", type=seconds, metavar="SECONDS", default=None)
     start.set_defaults(run=_sync(_start))
 
     result = sub.add_parser("result", help="wait for a workflow and print its result as JSON")

@@ -308,6 +308,13 @@ def _terminate_for(request: StartRequest) -> tr.Callback:
 
 
 async def _signal(conn: Conn, key: RunKey, request: StartRequest) -> None:
+    """The start's signal to the running run it uses (once per non-empty request id, as
+    ``SignalWorkflow``: a retried signal-with-start records it once)."""
+    if request.request_id:
+        await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
+        if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), request.request_id):
+            return
+
     def callback(ctx: tr.Context) -> tr.Decision:
         return tr.Decision(
             events=[

@@ -78,6 +78,8 @@ async def update(
         if row is None:
             raise read.not_found(workflow_id, run_id)
         if row["status"] != RunStatus.RUNNING.value:
+            if await _recorded(pool, key, update_id):  # recorded (and run) just before it closed
+                return await _outcome(services, key, update_id, wait)
             raise _closed(workflow_id, key, row["status"])
         _, failure = await query.ask_worker(
             services,
@@ -90,6 +92,10 @@ async def update(
             validate_update=True,
         )
         if failure is not None:
+            if await _recorded(pool, key, update_id):
+                # Another call with this id was accepted while this one was validated (against
+                # the state after it): the id's outcome is that call's, not this rejection.
+                return await _outcome(services, key, update_id, wait)
             telemetry.run_logger(*key.params()).info(
                 "update rejected", update=name, update_id=update_id, error=failure.message
             )

@@ -43,6 +43,19 @@ def test_an_input_that_is_not_json_names_the_input(capsys: pytest.CaptureFixture
     assert "--input #1 is not valid JSON" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["inf", "1e20", "nan", "-1", "soon"])
+def test_a_duration_flag_out_of_range_names_the_flag(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["workflow", "start", "o", "--id", "o", "-q", "q", f"--execution-timeout={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--execution-timeout" in err
+    assert "expected a number of seconds >= 0" in err
+    assert "Traceback" not in err
+
+
 def test_a_worker_module_without_definitions_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from chronicle.sdk.replay import replay
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from chronicle.server.app import Server
+from chronicle.server.engine import query
 from tests.sdk_io.helpers import of_type, server_config
 
 
@@ -276,3 +278,32 @@ async def test_without_a_polling_worker_queries_and_updates_fail_fast(
         assert await handle.history() == before
     finally:
         await client.close()
+
+
+async def test_a_call_validated_after_its_twin_was_accepted_returns_the_twins_outcome(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls with one update id: the second is validated and accepted first; the first's
+    validation then sees the item already added and rejects it. Its answer must be the id's
+    recorded outcome, not that rejection."""
+    real_ask = query.ask_worker
+    first_waits = asyncio.Event()
+    second_done = asyncio.Event()
+
+    async def first_validates_late(*args: Any, **kwargs: Any) -> Any:
+        if not first_waits.is_set():
+            first_waits.set()
+            await second_done.wait()
+        return await real_ask(*args, **kwargs)
+
+    monkeypatch.setattr(query, "ask_worker", first_validates_late)
+    async with _worker(client, "upd-twins"):
+        handle = await client.start(cart, "tw", id="cart-twins", task_queue="upd-twins")
+        first = asyncio.ensure_future(handle.update("add", "apple", update_id="twin"))
+        await first_waits.wait()
+        assert await handle.update("add", "apple", update_id="twin") == 1
+        second_done.set()
+        assert await asyncio.wait_for(first, 15) == 1
+        assert len(of_type(await handle.history(), "UpdateAccepted")) == 1
+        await handle.update("checkout")
+        await handle.result()

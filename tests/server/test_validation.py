@@ -13,6 +13,8 @@ from chronicle.history import commands, wire
 from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import command_pb2, common_pb2
 from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server.app import Server
+from chronicle.server.config import ServerConfig
 from tests.server.conftest import command_protos, payload_proto, start_request
 
 
@@ -261,6 +263,30 @@ async def test_signal_request_id_deduplicates(stub) -> None:
         )
     history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="sig-dedupe"))
     assert [e.event_type for e in history.events].count("SignalReceived") == 1
+
+
+async def test_a_retried_signal_with_start_is_recorded_once(stub) -> None:
+    """Signal-with-start to a running run, sent twice with one request id (a retry after a
+    lost answer): the signal is recorded once, as with SignalWorkflow."""
+    await stub.StartWorkflow(start_request("sws-dedupe"))
+    request = start_request(
+        "sws-dedupe",
+        id_conflict_policy="use_existing",
+        signal_name="go",
+        request_id="same-request-id",
+    )
+    for _ in range(2):
+        await stub.StartWorkflow(request)
+    history = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id="sws-dedupe"))
+    assert [e.event_type for e in history.events].count("SignalReceived") == 1
+
+
+async def test_a_port_in_use_is_refused(server, database_url) -> None:
+    """A second server on a port another one listens on fails to start (gRPC would share the
+    port otherwise, each server answering some of the calls)."""
+    other = Server(ServerConfig(database_url=database_url, port=server.port))
+    with pytest.raises(OSError, match="cannot bind"):
+        await other.start()
 
 
 async def test_concurrent_starts_of_one_id(stub, db) -> None:
