@@ -8,7 +8,10 @@ original events, so overdue ones fire at once), and a workflow task is scheduled
 has something to react to. Workers replay up to N and run today's code from there.
 
 Everything is one transaction: the old run (if still open) is terminated with a reason that
-names the new run; the new run is created and becomes the workflow id's current run; its
+names the new run (as a run that continued as new: its parent is not told, and the children
+the new run keeps are left running; the others get their parent-close policy); children,
+signals and cancels initiated before the reset point but resolved after it are carried out
+again by the new run; the new run is created and becomes the workflow id's current run; its
 execution row names the run it was reset from and the reset point (``describe`` shows the link
 both ways, also for an old run that was already closed). The old run keeps its history. With
 ``reapply_signals``, the signals the old run received after the reset point are appended to the
@@ -29,7 +32,7 @@ from chronicle.history import events as ev
 from chronicle.history.fold import apply as fold_event
 from chronicle.history.state import WorkflowState
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import read, start, tasks
+from chronicle.server.engine import outbound, read, start, tasks
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
@@ -145,6 +148,27 @@ def _plan(kept: list[ev.Event], signals: list[ev.SignalReceived], now: datetime)
     return tr.Planned([*kept, *tail.events], tail.state, changes)
 
 
+async def _carry_out_unresolved(
+    conn: Conn, key: RunKey, planned: tr.Planned, services: Services
+) -> None:
+    """Start the children, and send the signals and cancels, that the reset point's task (or
+    an earlier one) initiated but the kept history does not resolve: in the old run they were
+    carried out after the reset point, so the reset run does it again (``outbound.apply``,
+    as after the completion that initiated them). A child the old run started after the reset
+    point was closed by the reset, per its parent-close policy, unless that is ``abandon``:
+    then it is still running and the new start fails (``ChildWorkflowStartFailed``)."""
+    state = planned.state
+    unresolved = {
+        *(i for i, child in state.pending_children.items() if not child.run_id),
+        *state.pending_externals,
+    }
+    events = [e for e in planned.events if e.id in unresolved]
+    if not events:
+        return
+    outcome = tr.Outcome(decision=tr.Decision(), state=state, events=events, previous=state)
+    await outbound.apply(conn, key, outcome, services.config)
+
+
 async def reset(
     services: Services,
     namespace: str,
@@ -197,15 +221,19 @@ async def reset(
                 return tr.Decision()
             return tr.Decision(events=[ev.WorkflowTerminated(reason=link, identity=identity)])
 
-        await tr.transition(conn, key, terminate, now=now)
+        planned = _plan(events[:last], signals, now)
+        kept = frozenset(i for i, c in planned.state.pending_children.items() if c.run_id)
+        await tr.transition(
+            conn, key, terminate, now=now, reset_into=tr.ResetInto(new_run_id, kept)
+        )
         started = events[0].attributes
         assert isinstance(started, ev.WorkflowStarted)
         new_key = RunKey(namespace, workflow_id, new_run_id)
-        planned = _plan(events[:last], signals, now)
         await start.create_run(
             conn, new_key, started, [], now, replace_current=True, planned=planned
         )
         await conn.execute(sql.SET_RESET_FROM, *new_key.params(), key.run_id, point)
+        await _carry_out_unresolved(conn, new_key, planned, services)
         return ResetResult(new_run_id, point)
 
     result = await db.in_transaction(services.pool, body)

@@ -37,24 +37,40 @@ async def fire(conn: Conn, key: RunKey, kind: str, ref_id: int, attempt: int) ->
 
 
 async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
-    """Record the outcome of the child initiated at ``initiated`` once its last run closed."""
-    row = await conn.fetchrow(sql.LOCK_EXECUTION, *parent.params())
-    if row is None:
-        return
-    child = codec.state_from_json(row["state"]).pending_children.get(initiated)
+    """Record the outcome of the child initiated at ``initiated`` once its last run closed.
+
+    The child names the parent run that started it; if that run was reset since, its reset
+    run (which keeps the child) is told instead."""
+    while True:
+        row = await conn.fetchrow(sql.LOCK_EXECUTION, *parent.params())
+        if row is None:
+            return
+        state = codec.state_from_json(row["state"])
+        if state.is_open:
+            break
+        successor = await conn.fetchval(sql.RESET_SUCCESSOR, *parent.params())
+        if successor is None:
+            return
+        parent = RunKey(parent.namespace, parent.workflow_id, successor)
+    child = state.pending_children.get(initiated)
     if child is None or not child.run_id:
         return
     # Follow the child's own chain of runs from the run it started as, not whatever run holds
-    # its workflow id now: the id may already be reused by an unrelated run.
+    # its workflow id now: the id may already be reused by an unrelated run. A run goes on in
+    # the run it continued as new into, or was reset into.
     child_key = RunKey(parent.namespace, child.workflow_id, child.run_id)
     while True:
         status = await read.run_outcome(conn, child_key)
         if status is None or status.close is None:
             return  # the chain goes on: its last run reports again
         attributes = status.close
-        if not isinstance(attributes, ev.WorkflowContinuedAsNew):
+        if isinstance(attributes, ev.WorkflowContinuedAsNew):
+            child_key = RunKey(parent.namespace, child.workflow_id, attributes.new_run_id)
+            continue
+        successor = await conn.fetchval(sql.RESET_SUCCESSOR, *child_key.params())
+        if successor is None:
             break
-        child_key = RunKey(parent.namespace, child.workflow_id, attributes.new_run_id)
+        child_key = RunKey(parent.namespace, child.workflow_id, successor)
     outcome: ev.EventAttributes
     if isinstance(attributes, ev.WorkflowCompleted):
         outcome = ev.ChildWorkflowCompleted(initiated_event_id=initiated, result=attributes.result)

@@ -287,6 +287,7 @@ async def transition(
     now: datetime | None = None,
     start_workflow_task_for: str = "",
     finish: Callable[[Planned], Any] | None = None,
+    reset_into: ResetInto | None = None,
 ) -> Outcome:
     """Apply ``callback`` to the run ``key`` in the caller's transaction.
 
@@ -294,7 +295,8 @@ async def transition(
     and hand to the callback. ``NotFound`` when the run does not exist.
     ``start_workflow_task_for`` is ``plan``'s ``start_for``. ``finish`` may still change the rows
     of an open run before they are written (eager activity dispatch); its result is
-    ``Outcome.extra``.
+    ``Outcome.extra``. ``reset_into``: the transition closes the run for its reset
+    (``_after_close``).
     """
     row, state, activities = await _lock(conn, key, activity_ids)
     step = decide(
@@ -319,8 +321,17 @@ async def transition(
             write_execution=step.changed,
         )
     if state.is_open and not step.planned.state.is_open:
-        await _after_close(conn, key, row, state, step.planned.state, step.now)
+        await _after_close(conn, key, row, state, step.planned.state, step.now, reset_into)
     return step.outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ResetInto:
+    """A run closed for its reset: the reset run ``run_id`` carries the workflow on, with the
+    children (by initiated event id) it keeps, those started before the reset point."""
+
+    run_id: str
+    kept_children: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +444,8 @@ async def _lock(
 
 
 class _ContinuedAsNew(Exception):
-    """The run a ``transition_latest`` callback was about to see continued as new."""
+    """The run a ``transition_latest`` callback was about to see continued as new (or, with
+    no new run id, closed otherwise: maybe for its reset)."""
 
     def __init__(self, new_run_id: str) -> None:
         super().__init__(new_run_id)
@@ -449,15 +461,20 @@ async def transition_latest(
     visit: Callable[[RunKey], Awaitable[bool]] | None = None,
 ) -> Outcome | None:
     """``transition`` on the run that carries ``key``'s workflow on: ``key`` itself, or, if it
-    continued as new, its new run, and so on. Each run is checked under its own lock, so a
-    continue-as-new that commits while this waits for the lock is followed too (a run named
-    a moment ago may be closed by then). ``callback`` sees the first run that did not continue
-    as new, open or closed otherwise. ``visit(key)``, if given, runs first for each run tried,
-    in the caller's transaction; False stops there (None is returned)."""
+    continued as new (or was reset), its new run (its reset run), and so on. Each run is
+    checked under its own lock, so a continue-as-new or reset that commits while this waits
+    for the lock is followed too (a run named a moment ago may be closed by then).
+    ``callback`` sees the first run that goes on no further, open or closed. ``visit(key)``,
+    if given, runs first for each run tried, in the caller's transaction; False stops there
+    (None is returned)."""
+
+    closed_for_good: set[str] = set()  # closed runs known to have no reset run
 
     def guarded(ctx: Context) -> Decision:
         if ctx.state.status is RunStatus.CONTINUED_AS_NEW and ctx.state.new_run_id:
             raise _ContinuedAsNew(ctx.state.new_run_id)
+        if not ctx.state.is_open and ctx.key.run_id not in closed_for_good:
+            raise _ContinuedAsNew("")  # maybe reset: look for its reset run
         return callback(ctx)
 
     while True:
@@ -466,7 +483,11 @@ async def transition_latest(
         try:
             return await transition(conn, key, guarded, now=now)
         except _ContinuedAsNew as moved:
-            key = RunKey(key.namespace, key.workflow_id, moved.new_run_id)
+            new_run_id = moved.new_run_id or await conn.fetchval(sql.RESET_SUCCESSOR, *key.params())
+            if new_run_id is None:
+                closed_for_good.add(key.run_id)  # the callback sees it closed, next time round
+            else:
+                key = RunKey(key.namespace, key.workflow_id, new_run_id)
 
 
 def close_is_local(has_parent: bool, before: WorkflowState, after: WorkflowState) -> bool:
@@ -488,14 +509,24 @@ def close_is_local(has_parent: bool, before: WorkflowState, after: WorkflowState
 
 
 async def _after_close(
-    conn: Conn, key: RunKey, row: Any, before: WorkflowState, after: WorkflowState, now: datetime
+    conn: Conn,
+    key: RunKey,
+    row: Any,
+    before: WorkflowState,
+    after: WorkflowState,
+    now: datetime,
+    reset_into: ResetInto | None = None,
 ) -> None:
     """Report a child's close to its parent and apply this run's parent-close policies.
 
     The parent learns through a timer row on its own run (due now), so a child never locks its
     parent; children are closed here, under this run's lock (always parent → child order).
+    A run closed for its reset (``reset_into``) goes on in its reset run, as one that continued
+    as new goes on in its new run: its parent is not told, and the children the reset run
+    keeps are left to it.
     """
-    if row["parent_workflow_id"] is not None and after.status is not RunStatus.CONTINUED_AS_NEW:
+    continues = after.status is RunStatus.CONTINUED_AS_NEW or reset_into is not None
+    if row["parent_workflow_id"] is not None and not continues:
         await conn.execute(
             sql.INSERT_FOREIGN_TIMER,
             tasks.CHILD_CLOSED,
@@ -509,6 +540,8 @@ async def _after_close(
     for child in before.pending_children.values():
         policy = child.parent_close_policy
         if not child.run_id or policy not in ("terminate", "request_cancel"):
+            continue
+        if reset_into is not None and child.initiated_event_id in reset_into.kept_children:
             continue
         reason = f"parent workflow '{key.workflow_id}' closed ({after.status.value})"
         # The child's own chain of runs, from the run it started as: not whatever run holds

@@ -59,6 +59,12 @@ UPDATE executions SET reset_from_run_id = $4, reset_event_id = $5
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""
 """Record on a reset run (created in the same transaction) where it was reset from."""
 
+RESET_SUCCESSOR: Final = """
+SELECT run_id FROM executions
+WHERE namespace = $1 AND workflow_id = $2 AND reset_from_run_id = $3"""
+"""The run a run was reset into, if any (a run is reset at most once: only the current run
+can be, and its reset run takes over as current)."""
+
 GET_EXECUTION_STATUS: Final = """
 SELECT status, next_event_id, state->>'new_run_id' AS new_run_id
 FROM executions WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3"""

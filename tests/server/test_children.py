@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from chronicle.history import commands
@@ -242,3 +243,91 @@ async def test_a_signal_racing_a_continue_as_new_reaches_the_new_run(stub, db) -
     await continued
     await signalled
     assert "SignalReceived" in await _history(stub, "sig-can")
+
+
+async def _eventually_in(stub, workflow_id: str, run_id: str, event_type: str) -> list[str]:
+    """The run's event types once ``event_type`` is among them (10 s at most)."""
+    for _ in range(200):
+        history = await _history(stub, workflow_id, run_id)
+        if event_type in history:
+            return history
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {event_type} in {workflow_id} ({run_id}): {history}")
+
+
+async def test_a_reset_to_the_task_that_initiated_a_child_starts_it_again(stub, db) -> None:
+    """The reset point's task initiated the child, started only after it: the reset run
+    starts the child again (the old child, abandoned, had completed)."""
+    await stub.StartWorkflow(start_request("rp-1"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1,
+            workflow_id="rc-1",
+            workflow_type="cwf",
+            task_queue="cq",
+            parent_close_policy="abandon",
+        ),
+    )
+    await _complete(stub, await _poll(stub, "cq"), commands.CompleteWorkflow(result=payload(1)))
+    history = await _history(stub, "rp-1")
+    assert history[3:6] == [
+        "WorkflowTaskCompleted",
+        "ChildWorkflowInitiated",
+        "ChildWorkflowStarted",
+    ]
+    reset = await stub.ResetWorkflow(pb.ResetWorkflowRequest(workflow_id="rp-1", event_id=4))
+    assert "ChildWorkflowStarted" in await _history(stub, "rp-1", reset.run_id)
+    runs = await db.fetch(
+        "SELECT status, parent_run_id FROM executions WHERE workflow_id = 'rc-1' "
+        "ORDER BY start_time"
+    )
+    assert [r["status"] for r in runs] == ["completed", "running"]
+    assert runs[1]["parent_run_id"] == reset.run_id
+
+
+async def test_a_reset_past_a_started_child_keeps_it_and_learns_its_result(stub, db) -> None:
+    """The child was started before the reset point: the reset neither closes it (its
+    policy is terminate) nor loses its result, which reaches the reset run."""
+    await stub.StartWorkflow(start_request("rp-2"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="rc-2", workflow_type="cwf", task_queue="cq"
+        ),
+    )
+    child_task = await _poll(stub, "cq")
+    await _complete(
+        stub, await _poll(stub, "q"), commands.StartTimer(seq=2, duration=timedelta(hours=1))
+    )
+    history = await _history(stub, "rp-2")
+    point = max(i for i, t in enumerate(history, start=1) if t == "WorkflowTaskCompleted")
+    reset = await stub.ResetWorkflow(pb.ResetWorkflowRequest(workflow_id="rp-2", event_id=point))
+    child_status = await db.fetchval("SELECT status FROM executions WHERE workflow_id = 'rc-2'")
+    assert child_status == "running"
+    await _complete(stub, child_task, commands.CompleteWorkflow(result=payload("done")))
+    await _eventually_in(stub, "rp-2", reset.run_id, "ChildWorkflowCompleted")
+
+
+async def test_resetting_a_child_does_not_tell_its_parent_it_was_terminated(stub) -> None:
+    """A reset child goes on in its reset run: the parent hears of it only when that run
+    closes, with its result."""
+    await stub.StartWorkflow(start_request("rp-3"))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1, workflow_id="rc-3", workflow_type="cwf", task_queue="cq"
+        ),
+    )
+    # The reset run goes on from this task: its timer fires, and the child's code runs again.
+    await _complete(
+        stub, await _poll(stub, "cq"), commands.StartTimer(seq=1, duration=timedelta(seconds=1))
+    )
+    await _complete(stub, await _poll(stub, "q"))  # the parent saw ChildWorkflowStarted
+    await stub.ResetWorkflow(pb.ResetWorkflowRequest(workflow_id="rc-3", event_id=4))
+    await _complete(stub, await _poll(stub, "cq"), commands.CompleteWorkflow(result=payload(7)))
+    history = await _eventually_in(stub, "rp-3", "", "ChildWorkflowCompleted")
+    assert "ChildWorkflowFailed" not in history
