@@ -112,6 +112,22 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         """The descriptive name given to this loop's tasks (workflow id and run id)."""
         return self._name
 
+    def snapshot(self) -> Callable[[], None]:
+        """Save the ready handles and tasks; the function returned drops what was scheduled
+        since (a read-only call, a query or an update validator, leaves nothing to run: the
+        tasks it created never start, and their coroutines are closed)."""
+        ready = len(self._ready)
+        tasks = set(self._tasks)
+
+        def restore() -> None:
+            while len(self._ready) > ready:
+                self._ready.pop().cancel()
+            for task in self._tasks - tasks:
+                self._tasks.discard(task)
+                task.get_coro().close()  # never started
+
+        return restore
+
     @property
     def tasks(self) -> frozenset[asyncio.Task[Any]]:
         """Tasks not yet done."""

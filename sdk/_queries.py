@@ -69,10 +69,15 @@ class QueryHandlers:
         """``handler(*decoded)`` leaving no trace: a query or an update validator."""
         before = len(self._buffer.items)
         restore = self._save_state()
+        unschedule = self._loop.snapshot()
         try:
             with self._loop.running():
                 result = handler(*decoded)
+        except BaseException:
+            del self._buffer.items[before:]  # commands issued before it raised
+            raise
         finally:  # a query must leave no trace: replay never runs it
+            unschedule()
             restore()
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):

@@ -307,3 +307,47 @@ async def test_a_call_validated_after_its_twin_was_accepted_returns_the_twins_ou
         assert len(of_type(await handle.history(), "UpdateAccepted")) == 1
         await handle.update("checkout")
         await handle.result()
+
+
+@workflow
+async def sneaky_validator() -> str:
+    done = [False]
+
+    def finish() -> None:
+        done[0] = True
+
+    async def smuggle(item: str) -> None:
+        await price_of(item)
+
+    def validate_finish() -> None:
+        # Work scheduled on the workflow's loop (it would schedule an activity when it runs)
+        # and a command issued at once, then a rejection: neither may reach the history.
+        asyncio.ensure_future(smuggle("later"))  # noqa: RUF006 - never to run: under test
+        price_of("now").close()  # the command is issued at the call
+        raise ApplicationError("not yet", type="NotYet")
+
+    def peek() -> str:
+        asyncio.ensure_future(smuggle("peeked"))  # noqa: RUF006 - never to run: under test
+        return "ok"
+
+    workflow.on_update("finish", finish, validator=validate_finish)
+    workflow.on_query("peek", peek)
+    await workflow.wait_condition(lambda: done[0])
+    return "done"
+
+
+async def test_work_a_validator_or_query_schedules_never_runs(client: Client) -> None:
+    """Validators and queries are read-only: tasks they create on the workflow's loop are
+    dropped, so nothing they started is recorded and the history replays."""
+    async with Worker(
+        client, task_queue="upd-ro", workflows=[sneaky_validator], activities=[price_of]
+    ):
+        handle = await client.start(sneaky_validator, id="sneaky", task_queue="upd-ro")
+        with pytest.raises(ApplicationError, match="not yet"):
+            await handle.update("finish")
+        assert await handle.query("peek") == "ok"
+        await handle.signal("nudge")  # a workflow task: anything left scheduled would run now
+        await asyncio.sleep(0.5)
+        history = await handle.history()
+        assert of_type(history, "ActivityScheduled") == []
+    replay(history, [sneaky_validator])
