@@ -94,8 +94,29 @@ class SeqIndex:
             self.externals[event.id] = a.seq
 
 
+def _cancels_at_once(recorded: list[ev.Event], event: ev.Event) -> bool:
+    """``event`` is the ``ActivityCanceled`` the server writes right after the
+    ``ActivityCancelRequested`` just recorded, for an activity that had not started."""
+    a = event.attributes
+    if not isinstance(a, ev.ActivityCanceled) or not recorded:
+        return False
+    last = recorded[-1].attributes
+    return isinstance(last, ev.ActivityCancelRequested) and (
+        last.scheduled_event_id == a.scheduled_event_id
+    )
+
+
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_ACTIVITY_RESOLUTIONS = (
+    ev.ActivityCompleted,
+    ev.ActivityFailed,
+    ev.ActivityTimedOut,
+    ev.ActivityCanceled,
+)
+"""Events that resolve an activity (``TimerFired`` resolves a timer)."""
 
 
 class ActivationReader:
@@ -103,8 +124,19 @@ class ActivationReader:
 
     def __init__(self) -> None:
         self.last_event_id = 0
+        self.resolved: dict[tuple[str, int], int] = {}
+        """``(kind, timer started / activity scheduled event id)`` → the id of the event that
+        resolved it: a cancel command the server dropped because its target had resolved
+        first records nothing (``check_commands``)."""
         self._jobs: list[ev.Event] = []
         self._live_started_event_id = 0
+
+    def _note_resolution(self, event: ev.Event) -> None:
+        a = event.attributes
+        if isinstance(a, ev.TimerFired):
+            self.resolved.setdefault(("timer", a.started_event_id), event.id)
+        elif isinstance(a, _ACTIVITY_RESOLUTIONS):
+            self.resolved.setdefault(("activity", a.scheduled_event_id), event.id)
 
     def feed(self, events: list[ev.Event]) -> list[Step]:
         """The steps for ``events``, which must continue right after ``last_event_id``.
@@ -129,6 +161,7 @@ class ActivationReader:
             self.last_event_id = event.id
             index += 1
             a = event.attributes
+            self._note_resolution(event)
             if type(a) in _JOB_ORDER:
                 self._jobs.append(event)
             elif isinstance(a, ev.WorkflowTaskStarted):
@@ -149,11 +182,19 @@ class ActivationReader:
                         open_activations[event.id] = activation
             elif isinstance(a, ev.WorkflowTaskCompleted):
                 recorded: list[ev.Event] = []
-                while (
-                    index < len(events) and type(events[index].attributes) in ev.COMMAND_EVENT_TYPES
-                ):
-                    recorded.append(events[index])
-                    self.last_event_id = events[index].id
+                while index < len(events):
+                    following = events[index]
+                    if type(following.attributes) in ev.COMMAND_EVENT_TYPES:
+                        recorded.append(following)
+                    elif _cancels_at_once(recorded, following):
+                        # A cancelled activity no worker had started resolves right after its
+                        # cancel request, among the task's command-events: an answer (a job),
+                        # and the command-events go on after it.
+                        self._jobs.append(following)
+                        self._note_resolution(following)
+                    else:
+                        break
+                    self.last_event_id = following.id
                     index += 1
                 replayed = open_activations.pop(a.started_event_id, None)
                 if replayed is not None:

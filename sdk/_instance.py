@@ -188,7 +188,7 @@ class WorkflowInstance:
     def _verify(self, emitted: list[Emitted], recorded: list[ev.Event], completed: int) -> None:
         for event in recorded:
             self._index.register(event)
-        check_commands(emitted, recorded, self._index, self._info, completed)
+        check_commands(emitted, recorded, self._index, self._info, completed, self._reader.resolved)
 
     def _run(self, activation: Activation) -> list[Emitted] | None:
         self._replaying = activation.replaying

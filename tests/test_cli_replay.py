@@ -73,3 +73,21 @@ def test_malformed_event_names_the_problem(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "seq" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_debug_names_a_malformed_history_without_a_traceback(tmp_path: Path) -> None:
+    document = json.loads(GOLDEN.read_text())
+    document["events"][3]["type"] = "NoSuchEvent"
+    broken = tmp_path / "unknown-type.json"
+    broken.write_text(json.dumps(document))
+    run = subprocess.run(
+        [sys.executable, "-m", "chronicle", "debug", str(broken), "tests.e2e.workflows"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        input="",
+    )
+    assert run.returncode != 0
+    assert run.stderr.startswith("error: cannot read the history"), run.stderr
+    assert "Traceback" not in run.stderr

@@ -39,6 +39,7 @@ from chronicle.cli._common import CommandError, connect
 from chronicle.cli._timeline import Timeline
 from chronicle.cli._worker import load_module, module_definitions
 from chronicle.history import events as ev
+from chronicle.history.errors import HistoryError
 from chronicle.sdk._guards import _is_workflow_code
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._instance import WorkflowInstance
@@ -293,7 +294,7 @@ def _debug(args: argparse.Namespace) -> int:
     if args.source.endswith(".json") or Path(args.source).is_file():
         try:
             run = load_run(Path(args.source))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, HistoryError) as exc:
             raise CommandError(f"cannot read the history in {args.source}: {exc}") from None
     else:
         run = asyncio.run(_fetch(args))

@@ -61,10 +61,17 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _base64(text: str) -> bytes:
+    """Payload data as exported (URL-safe base64, as the codec writes it) or in the standard
+    alphabet, padded or not: ``b64decode`` would silently drop ``-`` and ``_``."""
+    text = text.replace("+", "-").replace("/", "_")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _payload_text(value: dict[str, Any]) -> str:
     data = value.get("data", "")
     try:
-        raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
+        raw = _base64(data) if isinstance(data, str) else bytes(data)
     except ValueError:
         return str(data)
     if value.get("encoding") == "json/plain":

@@ -78,6 +78,19 @@ def test_long_payloads_are_shortened_unless_full() -> None:
     assert "workflow_task_timeout=10" in full  # --full shows every attribute
 
 
+def test_payloads_decode_from_the_url_safe_base64_the_codec_writes() -> None:
+    """``"what?"`` and ``">>>"`` encode to base64 with ``_`` and ``-``, which the standard
+    decoder silently drops (showing raw base64, or a wrong size)."""
+    first = load_history(HISTORIES / "add_steps.json")[0]
+    for value, shown in [("what?", '"what?"'), ({"a": ">>>"}, '{"a":">>>"}')]:
+        signal = ev.Event(
+            id=5,
+            time=first.time,
+            attributes=ev.SignalReceived(signal_name="s", input=(to_payload(value),)),
+        )
+        assert f"s({shown})" in Timeline().line(signal)
+
+
 @activity(start_to_close_timeout=timedelta(seconds=10))
 async def stamp(text: str) -> str:
     return f"stamped {text}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 
@@ -246,3 +247,60 @@ def test_continue_as_new() -> None:
     assert command.workflow_type == "continues"
     assert [from_payload(p) for p in command.input] == [2]
     replay(sim.events, [continues])
+
+
+@workflow
+async def cancels_then_sleeps() -> str:
+    job = asyncio.ensure_future(workflow.execute_activity(step_a, 1))
+    await workflow.sleep(1)
+    job.cancel()  # no worker started it: the server cancels it at once
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    await workflow.sleep(1)  # a command-event after the cancellation, in the same task
+    return "done"
+
+
+def test_a_cancel_resolved_at_once_among_the_command_events_replays() -> None:
+    """The server writes ActivityCanceled right after ActivityCancelRequested, among the
+    task's command-events, when the activity had not started: the command-events after it
+    are still the task's, and the cancellation is the next activation's answer."""
+    sim = Sim(cancels_then_sleeps)
+    sim.step()  # ScheduleActivity(1), StartTimer(1): seqs count per kind
+    sim.timer_fired(1)
+    commands = sim.task()
+    assert [type(c) for c in commands] == [cmd.RequestCancelActivity, cmd.StartTimer]
+    sim.add(
+        ev.WorkflowTaskCompleted(
+            scheduled_event_id=sim.scheduled_id, started_event_id=sim.started_id
+        )
+    )
+    scheduled = sim.history.find(ev.ActivityScheduled, seq=1)
+    sim.add(ev.ActivityCancelRequested(scheduled_event_id=scheduled.id))
+    sim.add(ev.ActivityCanceled(scheduled_event_id=scheduled.id))
+    sim.add(ev.TimerStarted(seq=2, duration=timedelta(seconds=1)))
+    sim.timer_fired(2)
+    assert result_of(sim.step()) == "done"
+    sim.check()
+    replay(sim.events, [cancels_then_sleeps])
+
+
+@workflow
+async def cancels_a_fired_timer() -> str:
+    sleeper = asyncio.ensure_future(workflow.sleep(5))
+    await step_a(1)
+    sleeper.cancel()  # it fired meanwhile: the server records nothing for this cancel
+    await step_b(2)
+    return "done"
+
+
+def test_a_cancel_the_server_dropped_because_its_timer_fired_first_replays() -> None:
+    sim = Sim(cancels_a_fired_timer)
+    sim.step()  # ScheduleActivity(1), StartTimer(1)
+    sim.activity_completed(1, 2)
+    commands = sim.task()
+    assert sorted(type(c).__name__ for c in commands) == ["CancelTimer", "ScheduleActivity"]
+    sim.timer_fired(1)  # appended while the task ran, before its completion
+    sim.complete([c for c in commands if not isinstance(c, cmd.CancelTimer)])  # dropped
+    sim.activity_completed(2, 3)
+    assert result_of(sim.step()) == "done"
+    replay(sim.events, [cancels_a_fired_timer])

@@ -4,6 +4,7 @@ completion, local activities, routing and rate limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from datetime import timedelta
@@ -22,6 +23,7 @@ from chronicle.sdk.errors import (
     TimeoutFailure,
     WorkflowFailed,
 )
+from chronicle.sdk.replay import replay
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from tests.sdk_io.helpers import eventually, of_type
@@ -504,3 +506,30 @@ async def test_an_async_completion_outlives_the_worker_that_started_it(
     await client.complete_activity(token, "approved later")
     async with Worker(client, task_queue="t", workflows=[waits_for_approval]):
         assert await asyncio.wait_for(handle.result(), 10) == "approved later"
+
+
+@workflow
+async def cancels_unstarted() -> str:
+    job = asyncio.ensure_future(
+        workflow.execute_activity(
+            where, task_queue="nobody-polls", start_to_close_timeout=timedelta(seconds=30)
+        )
+    )
+    await workflow.sleep(0.2)
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    await workflow.sleep(0.2)  # more commands in the task that cancelled
+    return "done"
+
+
+async def test_cancelling_an_activity_no_worker_started_then_going_on(client: Client) -> None:
+    """The server resolves the cancel of an unstarted activity among the task's command-events;
+    the worker must not take the command-events after it for a nondeterminism."""
+    async with Worker(client, task_queue="t", workflows=[cancels_unstarted]):
+        handle = await client.start(cancels_unstarted, id="cancel-unstarted", task_queue="t")
+        assert await asyncio.wait_for(handle.result(), 15) == "done"
+        history = await handle.history()
+    assert of_type(history, "WorkflowTaskFailed") == []
+    assert [e.type for e in history].count("ActivityCanceled") == 1
+    replay(history, [cancels_unstarted])
