@@ -118,7 +118,40 @@ def _run_worker(args: argparse.Namespace) -> int:
     workflows, activities = module_definitions(module)
     if not workflows and not activities:
         raise CommandError(f"{args.module} defines no @workflow or @activity functions")
-    return eventloop.run(_serve(args, workflows, activities))
+    status = eventloop.run(_serve(args, workflows, activities))
+    _exit_past_stuck_threads(status)
+    return status
+
+
+def _exit_past_stuck_threads(status: int) -> None:
+    """Exit now if user code still holds a thread after the worker stopped.
+
+    A blocking sync activity that outlived the drain's grace, or workflow code stuck in a
+    deadlock, keeps its pool thread: Python cannot stop a thread, and at exit it would wait
+    for every pool thread, so the process would outlive SIGTERM (and a second one) for as
+    long as that code runs. Their tasks are already given back (failed as interrupted by the
+    shutdown, or timed out), so nothing is lost by not waiting."""
+    import logging
+    import os
+    import threading
+
+    stuck = sorted(
+        {
+            thread.name.rsplit("_", 1)[0]
+            for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+        }
+    )
+    if not stuck:
+        return
+    print(
+        f"worker stopped; not waiting for threads still in user code ({', '.join(stuck)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(status)
 
 
 async def _serve(args: argparse.Namespace, workflows: list[Any], activities: list[Any]) -> int:

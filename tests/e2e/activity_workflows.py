@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import timedelta
 
 from chronicle import RetryPolicy, activity, workflow
@@ -97,3 +98,24 @@ async def stalls_first_time() -> int:
 async def inline_then_crash() -> int:
     """One activity the worker runs inline; the test kills the worker while it hangs."""
     return await workflow.execute_activity(stalls_first_time, retry=RETRY)
+
+
+@activity(start_to_close_timeout=timedelta(hours=1))
+def blocks(seconds: float) -> str:
+    """A sync activity that blocks its thread (and ignores cancellation) for ``seconds``."""
+    _record("blocks started")
+    time.sleep(seconds)
+    return "done"
+
+
+@workflow
+async def runs_blocking(seconds: float) -> str:
+    return await workflow.execute_activity(blocks, seconds)
+
+
+@workflow
+async def spins() -> str:
+    """Workflow code stuck for good: the deadlock timeout gives its thread up."""
+    _record("spins")
+    while True:
+        pass

@@ -115,3 +115,23 @@ async def test_async_completion_from_a_separate_process(
         await wait_for_events(handle, "ActivityCompleted", 1)
     finally:
         worker.kill()
+
+
+async def test_sigterm_stops_a_worker_whose_code_will_not_return(
+    server: ServerProcess, client: Any, tmp_path: Path
+) -> None:
+    """A sync activity blocked for 90 s and workflow code stuck in a loop: SIGTERM drains
+    (the activity is given back as interrupted) and the process exits instead of waiting for
+    those threads, which Python cannot stop."""
+    log = tmp_path / "runs.log"
+    worker = start_worker(server.address, MODULE, "stuck", CHRONICLE_TEST_LOG=str(log))
+    try:
+        await client.start(aw.runs_blocking, 90.0, id="blocked-sync", task_queue="stuck")
+        await client.start(aw.spins, id="spinning", task_queue="stuck")
+        await wait_for_lines(log, "blocks started", 1)
+        await wait_for_lines(log, "spins", 1)
+        await asyncio.sleep(3)  # the spinning task's deadlock timeout (2 s) has passed
+        assert worker.terminate(timeout=30) == 0
+        assert "not waiting for threads still in user code" in worker.log()
+    finally:
+        worker.kill()
