@@ -143,6 +143,25 @@ async def test_signal_and_cancel_other_workflows(stub) -> None:
     assert "WorkflowCancelRequested" in target
 
 
+async def _start_parent_and_child(
+    stub, parent_id: str, child_id: str, parent_close_policy: str = "terminate"
+) -> None:
+    """Start run ``parent_id`` (queue q) and complete its first task with a child
+    ``child_id`` (type cwf, queue cq)."""
+    await stub.StartWorkflow(start_request(parent_id))
+    await _complete(
+        stub,
+        await _poll(stub, "q"),
+        commands.StartChildWorkflow(
+            seq=1,
+            workflow_id=child_id,
+            workflow_type="cwf",
+            task_queue="cq",
+            parent_close_policy=parent_close_policy,
+        ),
+    )
+
+
 async def _lock_waiters(db, count: int) -> None:
     """Until ``count`` backends wait on a lock."""
     for _ in range(500):
@@ -166,14 +185,7 @@ async def _holding_run(db, workflow_id: str) -> Any:
 async def test_a_parent_close_policy_follows_a_child_continuing_as_new_meanwhile(stub, db) -> None:
     """The parent closes while its child continues as new: the policy (terminate) must reach
     the child's new run, not stop at the run that just closed."""
-    await stub.StartWorkflow(start_request("pp-can"))
-    await _complete(
-        stub,
-        await _poll(stub, "q"),
-        commands.StartChildWorkflow(
-            seq=1, workflow_id="pc-can", workflow_type="cwf", task_queue="cq"
-        ),
-    )
+    await _start_parent_and_child(stub, "pp-can", "pc-can")
     child_task = await _poll(stub, "cq")
     held = await _holding_run(db, "pc-can")
     continued = asyncio.ensure_future(
@@ -208,14 +220,7 @@ async def test_a_parent_close_policy_spares_a_later_run_reusing_the_child_id(
         await real_child_closed(conn, parent, initiated)
 
     monkeypatch.setattr(timeouts, "_child_closed", postponed_once)
-    await stub.StartWorkflow(start_request("pp-reuse"))
-    await _complete(
-        stub,
-        await _poll(stub, "q"),
-        commands.StartChildWorkflow(
-            seq=1, workflow_id="pc-reuse", workflow_type="cwf", task_queue="cq"
-        ),
-    )
+    await _start_parent_and_child(stub, "pp-reuse", "pc-reuse")
     await _complete(stub, await _poll(stub, "cq"), commands.CompleteWorkflow())
     for _ in range(200):
         if reports:
@@ -258,18 +263,7 @@ async def _eventually_in(stub, workflow_id: str, run_id: str, event_type: str) -
 async def test_a_reset_to_the_task_that_initiated_a_child_starts_it_again(stub, db) -> None:
     """The reset point's task initiated the child, started only after it: the reset run
     starts the child again (the old child, abandoned, had completed)."""
-    await stub.StartWorkflow(start_request("rp-1"))
-    await _complete(
-        stub,
-        await _poll(stub, "q"),
-        commands.StartChildWorkflow(
-            seq=1,
-            workflow_id="rc-1",
-            workflow_type="cwf",
-            task_queue="cq",
-            parent_close_policy="abandon",
-        ),
-    )
+    await _start_parent_and_child(stub, "rp-1", "rc-1", "abandon")
     await _complete(stub, await _poll(stub, "cq"), commands.CompleteWorkflow(result=payload(1)))
     history = await _history(stub, "rp-1")
     assert history[3:6] == [
@@ -290,14 +284,7 @@ async def test_a_reset_to_the_task_that_initiated_a_child_starts_it_again(stub, 
 async def test_a_reset_past_a_started_child_keeps_it_and_learns_its_result(stub, db) -> None:
     """The child was started before the reset point: the reset neither closes it (its
     policy is terminate) nor loses its result, which reaches the reset run."""
-    await stub.StartWorkflow(start_request("rp-2"))
-    await _complete(
-        stub,
-        await _poll(stub, "q"),
-        commands.StartChildWorkflow(
-            seq=1, workflow_id="rc-2", workflow_type="cwf", task_queue="cq"
-        ),
-    )
+    await _start_parent_and_child(stub, "rp-2", "rc-2")
     child_task = await _poll(stub, "cq")
     await _complete(
         stub, await _poll(stub, "q"), commands.StartTimer(seq=2, duration=timedelta(hours=1))
@@ -314,14 +301,7 @@ async def test_a_reset_past_a_started_child_keeps_it_and_learns_its_result(stub,
 async def test_resetting_a_child_does_not_tell_its_parent_it_was_terminated(stub) -> None:
     """A reset child goes on in its reset run: the parent hears of it only when that run
     closes, with its result."""
-    await stub.StartWorkflow(start_request("rp-3"))
-    await _complete(
-        stub,
-        await _poll(stub, "q"),
-        commands.StartChildWorkflow(
-            seq=1, workflow_id="rc-3", workflow_type="cwf", task_queue="cq"
-        ),
-    )
+    await _start_parent_and_child(stub, "rp-3", "rc-3")
     # The reset run goes on from this task: its timer fires, and the child's code runs again.
     await _complete(
         stub, await _poll(stub, "cq"), commands.StartTimer(seq=1, duration=timedelta(seconds=1))
