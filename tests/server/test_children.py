@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -174,6 +175,25 @@ async def _lock_waiters(db, count: int) -> None:
     raise AssertionError(f"expected {count} backends waiting on a lock")
 
 
+async def _behind_a_continue_as_new(
+    db,
+    workflow_id: str,
+    continue_as_new: Callable[[], Awaitable[Any]],
+    call: Callable[[], Awaitable[Any]],
+) -> None:
+    """``call()`` resolves the workflow's run while ``continue_as_new()`` of that run waits on
+    its lock, and gets the lock only once the continue-as-new has committed. (Callables: a
+    gRPC call starts when it is made.)"""
+    held = await _holding_run(db, workflow_id)
+    continued = asyncio.ensure_future(continue_as_new())
+    await _lock_waiters(db, 1)
+    racing = asyncio.ensure_future(call())
+    await _lock_waiters(db, 2)
+    await held.rollback()
+    await continued
+    await racing
+
+
 async def _holding_run(db, workflow_id: str) -> Any:
     """A transaction (started) holding the lock of the workflow's only run."""
     held = db.transaction()
@@ -187,18 +207,14 @@ async def test_a_parent_close_policy_follows_a_child_continuing_as_new_meanwhile
     the child's new run, not stop at the run that just closed."""
     await _start_parent_and_child(stub, "pp-can", "pc-can")
     child_task = await _poll(stub, "cq")
-    held = await _holding_run(db, "pc-can")
-    continued = asyncio.ensure_future(
-        _complete(stub, child_task, commands.ContinueAsNew(input=(payload(1),)))
+    await _behind_a_continue_as_new(
+        db,
+        "pc-can",
+        lambda: _complete(stub, child_task, commands.ContinueAsNew(input=(payload(1),))),
+        lambda: stub.TerminateWorkflow(
+            pb.TerminateWorkflowRequest(workflow_id="pp-can", reason="stop")
+        ),
     )
-    await _lock_waiters(db, 1)
-    terminated = asyncio.ensure_future(
-        stub.TerminateWorkflow(pb.TerminateWorkflowRequest(workflow_id="pp-can", reason="stop"))
-    )
-    await _lock_waiters(db, 2)
-    await held.rollback()
-    await continued
-    await terminated
     statuses = await db.fetch(
         "SELECT status FROM executions WHERE workflow_id = 'pc-can' ORDER BY start_time"
     )
@@ -237,16 +253,14 @@ async def test_a_signal_racing_a_continue_as_new_reaches_the_new_run(stub, db) -
     continued as new: it is delivered to the new run, not refused as NOT_FOUND."""
     await stub.StartWorkflow(start_request("sig-can"))
     task = await _poll(stub, "q")
-    held = await _holding_run(db, "sig-can")
-    continued = asyncio.ensure_future(_complete(stub, task, commands.ContinueAsNew()))
-    await _lock_waiters(db, 1)
-    signalled = asyncio.ensure_future(
-        stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="sig-can", signal_name="s"))
+    await _behind_a_continue_as_new(
+        db,
+        "sig-can",
+        lambda: _complete(stub, task, commands.ContinueAsNew()),
+        lambda: stub.SignalWorkflow(
+            pb.SignalWorkflowRequest(workflow_id="sig-can", signal_name="s")
+        ),
     )
-    await _lock_waiters(db, 2)
-    await held.rollback()
-    await continued
-    await signalled
     assert "SignalReceived" in await _history(stub, "sig-can")
 
 
