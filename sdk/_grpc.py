@@ -66,6 +66,15 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Ping the server every 30 s, even on a connection without calls, and give up on it after
+    # 10 s without an answer: a server host that vanished without closing the connection is
+    # noticed (calls fail UNAVAILABLE and are retried on a new connection), and proxies see no
+    # idle stream. The server accepts pings every 5 s and more (server/app.py).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 ResponseT = TypeVar("ResponseT")

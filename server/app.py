@@ -23,6 +23,27 @@ from chronicle.server.store.rate_limits import RateLimits
 from chronicle.server.timers.loop import TimerLoop
 
 _MiB = 1024 * 1024
+_MIN_CLIENT_PING_INTERVAL_MS = 5_000
+"""Clients (the SDK pings every 30 s) may ping this often on a connection without data; more
+often counts as a ping strike, and repeated strikes close the connection (gRPC's policy)."""
+
+
+def keepalive_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC server options for ``config``'s keepalive pings (``ServerConfig.keepalive_interval``).
+
+    Pings go out on idle connections too, and without a limit on pings between data frames: a
+    worker's session stream carries no data for hours, and gRPC's default (2 pings without
+    data) would stop checking it after the second.
+    """
+    return [
+        ("grpc.keepalive_time_ms", round(config.keepalive_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", round(config.keepalive_timeout * 1000)),
+        # What closes the connection (gRPC 1.85): a ping unanswered this long.
+        ("grpc.http2.ping_timeout_ms", round(config.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", _MIN_CLIENT_PING_INTERVAL_MS),
+    ]
 
 
 class Server:
@@ -77,6 +98,7 @@ class Server:
                     # A port already in use is an error, not a second server sharing it (gRPC
                     # sets SO_REUSEPORT by default: both would listen, each getting some calls).
                     ("grpc.so_reuseport", 0),
+                    *keepalive_options(self.config),
                 ]
             )
             service_pb2_grpc.add_WorkflowServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -29,6 +29,13 @@ class ServerConfig(pydantic.BaseModel):
     lost_worker_settle: float = pydantic.Field(default=2.0, ge=0)
     """Seconds after a worker's session broke before its tasks are expired a second time (to
     catch what its in-flight RPCs committed); see ``engine/workers.py``."""
+    keepalive_interval: float = pydantic.Field(default=15.0, gt=0)
+    """Seconds between the server's HTTP/2 pings on every connection, idle or not. A peer that
+    does not answer one within ``keepalive_timeout`` is cut off: a worker whose host froze or
+    vanished without closing its connection is then lost like a killed one
+    (``engine/workers.py``), and a proxy sees no stream idle for long."""
+    keepalive_timeout: float = pydantic.Field(default=10.0, gt=0)
+    """Seconds the server waits for a ping's answer before it closes the connection."""
     fast_path: bool = True
     """Workflow-task completions that qualify are written in one guarded autocommit statement
     after an unlocked read (``engine/fastpath.py``); False: always the locked transaction."""
