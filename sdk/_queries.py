@@ -45,8 +45,8 @@ class QueryHandlers:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._running: str | None = None
         """What read-only call runs now (``handler 'x'``), or None."""
-        self._refused: str | None = None
-        """The first change the running read-only call attempted and was refused."""
+        self._refused: list[str] = []
+        """The changes the running read-only call attempted and was refused, in order."""
 
     def refuse_in_read_only(self, action: str) -> None:
         """Raise ``ApplicationError`` (``InvalidQueryHandler``) if a read-only call runs now:
@@ -58,8 +58,7 @@ class QueryHandlers:
             f"{self._running} tried to {action}; queries and validators must be read-only "
             "(register handlers in the workflow function or in signal and update handlers)"
         )
-        if self._refused is None:
-            self._refused = message
+        self._refused.append(message)
         raise ApplicationError(message, type="InvalidQueryHandler")
 
     def set(self, name: str, handler: Callable[..., Any] | None) -> None:
@@ -88,7 +87,8 @@ class QueryHandlers:
         before = len(self._buffer.items)
         restore = self._save_state()
         unschedule = self._loop.snapshot()
-        self._running, self._refused = what, None
+        self._running = what
+        self._refused.clear()
         try:
             with self._loop.running():
                 result = handler(*decoded)
@@ -96,13 +96,14 @@ class QueryHandlers:
             del self._buffer.items[before:]  # commands issued before it raised
             raise
         finally:  # a query must leave no trace: replay never runs it
-            refused, self._running, self._refused = self._refused, None, None
+            refused, self._running = self._refused[:1], None
+            self._refused.clear()
             unschedule()
             restore()
-        if refused is not None:  # the handler caught the refusal and went on
+        if refused:  # the handler caught the refusal and went on
             if inspect.iscoroutine(result):
                 result.close()
-            raise ApplicationError(refused, type="InvalidQueryHandler")
+            raise ApplicationError(refused[0], type="InvalidQueryHandler")
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()

@@ -114,9 +114,7 @@ async def registrar() -> list[str]:
     return pings
 
 
-def test_a_validator_or_query_that_registers_a_handler_is_refused_and_registers_nothing() -> (
-    None
-):
+def test_registering_a_handler_in_a_validator_or_query_is_refused_and_registers_nothing() -> None:
     """Registering a handler changes the workflow, which replay would not repeat: inside a
     read-only call it fails the call (as Temporal's read-only context does) and leaves
     nothing registered, also when the call catches the error."""
