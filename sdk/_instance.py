@@ -399,17 +399,22 @@ class WorkflowInstance:
             self._handler_error = error
 
     def set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
-        """Register (or remove) a signal handler; buffered signals go to it now, in order."""
+        """Register (or remove) a signal handler; buffered signals go to it now, in order.
+        Refused in a read-only call (a query or an update validator)."""
+        self._queries.refuse_in_read_only(f"set the handler of signal {name!r}")
         self._signals.set_signal_handler(name, handler)
 
     def set_query_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
-        """Register (or remove) a query handler."""
+        """Register (or remove) a query handler; refused in a read-only call."""
+        self._queries.refuse_in_read_only(f"set the handler of query {name!r}")
         self._queries.set(name, handler)
 
     def set_update_handler(
         self, name: str, handler: Callable[..., Any] | None, validator: Callable[..., Any] | None
     ) -> None:
-        """Register (or remove) an update handler and its validator (``_updates.py``)."""
+        """Register (or remove) an update handler and its validator (``_updates.py``); refused
+        in a read-only call."""
+        self._queries.refuse_in_read_only(f"set the handler of update {name!r}")
         self._updates.set(name, handler, validator)
 
     def validate_update(self, name: str, args: Sequence[Payload]) -> None:

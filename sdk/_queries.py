@@ -2,9 +2,9 @@
 
 A query runs on the instance's state between activations, and so does the validator of an
 update (``_updates.py``). Replay never runs either, so they must leave no trace: a read-only call
-must be synchronous and issue no commands (``ApplicationError``, type ``InvalidQueryHandler``),
-and what else it changes (seqs, the random state, patch decisions) is put back. The built-in
-``STACK_QUERY`` answers with the workflow's stack (``_stack.py``).
+must be synchronous, issue no commands and register no handlers (``ApplicationError``, type
+``InvalidQueryHandler``), and what else it changes (seqs, the random state, patch decisions) is
+put back. The built-in ``STACK_QUERY`` answers with the workflow's stack (``_stack.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,23 @@ class QueryHandlers:
         self._save_state = save_state
         self._stack = stack
         self._handlers: dict[str, Callable[..., Any]] = {}
+        self._running: str | None = None
+        """What read-only call runs now (``handler 'x'``), or None."""
+        self._refused: list[str] = []
+        """The changes the running read-only call attempted and was refused, in order."""
+
+    def refuse_in_read_only(self, action: str) -> None:
+        """Raise ``ApplicationError`` (``InvalidQueryHandler``) if a read-only call runs now:
+        it may not ``action`` (e.g. "set the handler of signal 'x'"). The call fails even if it
+        catches the error, so a refused change never passes silently."""
+        if self._running is None:
+            return
+        message = (
+            f"{self._running} tried to {action}; queries and validators must be read-only "
+            "(register handlers in the workflow function or in signal and update handlers)"
+        )
+        self._refused.append(message)
+        raise ApplicationError(message, type="InvalidQueryHandler")
 
     def set(self, name: str, handler: Callable[..., Any] | None) -> None:
         """Register (or with ``handler=None`` remove) the handler of query ``name``."""
@@ -70,6 +87,8 @@ class QueryHandlers:
         before = len(self._buffer.items)
         restore = self._save_state()
         unschedule = self._loop.snapshot()
+        self._running = what
+        self._refused.clear()
         try:
             with self._loop.running():
                 result = handler(*decoded)
@@ -77,8 +96,14 @@ class QueryHandlers:
             del self._buffer.items[before:]  # commands issued before it raised
             raise
         finally:  # a query must leave no trace: replay never runs it
+            refused, self._running = self._refused[:1], None
+            self._refused.clear()
             unschedule()
             restore()
+        if refused:  # the handler caught the refusal and went on
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ApplicationError(refused[0], type="InvalidQueryHandler")
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()

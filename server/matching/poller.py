@@ -39,7 +39,7 @@ async def poll_workflow_task(
         async def attempt() -> grants.WorkflowTaskGrant | QueryTask | None:
             if offered.taken or offered.grant is not None:
                 return offered.grant  # None while a start's commit is in flight
-            query = services.queries.take(namespace, task_queue)
+            query = services.queries.take(namespace, task_queue, identity)
             if query is not None:
                 return query
             handoff.pause(namespace, task_queue, offered)

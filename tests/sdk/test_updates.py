@@ -81,3 +81,58 @@ def test_an_update_without_a_handler_at_the_end_of_its_activation_fails() -> Non
     assert "unknown update 'add' (registered: none)" in rejected.failure.message
     sim.check()
     replay(sim.events, [counter])
+
+
+@workflow
+async def registrar() -> list[str]:
+    pings: list[str] = []
+
+    def ping(value: str) -> None:
+        pings.append(value)
+
+    def register(how: str) -> None:
+        """A validator (and, as ``sneak``, a query handler) that registers handlers."""
+        if how == "signal":
+            workflow.on_signal("ping", ping)
+        elif how == "query":
+            workflow.on_query("peek", lambda: "leaked")
+        elif how == "update":
+            workflow.on_update("later", lambda: None)
+        elif how == "caught":  # swallowing the refusal does not make the change pass
+            try:
+                workflow.on_query("peek", lambda: "leaked")
+            except ApplicationError:
+                pass
+
+    def sneak() -> str:
+        register("query")
+        return "sneaked"
+
+    workflow.on_update("register", lambda how: None, validator=register)
+    workflow.on_query("sneak", sneak)
+    await workflow.wait_condition(lambda: bool(pings))
+    return pings
+
+
+def test_registering_a_handler_in_a_validator_or_query_is_refused_and_registers_nothing() -> None:
+    """Registering a handler changes the workflow, which replay would not repeat: inside a
+    read-only call it fails the call (as Temporal's read-only context does) and leaves
+    nothing registered, also when the call catches the error."""
+    sim = Sim(registrar)
+    assert sim.step() == []
+    for how in ("signal", "query", "update", "caught"):
+        with pytest.raises(ApplicationError, match=r"tried to set the handler of") as refused:
+            sim.instance.validate_update("register", [to_payload(how)])
+        assert refused.value.type == "InvalidQueryHandler"
+        assert "validator of update 'register'" in str(refused.value)
+    with pytest.raises(ApplicationError, match=r"query handler 'sneak' tried to set") as refused:
+        sim.instance.query("sneak", [])
+    assert refused.value.type == "InvalidQueryHandler"
+    with pytest.raises(ApplicationError, match=r"unknown query 'peek'"):
+        sim.instance.query("peek", [])
+    with pytest.raises(ApplicationError, match=r"unknown update 'later'"):
+        sim.instance.validate_update("later", [])
+    sim.signal("ping", "a")  # no handler was registered: buffered, the workflow waits on
+    assert sim.step() == []
+    sim.check()
+    replay(sim.events, [registrar])
