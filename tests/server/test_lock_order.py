@@ -27,6 +27,7 @@ from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.engine import current_run
+from chronicle.server.store.pool import StaleRead
 from tests.server.conftest import payload, running_server, start_request
 from tests.server.test_children import _complete, _poll
 
@@ -369,3 +370,22 @@ async def test_the_current_row_is_locked_only_after_its_run(race: Race, database
         assert current is not None
         assert (current.run_id, current.status) == (run, "running")
 
+
+async def test_a_current_run_that_keeps_moving_aborts_the_call(
+    race: Race, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``StaleRead`` reruns the transaction; when every attempt finds the current run moved,
+    the call is answered ABORTED (retry it), not INTERNAL."""
+    await _started(race, "lo-moving")
+    attempts: list[int] = []
+
+    async def moved(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        raise StaleRead("the current run of workflow 'lo-moving' changed")
+
+    monkeypatch.setattr(current_run, "lock", moved)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await race.stub.StartWorkflow(start_request("lo-moving", id_conflict_policy="use_existing"))
+    assert len(attempts) > 1
+    assert raised.value.code() == grpc.StatusCode.ABORTED
+    assert "retry the call" in (raised.value.details() or "")
