@@ -17,7 +17,7 @@ from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure
 from chronicle.server import errors
 from chronicle.server.config import ServerConfig
-from chronicle.server.engine import start
+from chronicle.server.engine import current_run, start
 from chronicle.server.engine import transition as tr
 from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn
@@ -52,13 +52,16 @@ async def apply(conn: Conn, key: RunKey, outcome: tr.Outcome, config: ServerConf
 async def _start_child(
     conn: Conn, parent: RunKey, initiated: int, a: ev.ChildWorkflowInitiated, config: ServerConfig
 ) -> ev.EventAttributes:
-    current = await conn.fetchrow(sql.LOCK_CURRENT, parent.namespace, a.workflow_id)
-    if current is not None and current["status"] == RunStatus.RUNNING.value:
+    # The id's current run first, then its current row (docs/decisions.md §15): a later
+    # signal or cancel of that id in this transaction must not wait for its run while the
+    # current row is held.
+    current = await current_run.lock(conn, parent.namespace, a.workflow_id)
+    if current is not None and current.status == RunStatus.RUNNING.value:
         return ev.ChildWorkflowStartFailed(
             initiated_event_id=initiated,
             failure=Failure(
                 message=f"workflow id '{a.workflow_id}' is already running "
-                f"(run id {current['run_id']})",
+                f"(run id {current.run_id})",
                 type="WorkflowAlreadyStarted",
             ),
         )

@@ -32,7 +32,7 @@ from chronicle.history import events as ev
 from chronicle.history.fold import apply as fold_event
 from chronicle.history.state import WorkflowState
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import outbound, read, start, tasks
+from chronicle.server.engine import current_run, outbound, read, start, tasks
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
@@ -190,16 +190,17 @@ async def reset(
     new_run_id = str(uuid.uuid4())
 
     async def body(conn: Conn) -> ResetResult:
-        current = await conn.fetchrow(sql.LOCK_CURRENT, namespace, workflow_id)
+        # The current run's execution row, then the current row (docs/decisions.md §15).
+        current = await current_run.lock(conn, namespace, workflow_id)
         if current is None:
             raise read.not_found(workflow_id)
-        key = RunKey(namespace, workflow_id, run_id or current["run_id"])
-        if key.run_id != current["run_id"]:
+        key = RunKey(namespace, workflow_id, run_id or current.run_id)
+        if key.run_id != current.run_id:
             raise errors.FailedPrecondition(
                 f"run {key.run_id} is not the current run of workflow '{workflow_id}' "
-                f"({current['run_id']} is); reset the current run"
+                f"({current.run_id} is); reset the current run"
             )
-        row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())
+        row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())  # held already
         if row is None:
             raise read.not_found(workflow_id, run_id)
         state = codec.state_from_json(row["state"])  # locked: no event is appended meanwhile

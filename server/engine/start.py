@@ -17,7 +17,7 @@ from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Payload, RetryPolicy
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import commands as commands_mod
-from chronicle.server.engine import grants, limits
+from chronicle.server.engine import current_run, grants, limits
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.store import pool as db
@@ -138,10 +138,12 @@ async def _start(
     handed: list[grants.WorkflowTaskGrant],
 ) -> tuple[str, bool]:
     ns, wid = request.namespace, request.workflow_id
-    current = await conn.fetchrow(sql.LOCK_CURRENT, ns, wid)
+    # The current run's execution row, then the current row (docs/decisions.md §15): a
+    # terminate or signal below then waits for nothing a close of that run could hold.
+    current = await current_run.lock(conn, ns, wid)
     if current is not None:
-        run_id, status = current["run_id"], current["status"]
-        if request.request_id and current["start_request_id"] == request.request_id:
+        run_id, status = current.run_id, current.status
+        if request.request_id and current.start_request_id == request.request_id:
             return run_id, False
         if status == RunStatus.RUNNING.value:
             policy = request.id_conflict_policy or "fail"
@@ -310,10 +312,11 @@ def _terminate_for(request: StartRequest) -> tr.Callback:
 async def _signal(conn: Conn, key: RunKey, request: StartRequest) -> None:
     """The start's signal to the running run it uses (once per non-empty request id, as
     ``SignalWorkflow``: a retried signal-with-start records it once)."""
-    if request.request_id:
-        await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
-        if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), request.request_id):
-            return
+    # Duplicates are serialised by the run's row, locked by ``current_run.lock``.
+    if request.request_id and await conn.fetchval(
+        sql.SIGNAL_SEEN, *key.params(), request.request_id
+    ):
+        return
 
     def callback(ctx: tr.Context) -> tr.Decision:
         return tr.Decision(

@@ -12,6 +12,7 @@ import grpc
 from chronicle.history.errors import InvalidCommandError
 from chronicle.server import errors, telemetry
 from chronicle.server.frontend._validate import check_identifiers
+from chronicle.server.store.pool import RETRYABLE, StaleRead
 
 _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -39,6 +40,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         | asyncpg.exceptions.CannotConnectNowError,
     ):
         return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
+    if isinstance(exc, RETRYABLE):
+        # in_transaction ran it again and again; a statement outside one is not rerun.
+        return grpc.StatusCode.ABORTED, (
+            f"the call's transaction was rolled back by concurrent ones "
+            f"({type(exc).__name__}: {exc}); retry the call"
+        )
     return None
 
 
@@ -58,12 +65,19 @@ def rpc(handler: Handler[R]) -> Handler[R]:
             OSError,
             asyncpg.exceptions.PostgresError,
             asyncpg.exceptions.InterfaceError,
+            StaleRead,
         ) as exc:
             mapped = status_of(exc)
             if mapped is None:
                 telemetry.logger(rpc=name).exception("database error")
                 await context.abort(grpc.StatusCode.INTERNAL, f"{name}: internal error: {exc}")
                 raise AssertionError("unreachable") from exc
+            if isinstance(exc, RETRYABLE):
+                telemetry.logger(rpc=name).warning(
+                    "call aborted: its transaction was rolled back on every attempt",
+                    error=type(exc).__name__,
+                    message=str(exc),
+                )
             await context.abort(*mapped)
             raise AssertionError("unreachable") from exc
         except Exception as exc:

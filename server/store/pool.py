@@ -9,6 +9,8 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from chronicle.server import telemetry
+
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 """A connection, bare or borrowed from the pool."""
 
@@ -17,9 +19,16 @@ Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 T = TypeVar("T")
 
+
+class StaleRead(Exception):
+    """A transaction read something without a lock that changed before it could lock it in
+    the required lock order (docs/decisions.md §15); ``in_transaction`` reruns it."""
+
+
 RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
+    StaleRead,
 )
 """Errors after which a transaction is simply run again."""
 
@@ -70,8 +79,21 @@ async def in_transaction(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 return await body(conn)
-        except retryable:
+        except retryable as exc:
             if attempt == attempts - 1:
                 raise
+            _log_rerun(exc, attempt + 1)
             await asyncio.sleep(0.002 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _log_rerun(exc: BaseException, attempt: int) -> None:
+    """Say why a transaction runs again: a deadlock here means two transactions took the same
+    locks in opposite orders (docs/decisions.md §15 keeps them from doing so)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    log = telemetry.logger(component="store")
+    fields = {"error": type(exc).__name__, "sqlstate": sqlstate, "attempt": attempt}
+    if isinstance(exc, asyncpg.exceptions.DeadlockDetectedError):
+        log.warning("transaction rolled back by a deadlock; running it again", **fields)
+    else:
+        log.info("transaction running again", reason=str(exc), **fields)

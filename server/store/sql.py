@@ -96,7 +96,30 @@ GET_CURRENT: Final = """
 SELECT run_id, status, start_request_id FROM current_executions
 WHERE namespace = $1 AND workflow_id = $2"""
 
-LOCK_CURRENT: Final = GET_CURRENT + " FOR UPDATE"
+LOCK_CURRENT_RUN: Final = """
+WITH
+seen AS MATERIALIZED (
+    SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2
+),
+run AS MATERIALIZED (
+    SELECT e.run_id FROM executions e
+    WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = (SELECT run_id FROM seen)
+    FOR UPDATE OF e
+)
+SELECT c.run_id, c.status, c.start_request_id, (SELECT run_id FROM run) AS locked_run_id
+FROM current_executions c
+WHERE c.namespace = $1 AND c.workflow_id = $2
+  AND (EXISTS (SELECT FROM run) OR EXISTS (SELECT FROM seen))
+FOR UPDATE OF c"""
+"""Lock a workflow id's current run in the one lock order (docs/decisions.md §15): the
+execution row of the run the current row names, then the current row itself. The condition
+on ``run`` is a one-time filter, evaluated (and so the execution row locked) before the
+current row is read, as in ``LOCK_EXECUTION_AND_ACTIVITIES``. No row when the id has none.
+``locked_run_id`` is the run whose execution row was locked; the current row is the newest
+version (READ COMMITTED re-reads a row it waited for), so it may name another run when a
+continue-as-new, reset or start replaced it meanwhile: then the caller must not wait for that
+run's row while it holds the current row, and reruns its transaction instead
+(``current_run.lock``)."""
 
 INSERT_EXECUTION: Final = """
 INSERT INTO executions (namespace, workflow_id, run_id, workflow_type, task_queue, status,
