@@ -188,24 +188,12 @@ class WorkflowInstance:
         return [item.command for item in emitted]
 
     def _verify(
-        self,
-        emitted: list[Emitted],
-        recorded: list[ev.Event],
-        completed: int,
-        *,
-        prefix: bool = False,
+        self, emitted: list[Emitted], recorded: list[ev.Event], completed: int, prefix: bool = False
     ) -> None:
         for event in recorded:
             self._index.register(event)
-        check_commands(
-            emitted,
-            recorded,
-            self._index,
-            self._info,
-            completed,
-            self._reader.resolved,
-            prefix=prefix,
-        )
+        index, resolved = self._index, self._reader.resolved
+        check_commands(emitted, recorded, index, self._info, completed, resolved, prefix=prefix)
 
     def _run(self, activation: Activation) -> list[Emitted] | None:
         self._replaying = activation.replaying
