@@ -57,7 +57,9 @@ def _close(
 
 def _started(state: WorkflowState, event: ev.Event, a: ev.WorkflowStarted) -> WorkflowState:
     if event.id != 1:
-        raise InvalidHistoryError(f"WorkflowStarted must be event 1, got event {event.id}")
+        raise InvalidHistoryError(
+            f"event {event.id} ({event.type}): WorkflowStarted must be event 1, and only event 1"
+        )
     return evolve(
         state,
         workflow_type=a.workflow_type,
@@ -341,6 +343,10 @@ def apply(state: WorkflowState, event: ev.Event) -> WorkflowState:
         raise InvalidHistoryError(f"expected event {state.next_event_id}, got event {event.id}")
     if not state.is_open:
         raise InvalidHistoryError(f"event {event.id} ({event.type}) after the run closed")
+    if event.id == 1 and not isinstance(event.attributes, ev.WorkflowStarted):
+        raise InvalidHistoryError(
+            f"event 1 ({event.type}): a history starts with WorkflowStarted as event 1"
+        )
     handler = _HANDLERS[type(event.attributes)]
     return evolve(handler(state, event, event.attributes), next_event_id=event.id + 1)
 

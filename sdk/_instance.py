@@ -33,7 +33,7 @@ from chronicle.history.values import Payload
 from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
 from chronicle.sdk._calls import DurableCalls, encode_arguments
 from chronicle.sdk._child import ChildWorkflowHandle
-from chronicle.sdk._commands import CommandBuffer, Emitted
+from chronicle.sdk._commands import CommandBuffer, Emitted, call_site
 from chronicle.sdk._conditions import Conditions
 from chronicle.sdk._definitions import (
     ActivityDefinition,
@@ -45,6 +45,7 @@ from chronicle.sdk._guards import install as install_guards
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._local import (
     LocalActivities,
+    LocalActivityMismatch,
     LocalActivityRequest,
     LocalOutcome,
 )
@@ -52,7 +53,7 @@ from chronicle.sdk._loop import new_loop
 from chronicle.sdk._outcome import ContinueAsNewRequest, run_outcome, task_error
 from chronicle.sdk._patches import Patches
 from chronicle.sdk._queries import QueryHandlers
-from chronicle.sdk._replay import check_commands
+from chronicle.sdk._replay import check_commands, raise_mismatch
 from chronicle.sdk._signals import SignalHandlers
 from chronicle.sdk._stack import workflow_frames, workflow_stack
 from chronicle.sdk._updates import UpdateHandlers
@@ -97,6 +98,7 @@ class WorkflowInstance:
         self._patches = Patches(self._buffer, self._calls)
         self._queries = QueryHandlers(self._loop, self._buffer, self._save_state, self.stack)
         self._recorded_now: list[ev.Event] = []
+        self._completed_now = 0
         self._unverified: list[Emitted] = []
 
     # ------------------------------------------------------------ driving (the worker's API)
@@ -185,14 +187,18 @@ class WorkflowInstance:
         self._unverified = emitted
         return [item.command for item in emitted]
 
-    def _verify(self, emitted: list[Emitted], recorded: list[ev.Event], completed: int) -> None:
+    def _verify(
+        self, emitted: list[Emitted], recorded: list[ev.Event], completed: int, prefix: bool = False
+    ) -> None:
         for event in recorded:
             self._index.register(event)
-        check_commands(emitted, recorded, self._index, self._info, completed, self._reader.resolved)
+        index, resolved = self._index, self._reader.resolved
+        check_commands(emitted, recorded, index, self._info, completed, resolved, prefix=prefix)
 
     def _run(self, activation: Activation) -> list[Emitted] | None:
         self._replaying = activation.replaying
         self._recorded_now = activation.recorded
+        self._completed_now = activation.completed_event_id
         self._now = activation.time
         self._loop.set_time(activation.time.timestamp())
         if self._closed:
@@ -214,7 +220,7 @@ class WorkflowInstance:
                 break
             if not replaying:
                 return None
-            if not self._locals.resolve_recorded(self._recorded_now):
+            if not self._resolve_recorded_locals():
                 raise NondeterminismError(
                     f"workflow {self._info.workflow_id!r}: local activity {due[0].activity_type} "
                     f"(seq {due[0].seq}) has no recorded outcome in this workflow task: the code "
@@ -230,6 +236,17 @@ class WorkflowInstance:
             emitted.append(Emitted(close))
             self._closed = True
         return emitted
+
+    def _resolve_recorded_locals(self) -> bool:
+        """Replay: resolve the waiting local activities from this activation's markers; True if
+        any was. A marker of another activity type is a ``NondeterminismError`` at the first
+        command that differs from the history: an earlier one, or that marker."""
+        try:
+            return self._locals.resolve_recorded(self._recorded_now)
+        except LocalActivityMismatch as mismatch:
+            recorded, completed = self._recorded_now, self._completed_now
+            self._verify(self._buffer.take(), recorded, completed, prefix=True)
+            raise_mismatch(mismatch.attempted, mismatch.recorded, self._info, completed)
 
     def close(self) -> None:
         """Evict: cancel every task, run them to their end, and report any that refuses to end."""
@@ -339,6 +356,7 @@ class WorkflowInstance:
             options=options,
             workflow=self._info,
             scheduled_time=self._now,
+            call_site=call_site(),
         )
         return self._locals.start(self._loop, request, return_hint)
 

@@ -13,6 +13,11 @@ Replay never runs the function: the recorded markers of the activation resolve t
 local activities in history order at each quiescent point, exactly where the live run resolved
 them. A worker killed before its workflow task completed recorded nothing; the next worker
 replays up to the open task and runs the local activity again (at-least-once, recorded once).
+
+Markers pair with local activities by seq, and each marker names its activity type
+(``details["activity_type"]``): a marker of another type is never handed to the code, which
+now calls a different activity there (``LocalActivityMismatch``, reported by the instance as
+a ``NondeterminismError``). A marker without the key matches any type.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +42,7 @@ from chronicle.history.values import (
     RetryPolicy,
     TimeoutType,
 )
-from chronicle.sdk._commands import CommandBuffer
+from chronicle.sdk._commands import CommandBuffer, Emitted
 from chronicle.sdk._definitions import ActivityDefinition, ActivityOptions
 from chronicle.sdk._info import ActivityInfo, WorkflowInfo
 from chronicle.sdk.activity import ActivityContext, run_with_context
@@ -50,8 +55,10 @@ from chronicle.sdk.errors import (
 __all__ = [
     "LOCAL_ACTIVITY_MARKER",
     "LocalActivities",
+    "LocalActivityMismatch",
     "LocalActivityRequest",
     "LocalOutcome",
+    "local_activity_type",
     "run_local_activity",
 ]
 
@@ -79,6 +86,31 @@ class LocalActivityRequest:
     options: ActivityOptions
     workflow: WorkflowInfo
     scheduled_time: datetime
+    call_site: CallSite | None = None
+    """Where the workflow code called it; recorded on its marker."""
+
+
+class LocalActivityMismatch(Exception):
+    """Replay: the marker recorded at a waiting local activity's seq names another activity
+    type. ``attempted`` is the marker the code would record now; ``recorded`` the event."""
+
+    def __init__(self, attempted: Emitted, recorded: ev.Event) -> None:
+        super().__init__(f"local activity marker mismatch at event {recorded.id}")
+        self.attempted = attempted
+        self.recorded = recorded
+
+
+def local_activity_type(details: Mapping[str, Payload]) -> str | None:
+    """The activity type a local-activity marker's ``details`` record; None when they do not
+    say (a marker written without the key, or with a value that is not a string)."""
+    payload = details.get("activity_type")
+    if payload is None:
+        return None
+    try:
+        value = from_payload(payload, str)
+    except ValueError:  # PayloadEncodingError: not JSON, or not a string
+        return None
+    return value if isinstance(value, str) else None
 
 
 class _Pending:
@@ -119,28 +151,14 @@ class LocalActivities:
             self._waiting.pop(pending.request.seq, None)
             raise
 
-    def resolve(self, seq: int, outcome: LocalOutcome, site: CallSite | None = None) -> None:
+    def resolve(self, seq: int, outcome: LocalOutcome) -> None:
         """Record ``outcome`` (a marker command) and wake the awaiting code."""
         pending = self._waiting.pop(seq, None)
         if pending is None:
             return  # cancelled meanwhile
         request = pending.request
-        details = {
-            "activity_type": to_payload(request.activity_type),
-            "attempt": to_payload(outcome.attempt),
-        }
-        if outcome.failure is None:
-            details["result"] = outcome.result or to_payload(None)
-        self._buffer.add(
-            cmd.RecordMarker(
-                seq=seq,
-                marker_name=LOCAL_ACTIVITY_MARKER,
-                details=details,
-                failure=outcome.failure,
-                call_site=site,
-            ),
-            site,
-        )
+        marker = _marker(request, outcome)
+        self._buffer.add(marker, marker.call_site)
         future = pending.future
         if outcome.failure is not None:
             cause = failure_to_exception(outcome.failure)
@@ -168,18 +186,45 @@ class LocalActivities:
 
     def resolve_recorded(self, recorded: Sequence[ev.Event]) -> bool:
         """Replay: resolve waiting local activities from the activation's recorded markers, in
-        history order; True if any was resolved."""
+        history order; True if any was resolved.
+
+        Raises ``LocalActivityMismatch`` at the first marker of a waiting seq that names another
+        activity type (the ones before it are resolved)."""
         resolved = False
         for event in recorded:
             a = event.attributes
-            if (
+            if not (
                 isinstance(a, ev.MarkerRecorded)
                 and a.marker_name == LOCAL_ACTIVITY_MARKER
                 and a.seq in self._waiting
             ):
-                self.resolve(a.seq, outcome_of(a))
-                resolved = True
+                continue
+            request = self._waiting[a.seq].request
+            outcome = outcome_of(a)
+            recorded_type = local_activity_type(a.details)
+            if recorded_type is not None and recorded_type != request.activity_type:
+                marker = _marker(request, outcome)
+                raise LocalActivityMismatch(Emitted(marker, marker.call_site), event)
+            self.resolve(a.seq, outcome)
+            resolved = True
         return resolved
+
+
+def _marker(request: LocalActivityRequest, outcome: LocalOutcome) -> cmd.RecordMarker:
+    """The marker command that records ``outcome`` of ``request``."""
+    details = {
+        "activity_type": to_payload(request.activity_type),
+        "attempt": to_payload(outcome.attempt),
+    }
+    if outcome.failure is None:
+        details["result"] = outcome.result or to_payload(None)
+    return cmd.RecordMarker(
+        seq=request.seq,
+        marker_name=LOCAL_ACTIVITY_MARKER,
+        details=details,
+        failure=outcome.failure,
+        call_site=request.call_site,
+    )
 
 
 def outcome_of(marker: ev.MarkerRecorded) -> LocalOutcome:

@@ -2,24 +2,33 @@
 
 Commands and command-events are paired in order, kind by kind, by identity: activity type and
 seq, timer seq, marker name and seq, child type and seq, … (not by arguments or durations, so
-that changing an input or a timeout is not a nondeterminism). A recorded patch marker that the
-code no longer asks for is skipped: removing a ``patched()`` call is allowed.
+that changing an input or a timeout is not a nondeterminism). A local activity's marker must
+also name the same activity type (``details["activity_type"]``; a marker without it matches
+any type). A recorded patch marker that the code no longer asks for is skipped: removing a
+``patched()`` call is allowed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.sdk._activation import SeqIndex
 from chronicle.sdk._commands import Emitted
 from chronicle.sdk._info import WorkflowInfo
+from chronicle.sdk._local import LOCAL_ACTIVITY_MARKER, local_activity_type
 from chronicle.sdk.errors import NondeterminismError
 
-__all__ = ["PATCH_MARKER", "check_commands", "command_identity", "event_identity"]
+__all__ = [
+    "PATCH_MARKER",
+    "check_commands",
+    "command_identity",
+    "event_identity",
+    "raise_mismatch",
+]
 
 PATCH_MARKER = "patch"
 """``marker_name`` of the markers that ``workflow.patched()`` records."""
@@ -92,6 +101,22 @@ def event_identity(event: ev.Event, index: SeqIndex) -> _Identity:
     return ("event", event.type)
 
 
+def _matches(command: cmd.Command, event: ev.Event, index: SeqIndex) -> bool:
+    """Whether ``event`` records ``command``: same identity and, for a local activity's marker,
+    the same activity type unless the recorded marker does not say."""
+    if command_identity(command) != event_identity(event, index):
+        return False
+    a = event.attributes
+    if not (
+        isinstance(command, cmd.RecordMarker)
+        and isinstance(a, ev.MarkerRecorded)
+        and command.marker_name == LOCAL_ACTIVITY_MARKER
+    ):
+        return True
+    recorded = local_activity_type(a.details)
+    return recorded is None or recorded == local_activity_type(command.details)
+
+
 _SHOWN = (
     "activity_type",
     "workflow_type",
@@ -104,9 +129,13 @@ _SHOWN = (
 
 
 def _describe(value: object) -> str:
-    names = {f.name for f in fields(value)}  # type: ignore[arg-type]
-    shown = ", ".join(f"{n}={getattr(value, n)!r}" for n in _SHOWN if n in names)
-    return f"{type(value).__name__}({shown})"
+    shown = {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+    if isinstance(value, cmd.RecordMarker | ev.MarkerRecorded):
+        activity_type = local_activity_type(value.details)
+        if value.marker_name == LOCAL_ACTIVITY_MARKER and activity_type is not None:
+            shown["activity_type"] = activity_type
+    text = ", ".join(f"{n}={shown[n]!r}" for n in _SHOWN if n in shown)
+    return f"{type(value).__name__}({text})"
 
 
 def _site(value: object) -> str:
@@ -121,21 +150,20 @@ def check_commands(
     info: WorkflowInfo,
     completed_event_id: int,
     resolved: Mapping[tuple[str, int], int] | None = None,
+    *,
+    prefix: bool = False,
 ) -> None:
     """Raise ``NondeterminismError`` unless ``emitted`` matches ``recorded`` (see module doc).
 
     ``resolved`` (``ActivationReader.resolved``): when a timer or activity resolved before the
     task completed, the server records nothing for the task's cancel of it, so such a cancel
-    command matches no event."""
+    command matches no event. ``prefix``: ``emitted`` are the first commands of an activation
+    that has not finished; recorded events after them are not checked."""
     i = j = 0
-    while i < len(emitted) or j < len(recorded):
+    while i < len(emitted) or (j < len(recorded) and not prefix):
         command = emitted[i] if i < len(emitted) else None
         event = recorded[j] if j < len(recorded) else None
-        if (
-            command is not None
-            and event is not None
-            and command_identity(command.command) == event_identity(event, index)
-        ):
+        if command is not None and event is not None and _matches(command.command, event, index):
             i += 1
             j += 1
             continue
@@ -151,7 +179,7 @@ def check_commands(
         ):
             i += 1  # its target resolved first: the server recorded nothing for it
             continue
-        _raise(command, event, info, completed_event_id)
+        raise_mismatch(command, event, info, completed_event_id)
 
 
 def _dropped_cancel(
@@ -174,9 +202,11 @@ def _dropped_cancel(
     return False
 
 
-def _raise(
+def raise_mismatch(
     command: Emitted | None, event: ev.Event | None, info: WorkflowInfo, completed_event_id: int
-) -> None:
+) -> NoReturn:
+    """Raise the ``NondeterminismError`` for a ``command`` that does not match ``event`` (either
+    may be None: nothing was emitted or nothing more was recorded)."""
     where = f"workflow {info.workflow_id!r} (run {info.run_id}, type {info.workflow_type})"
     if event is not None:
         recorded = f"{_describe(event.attributes)} as event {event.id}{_site(event.attributes)}"

@@ -2,7 +2,10 @@
 
 ``replay(history, workflows)`` re-runs the workflow named by the history's ``WorkflowStarted``
 through every completed workflow task and raises ``NondeterminismError`` at the first command
-that differs from what the history recorded. The history may be closed or still open.
+that differs from what the history recorded. The history may be closed or still open; it is
+folded first (``chronicle.history.fold``), so one that breaks the format's rules (event 1 not
+``WorkflowStarted``, a gap in ids, an answer to nothing, …) raises ``InvalidHistoryError``
+before any workflow code runs.
 
 ``replay_histories`` does that for many histories and reports each as a ``ReplayResult``
 (``replays cleanly`` or its first divergence) instead of raising; ``replay_from_server`` fetches
@@ -14,9 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chronicle.history import events as ev
+from chronicle.history.fold import fold
 from chronicle.sdk._definitions import WorkflowDefinition, workflow_definition
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._instance import WorkflowInstance
@@ -50,11 +54,13 @@ def replay(
     """Replay ``history`` with the matching ``@workflow`` among ``workflows``.
 
     Raises ``NondeterminismError`` on divergence, ``WorkflowTaskError`` if the code now fails
-    a task the history shows completed, ``LookupError`` if no workflow has the history's type.
+    a task the history shows completed, ``LookupError`` if no workflow has the history's type,
+    ``InvalidHistoryError`` if the history breaks the format's rules (``ValueError`` if empty).
     """
-    if not history or not isinstance(history[0].attributes, ev.WorkflowStarted):
-        raise ValueError("a history starts with its WorkflowStarted event (event 1)")
-    started = history[0].attributes
+    if not history:
+        raise ValueError("the history is empty: it starts with its WorkflowStarted event (event 1)")
+    fold(history)  # InvalidHistoryError names the first event that breaks a rule
+    started = cast(ev.WorkflowStarted, history[0].attributes)  # the fold checked event 1
     definition = _find(started.workflow_type, workflows)
     info = WorkflowInfo(
         namespace=namespace,
@@ -129,7 +135,8 @@ def replay_histories(
 
     Never raises for a run that diverges (``NondeterminismError``), fails a task it once
     completed (``WorkflowTaskError``), has a type none of ``workflows`` has (``LookupError``) or
-    is not a history (``ValueError``): that is the run's ``error``.
+    is not a valid history (``InvalidHistoryError``, ``ValueError``): that is the run's
+    ``error``.
     """
     return [_replay_one(run, workflows) for run in runs]
 

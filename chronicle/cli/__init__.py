@@ -29,6 +29,7 @@ import grpc
 from chronicle import grpc_io
 from chronicle.cli import _debug, _replay, _server, _worker, _workflow
 from chronicle.cli._common import CommandError
+from chronicle.history.errors import HistoryError
 from chronicle.sdk._grpc import default_address
 from chronicle.sdk.errors import ChronicleError
 
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return error.exit_code
-    except (ChronicleError, ValueError, TypeError, OSError, ImportError) as error:
+    except (ChronicleError, HistoryError, ValueError, TypeError, OSError, ImportError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
     except grpc.RpcError as error:  # should have been mapped by the SDK; be safe anyway

@@ -33,13 +33,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from chronicle.cli._common import CommandError, connect
 from chronicle.cli._timeline import Timeline
 from chronicle.cli._worker import load_module, module_definitions
 from chronicle.history import events as ev
 from chronicle.history.errors import HistoryError
+from chronicle.history.fold import fold
 from chronicle.sdk._guards import _is_workflow_code
 from chronicle.sdk._info import WorkflowInfo
 from chronicle.sdk._instance import WorkflowInstance
@@ -101,9 +102,13 @@ class HistoryDebugger(cmd.Cmd):
             self.use_rawinput = False
         self.run = run
         self.events = list(run.events)
-        if not self.events or not isinstance(self.events[0].attributes, ev.WorkflowStarted):
-            raise CommandError("a history starts with its WorkflowStarted event (event 1)")
-        started = self.events[0].attributes
+        if not self.events:
+            raise CommandError("the history is empty: it starts with its WorkflowStarted event")
+        try:
+            fold(self.events)
+        except HistoryError as exc:
+            raise CommandError(f"not a valid history: {exc}") from None
+        started = cast(ev.WorkflowStarted, self.events[0].attributes)  # the fold checked it
         definition = _find(started.workflow_type, workflows)
         info = WorkflowInfo(
             namespace=run.namespace,

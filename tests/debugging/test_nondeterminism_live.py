@@ -123,3 +123,87 @@ async def test_changed_code_fails_the_task_not_the_workflow_and_a_fix_carries_it
     types = [e.type for e in await handle.history()]
     assert "WorkflowTaskFailed" in types
     assert types[-1] == "WorkflowCompleted"
+
+
+LOCAL_V1 = """
+from datetime import timedelta
+from chronicle import activity, workflow
+
+@activity(start_to_close_timeout=timedelta(seconds=10))
+async def charge_card(order: str) -> str:
+    return "receipt-" + order
+
+@activity(start_to_close_timeout=timedelta(seconds=10))
+async def authorize_card(order: str) -> str:
+    return "auth-" + order
+
+@workflow
+async def billing(order: str) -> str:
+    receipt = await workflow.execute_local_activity(charge_card, order)  # RECORDED
+    await workflow.wait_signal("approve")
+    return receipt
+"""
+
+LOCAL_V2_SWAPPED = LOCAL_V1.replace(
+    "local_activity(charge_card, order)  # RECORDED",
+    "local_activity(authorize_card, order)  # ATTEMPTED",
+)
+
+
+async def test_a_swapped_local_activity_fails_the_next_task_naming_both_types(
+    server: Server, client: Client, tmp_path: Path
+) -> None:
+    """A worker replaying (cache miss) code that calls another local activity where the run
+    recorded one fails the task with a NondeterminismError, as for a regular activity."""
+    address = f"127.0.0.1:{server.port}"
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    v1 = tmp_path / "v1" / "billing.py"
+    v1.write_text(LOCAL_V1)
+    v2 = tmp_path / "v2" / "billing.py"
+    v2.write_text(LOCAL_V2_SWAPPED)
+
+    worker = _worker(v1, address)
+    try:
+        handle = await client.start("billing", "o-8", id="billing-8", task_queue="billing")
+
+        async def local_activity_recorded() -> bool | None:
+            types = [e.type for e in await handle.history()]
+            return True if "MarkerRecorded" in types else None  # with its task's completion
+
+        await eventually(local_activity_recorded, timeout=30)
+    finally:
+        await _stop(worker)
+    [marker] = [e for e in await handle.history() if e.type == "MarkerRecorded"]
+    assert marker.id == 5
+
+    worker = _worker(v2, address)  # a new process: no cached instance, it replays
+    try:
+        await handle.signal("approve")
+
+        async def task_failing() -> object | None:
+            description = await handle.describe()
+            return description if description.last_workflow_task_failure is not None else None
+
+        description = await eventually(task_failing, timeout=30)
+    finally:
+        await _stop(worker)
+
+    assert description.status == "running"
+    failure = description.last_workflow_task_failure
+    assert failure is not None
+    assert failure.type == "NondeterminismError"
+    assert "workflow 'billing-8'" in failure.message
+    assert (
+        "the history recorded MarkerRecorded(activity_type='charge_card', "
+        "marker_name='local_activity', seq=1) as event 5 "
+        f"at billing.py:{_line(LOCAL_V1, 'RECORDED')} in billing"
+    ) in failure.message
+    assert (
+        "the code attempted RecordMarker(activity_type='authorize_card', "
+        "marker_name='local_activity', seq=1) "
+        f"at billing.py:{_line(LOCAL_V2_SWAPPED, 'ATTEMPTED')} in billing"
+    ) in failure.message
+    failed = [e for e in await handle.history() if e.type == "WorkflowTaskFailed"]
+    assert failed
+    assert failed[-1].attributes.cause.value == "nondeterminism"

@@ -27,6 +27,7 @@ from tests.history.history_strategies import (
     TASK_ENDS,
     VISIBLE_TYPES,
     histories,
+    values_of,
 )
 
 FOLD_SETTINGS = settings(max_examples=35, deadline=None)
@@ -263,6 +264,42 @@ def test_ids_must_be_one_to_n(events: list[ev.Event], data: st.DataObject) -> No
 def test_a_second_workflow_started_is_rejected(events: list[ev.Event]) -> None:
     with pytest.raises(InvalidHistoryError, match="must be event 1"):
         apply(fold(events), _event(len(events) + 1, events[0].attributes))
+
+
+_NOT_STARTED = [cls for cls in ev.ATTRIBUTE_CLASSES if cls is not ev.WorkflowStarted]
+
+
+@FOLD_SETTINGS
+@given(histories(), st.data())
+def test_a_history_that_does_not_start_with_workflow_started_is_rejected(
+    events: list[ev.Event], data: st.DataObject
+) -> None:
+    """Event 1 of any other type is rejected before its own checks, whatever follows it."""
+    cls = data.draw(st.sampled_from(_NOT_STARTED))
+    first = _event(1, data.draw(values_of(cls)))
+    for broken in ([first, *events[1:]], [first], _renumbered(events[1:]) or [first]):
+        first_type = broken[0].type
+        with pytest.raises(
+            InvalidHistoryError,
+            match=rf"^event 1 \({first_type}\): a history starts with WorkflowStarted as event 1$",
+        ):
+            fold(broken)
+
+
+@FOLD_SETTINGS
+@given(histories(closed=False), st.data())
+def test_a_workflow_started_anywhere_but_event_1_is_rejected(
+    events: list[ev.Event], data: st.DataObject
+) -> None:
+    at = data.draw(st.integers(1, len(events)))
+    again = ev.WorkflowStarted(workflow_type="wf", task_queue="q")
+    broken = _renumbered([*events[:at], _event(at + 1, again), *events[at:]])
+    with pytest.raises(
+        InvalidHistoryError,
+        match=rf"^event {at + 1} \(WorkflowStarted\): WorkflowStarted must be event 1, "
+        "and only event 1$",
+    ):
+        fold(broken)
 
 
 def test_generator_produces_the_core_kinds_of_events() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -12,10 +13,11 @@ import pytest
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.codec import event_to_dict
+from chronicle.history.errors import InvalidHistoryError
 from chronicle.history.payloads import from_payload
 from chronicle.sdk.activity import activity
 from chronicle.sdk.errors import NondeterminismError, WorkflowTaskError
-from chronicle.sdk.replay import replay
+from chronicle.sdk.replay import RecordedRun, replay, replay_histories
 from chronicle.sdk.testing import replay_json
 from chronicle.sdk.workflow import workflow
 from tests.sdk.sdk_histories import Sim, result_of
@@ -304,3 +306,25 @@ def test_a_cancel_the_server_dropped_because_its_timer_fired_first_replays() -> 
     sim.activity_completed(2, 3)
     assert result_of(sim.step()) == "done"
     replay(sim.events, [cancels_a_fired_timer])
+
+
+def _renumbered(events: list[ev.Event]) -> list[ev.Event]:
+    return [dataclasses.replace(e, id=i) for i, e in enumerate(events, start=1)]
+
+
+def test_replay_refuses_a_history_without_its_only_workflow_started_before_running_code() -> None:
+    events = recorded_pipeline().events
+    without = _renumbered(events[1:])
+    with pytest.raises(InvalidHistoryError, match=r"^event 1 \(WorkflowTaskScheduled\): "):
+        replay(without, [pipeline_v1])
+    twice = _renumbered([*events[:3], events[0], *events[3:]])
+    with pytest.raises(InvalidHistoryError, match=r"^event 4 \(WorkflowStarted\): "):
+        replay(twice, [pipeline_v1])
+    with pytest.raises(ValueError, match="empty"):
+        replay([], [pipeline_v1])
+    [result] = replay_histories([RecordedRun(twice, "order-7", "r-7")], [pipeline_v1])
+    assert isinstance(result.error, InvalidHistoryError)
+    assert str(result) == (
+        f"order-7 (run r-7, pipeline, {len(twice)} events): InvalidHistoryError: "
+        "event 4 (WorkflowStarted): WorkflowStarted must be event 1, and only event 1"
+    )
