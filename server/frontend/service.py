@@ -14,7 +14,7 @@ from typing import Any
 from chronicle.history import wire
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2, service_pb2_grpc
-from chronicle.server import errors
+from chronicle.server import crash_points, errors
 from chronicle.server.engine import (
     activity_task,
     control,
@@ -369,6 +369,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 eager_workflow_task=request.eager_workflow_task,
                 request_id=request.request_id,
             )
+        if completion.workflow_task is not None:
+            crash_points.reached(crash_points.EAGER_WORKFLOW_TASK_COMMITTED)
         response = service_pb2.CompleteWorkflowTaskResponse(
             activity_tasks=[task_protos.activity_task(grant) for grant in completion.activity_tasks]
         )
@@ -432,6 +434,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 eager_workflow_task=request.eager_workflow_task,
                 request_id=request.request_id,
             )
+        if grant is not None:
+            crash_points.reached(crash_points.EAGER_WORKFLOW_TASK_COMMITTED)
         response = service_pb2.CompleteActivityTaskResponse()
         if grant is not None:
             response.workflow_task.CopyFrom(task_protos.workflow_task(grant))
