@@ -131,6 +131,8 @@ class WorkflowTaskStarted:
     scheduled_event_id: int
     identity: str = ""
     request_id: str = ""
+    """For a task a completion started for its worker (eager), that completion's request id
+    (a worker that lost the answer releases the task by it); empty when a poll took it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

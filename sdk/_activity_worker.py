@@ -29,12 +29,17 @@ import structlog
 from chronicle.history import wire
 from chronicle.history.payloads import from_payloads, to_payload
 from chronicle.history.values import Failure, FailureKind
-from chronicle.protos.v1 import service_pb2
+from chronicle.protos.v1 import common_pb2, service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._definitions import ActivityDefinition
 from chronicle.sdk._heartbeater import Heartbeater, heartbeat_interval
 from chronicle.sdk._info import ActivityInfo
 from chronicle.sdk._inline import InlineRun
+from chronicle.sdk._lost_answers import (
+    definite_refusal,
+    new_request_id,
+    release_eager_workflow_task,
+)
 from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import CompleteAsyncError, exception_to_failure
@@ -338,6 +343,7 @@ class ActivityWorker:
                 identity=self.identity,
             ),
             run,
+            task.workflow_execution,
         )
 
     def _info(
@@ -381,33 +387,53 @@ class ActivityWorker:
         )
 
     async def _report(
-        self, log: Any, method: str, request: Any, run: InlineRun | None = None
+        self,
+        log: Any,
+        method: str,
+        request: Any,
+        run: InlineRun | None = None,
+        execution: common_pb2.WorkflowExecution | None = None,
     ) -> None:
+        """Send ``request``; a ``CompleteActivityTask`` (of a task of run ``execution``) asks
+        for the run's next workflow task when a workflow slot is free."""
         if run is not None and not await run.recorded():
             log.info("activity outcome not reported: its inline schedule was not recorded")
             return
         eager = self.eager_workflow_tasks
         reserved = False
-        if method == "CompleteActivityTask" and eager is not None and await eager.reserve():
+        if execution is not None and eager is not None and await eager.reserve():
             reserved = request.eager_workflow_task = True
+            request.request_id = new_request_id()
         try:
             response = await self.connection.call(method, request)
             if reserved and response.workflow_task.task_token:
                 assert eager is not None
                 reserved = False
                 eager.start_reserved(response.workflow_task)
-        except _grpc.NotFoundError as exc:
-            log.info(
-                "activity outcome not recorded: the attempt is stale",
-                method=method,
-                detail=str(exc),
-            )
         except Exception as exc:
-            log.error(
-                "could not report the activity outcome; the server will time it out",
-                method=method,
-                error=str(exc),
-            )
+            if isinstance(exc, _grpc.NotFoundError):
+                log.info(
+                    "activity outcome not recorded: the attempt is stale",
+                    method=method,
+                    detail=str(exc),
+                )
+            else:
+                log.error(
+                    "could not report the activity outcome; the server will time it out",
+                    method=method,
+                    error=str(exc),
+                )
+            if reserved and execution is not None and not definite_refusal(exc):
+                # The commit may have started the run's next task for this worker, in the
+                # answer it never got (_lost_answers.py).
+                await release_eager_workflow_task(
+                    self.connection,
+                    namespace=self.namespace,
+                    execution=execution,
+                    identity=self.identity,
+                    request_id=request.request_id,
+                    log=log,
+                )
         finally:
             if reserved:
                 assert eager is not None

@@ -43,6 +43,11 @@ from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._instance_lookup import InstanceLookup, with_first_task
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
+from chronicle.sdk._lost_answers import (
+    definite_refusal,
+    new_request_id,
+    release_eager_workflow_task,
+)
 from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk._sticky_cache import StickyCache
 from chronicle.sdk._workflow_threads import WorkflowThreads
@@ -300,6 +305,7 @@ class WorkflowWorker:
             commands=[wire.command_to_proto(c) for c in commands],
             identity=self.identity,
             eager_workflow_task=keep,
+            request_id=new_request_id() if keep else "",
         )
         batch = await self._start_inline(task, commands) if keep else None
         if batch is not None:
@@ -326,15 +332,11 @@ class WorkflowWorker:
                 eager.start_reserved(activity_task)  # type: ignore[union-attr]
                 reserved -= 1
         except Exception as exc:
+            # Only a definite refusal means nothing was recorded (_lost_answers.py).
+            refused = definite_refusal(exc)
             if batch is not None:
-                # Only a definite refusal means the inline activities were not recorded; after
-                # a lost answer they report anyway (a stale report is refused as NOT_FOUND). A
-                # refusal of a retried call may answer a duplicate of an attempt that was
-                # recorded: not definite.
-                refused = (
-                    isinstance(exc, _grpc.NotFoundError | _grpc.InvalidArgumentError)
-                    and not exc.retried
-                )
+                # After a lost answer the inline activities report anyway (a stale report is
+                # refused as NOT_FOUND).
                 batch.resolve(not refused)
             stale = isinstance(exc, _grpc.NotFoundError)
             (log.info if stale else log.error)(
@@ -342,6 +344,17 @@ class WorkflowWorker:
                 error=str(exc),
             )
             await self._cache.drop(run_id, instance)
+            if keep and not refused:
+                # The commit may have started the run's next task for this worker, in the
+                # answer it never got: release it rather than wait for its timeout.
+                await release_eager_workflow_task(
+                    self.connection,
+                    namespace=self.namespace,
+                    execution=task.workflow_execution,
+                    identity=self.identity,
+                    request_id=request.request_id,
+                    log=log,
+                )
             if isinstance(exc, _grpc.InvalidArgumentError) and not exc.retried:
                 # The code asked for something the server refuses (a duration or id over its
                 # limit, a payload too large): say so in the history, where it can be seen.

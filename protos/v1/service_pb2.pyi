@@ -1087,6 +1087,7 @@ class CompleteWorkflowTaskRequest(_message.Message):
     INLINE_RESULTS_FIELD_NUMBER: _builtins.int
     INLINE_STARTED_ACTIVITY_IDS_FIELD_NUMBER: _builtins.int
     EAGER_WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
@@ -1098,6 +1099,11 @@ class CompleteWorkflowTaskRequest(_message.Message):
     eager_workflow_task: _builtins.bool
     """When this completion makes a workflow task due (inline results, events that arrived while
     the task ran), start it for this worker in the same transaction and return it.
+    """
+    request_id: _builtins.str
+    """Names this call, the same on each retry of it: a workflow task it starts for this worker
+    (eager_workflow_task) records it in its WorkflowTaskStarted, so that a worker that does not
+    get the answer can release that task (ReleaseEagerWorkflowTask).
     """
     @_builtins.property
     def commands(self) -> _containers.RepeatedCompositeFieldContainer[_command_pb2.Command]: ...
@@ -1128,10 +1134,11 @@ class CompleteWorkflowTaskRequest(_message.Message):
         inline_results: _abc.Iterable[Global___InlineActivityResult] | None = ...,
         inline_started_activity_ids: _abc.Iterable[_builtins.str] | None = ...,
         eager_workflow_task: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "eager_activity_types", b"eager_activity_types", "eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "inline_results", b"inline_results", "inline_started_activity_ids", b"inline_started_activity_ids", "max_eager_activities", b"max_eager_activities", "namespace", b"namespace", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "eager_activity_types", b"eager_activity_types", "eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "inline_results", b"inline_results", "inline_started_activity_ids", b"inline_started_activity_ids", "max_eager_activities", b"max_eager_activities", "namespace", b"namespace", "request_id", b"request_id", "sdk_flags", b"sdk_flags", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1391,6 +1398,7 @@ class CompleteActivityTaskRequest(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     EAGER_WORKFLOW_TASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_token: _builtins.bytes
     identity: _builtins.str
@@ -1398,6 +1406,8 @@ class CompleteActivityTaskRequest(_message.Message):
     """The worker has a free workflow-task slot: when this result makes a workflow task due and
     the run is sticky to this worker, start that task in the same transaction and return it.
     """
+    request_id: _builtins.str
+    """Names this call, as CompleteWorkflowTaskRequest.request_id does."""
     @_builtins.property
     def result(self) -> _common_pb2.Payload: ...
     def __init__(
@@ -1408,10 +1418,11 @@ class CompleteActivityTaskRequest(_message.Message):
         result: _common_pb2.Payload | None = ...,
         identity: _builtins.str = ...,
         eager_workflow_task: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "namespace", b"namespace", "result", b"result", "task_token", b"task_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eager_workflow_task", b"eager_workflow_task", "identity", b"identity", "namespace", b"namespace", "request_id", b"request_id", "result", b"result", "task_token", b"task_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1537,6 +1548,59 @@ class HeartbeatActivityTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatActivityTaskResponse: _TypeAlias = HeartbeatActivityTaskResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseEagerWorkflowTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_EXECUTION_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    identity: _builtins.str
+    """The completing worker; only a task started for it is released."""
+    request_id: _builtins.str
+    """The request_id of the completion whose answer was lost (required)."""
+    @_builtins.property
+    def workflow_execution(self) -> _common_pb2.WorkflowExecution:
+        """The run the lost completion was about (for an activity completion, the activity's run)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        workflow_execution: _common_pb2.WorkflowExecution | None = ...,
+        identity: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_execution", b"workflow_execution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "request_id", b"request_id", "workflow_execution", b"workflow_execution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseEagerWorkflowTaskRequest: _TypeAlias = ReleaseEagerWorkflowTaskRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseEagerWorkflowTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """A task that completion started for the worker was still outstanding and now times out."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseEagerWorkflowTaskResponse: _TypeAlias = ReleaseEagerWorkflowTaskResponse  # noqa: Y015
 
 @_typing.final
 class WorkerSessionRequest(_message.Message):

@@ -129,6 +129,11 @@ class WorkflowServiceStub:
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.SerializeToString,
                 response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.FromString,
                 _registered_method=True)
+        self.ReleaseEagerWorkflowTask = channel.unary_unary(
+                '/chronicle.v1.WorkflowService/ReleaseEagerWorkflowTask',
+                request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskRequest.SerializeToString,
+                response_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskResponse.FromString,
+                _registered_method=True)
         self.WorkerSession = channel.unary_stream(
                 '/chronicle.v1.WorkflowService/WorkerSession',
                 request_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.WorkerSessionRequest.SerializeToString,
@@ -265,6 +270,16 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseEagerWorkflowTask(self, request, context):
+        """A worker did not get the answer to a completion that asked for the run's next workflow task
+        (eager_workflow_task; the call failed in a way that does not say whether it applied). If
+        that completion started a task for this worker, the task times out now rather than when its
+        workflow-task timeout falls due: the worker never saw it (docs/decisions.md §17).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WorkerSession(self, request, context):
         """Held open by a worker for as long as it runs. When it breaks without the server stopping
         (the worker process died or was cut off), the tasks the worker had started are timed out at
@@ -381,6 +396,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.HeartbeatActivityTask,
                     request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.FromString,
                     response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.SerializeToString,
+            ),
+            'ReleaseEagerWorkflowTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseEagerWorkflowTask,
+                    request_deserializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskRequest.FromString,
+                    response_serializer=chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskResponse.SerializeToString,
             ),
             'WorkerSession': grpc.unary_stream_rpc_method_handler(
                     servicer.WorkerSession,
@@ -906,6 +926,33 @@ class WorkflowService:
             '/chronicle.v1.WorkflowService/HeartbeatActivityTask',
             chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskRequest.SerializeToString,
             chronicle_dot_protos_dot_v1_dot_service__pb2.HeartbeatActivityTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseEagerWorkflowTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chronicle.v1.WorkflowService/ReleaseEagerWorkflowTask',
+            chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskRequest.SerializeToString,
+            chronicle_dot_protos_dot_v1_dot_service__pb2.ReleaseEagerWorkflowTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

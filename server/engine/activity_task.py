@@ -253,11 +253,13 @@ async def complete(
     identity: str,
     *,
     eager_workflow_task: bool = False,
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | None:
     """Record the activity's result (exactly once).
 
     With ``eager_workflow_task``, a workflow task this result makes due for a run sticky to
-    ``identity`` is started in the same transaction and returned (eager workflow task).
+    ``identity`` is started in the same transaction and returned (eager workflow task); its
+    ``WorkflowTaskStarted`` records ``request_id`` (``lost_answers.py``).
     """
     token = decode_activity_token(token_bytes)
     limited = (
@@ -285,7 +287,9 @@ async def complete(
             token.key,
             callback,
             activity_ids=_locked_ids(token),
-            start_workflow_task_for=identity if eager_workflow_task else "",
+            start_workflow_task_for=(
+                tr.EagerStart(identity, request_id) if eager_workflow_task else None
+            ),
         )
         task = outcome.state.workflow_task
         if not eager_workflow_task or task is None or not task.started_event_id:

@@ -40,7 +40,7 @@ async def try_transition(
     callback: tr.Callback,
     *,
     activity_ids: Callable[[WorkflowState], Sequence[int]] | None = None,
-    start_workflow_task_for: str = "",
+    start_workflow_task_for: tr.EagerStart | None = None,
     finish: Callable[[tr.Planned], Any] | None = None,
     eligible: Callable[[tr.Outcome], bool] | None = None,
     known: KnownRows | None = None,

@@ -88,13 +88,24 @@ class Outcome:
     """``Planned.events_json`` of ``events``."""
 
 
+@dataclass(frozen=True, slots=True)
+class EagerStart:
+    """A completion asks for the run's next workflow task (eager workflow task): started for
+    worker ``identity`` when due and the run is sticky to it. Its ``WorkflowTaskStarted``
+    records ``request_id``, the completion's, so that a worker that never got the answer can
+    release that one task (``lost_answers.py``)."""
+
+    identity: str
+    request_id: str = ""
+
+
 def plan(
     state: WorkflowState,
     new: Sequence[ev.EventAttributes],
     now: datetime,
     *,
     sticky_identity: str,
-    start_for: str = "",
+    start_for: EagerStart | None = None,
     hand_to: str = "",
 ) -> Planned:
     """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure.
@@ -120,13 +131,17 @@ def plan(
         )
         state = fold_event(state, event)
         steps.append((event, state))
-        starter = hand_to or (start_for if start_for and start_for == sticky_identity else "")
+        starter, request_id = hand_to, ""
+        if not starter and start_for is not None and start_for.identity == sticky_identity:
+            starter, request_id = start_for.identity, start_for.request_id
         if starter:
             eager = event.id
             started = ev.Event(
                 id=state.next_event_id,
                 time=now,
-                attributes=ev.WorkflowTaskStarted(scheduled_event_id=eager, identity=starter),
+                attributes=ev.WorkflowTaskStarted(
+                    scheduled_event_id=eager, identity=starter, request_id=request_id
+                ),
             )
             state = fold_event(state, started)
             steps.append((started, state))
@@ -285,7 +300,7 @@ async def transition(
     *,
     activity_ids: Sequence[int] | Callable[[WorkflowState], Sequence[int]] = (),
     now: datetime | None = None,
-    start_workflow_task_for: str = "",
+    start_workflow_task_for: EagerStart | None = None,
     finish: Callable[[Planned], Any] | None = None,
     reset_into: ResetInto | None = None,
 ) -> Outcome:
@@ -370,7 +385,7 @@ def decide(
     callback: Callback,
     *,
     now: datetime,
-    start_for: str = "",
+    start_for: EagerStart | None = None,
     finish: Callable[[Planned], Any] | None = None,
 ) -> Step:
     """Run ``callback`` on the run as read (``row``: its execution columns), plan, ``finish``.

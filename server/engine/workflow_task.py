@@ -60,6 +60,7 @@ async def complete(
     inline_results: Mapping[str, Payload | None] | None = None,
     inline_started: Sequence[str] = (),
     eager_workflow_task: bool = False,
+    request_id: str = "",
 ) -> Completion:
     """Apply a worker's answer to a started workflow task (exactly once).
 
@@ -67,7 +68,8 @@ async def complete(
     at most ``max_eager_activities`` of those the commands schedule, of the listed types.
     ``inline_results`` / ``inline_started``: activities the worker ran before this completion
     recorded them (``inline.py``). ``eager_workflow_task``: a workflow task this completion
-    makes due is started for ``identity`` at once and returned.
+    makes due is started for ``identity`` at once and returned; its ``WorkflowTaskStarted``
+    records ``request_id`` (``lost_answers.py``).
     """
     token = decode_workflow_token(token_bytes)
     commands_mod.validate(commands)
@@ -169,7 +171,7 @@ async def complete(
     def cancel_targets(state: WorkflowState) -> list[int]:
         return commands_mod.cancel_targets(state, commands)
 
-    start_for = identity if eager_workflow_task else ""
+    start_for = tr.EagerStart(identity, request_id) if eager_workflow_task else None
 
     async def body(conn: Conn) -> Completion:
         outcome = await tr.transition(

@@ -14,10 +14,11 @@ from typing import Any
 from chronicle.history import wire
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2, service_pb2_grpc
-from chronicle.server import errors
+from chronicle.server import crash_points, errors
 from chronicle.server.engine import (
     activity_task,
     control,
+    lost_answers,
     query,
     read,
     reset,
@@ -32,6 +33,7 @@ from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
 from chronicle.server.matching import poller
 from chronicle.server.matching.queries import QueryTask
+from chronicle.server.store.rows import RunKey
 
 QUERY_TIMEOUT = 30.0
 """Seconds a query waits for a worker's answer at most (also capped by the deadline)."""
@@ -353,18 +355,22 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             raise errors.InvalidArgument(
                 "an inline activity is listed twice", field="inline_results"
             )
-        completion = await workflow_task.complete(
-            self._services,
-            request.task_token,
-            commands,
-            identity=request.identity,
-            sdk_flags=list(request.sdk_flags),
-            eager_activity_types=list(request.eager_activity_types),
-            max_eager_activities=request.max_eager_activities,
-            inline_results=inline_results,
-            inline_started=list(request.inline_started_activity_ids),
-            eager_workflow_task=request.eager_workflow_task,
-        )
+        with self._services.answering.running(namespace(request), request.request_id):
+            completion = await workflow_task.complete(
+                self._services,
+                request.task_token,
+                commands,
+                identity=request.identity,
+                sdk_flags=list(request.sdk_flags),
+                eager_activity_types=list(request.eager_activity_types),
+                max_eager_activities=request.max_eager_activities,
+                inline_results=inline_results,
+                inline_started=list(request.inline_started_activity_ids),
+                eager_workflow_task=request.eager_workflow_task,
+                request_id=request.request_id,
+            )
+        if completion.workflow_task is not None:
+            crash_points.reached(crash_points.EAGER_WORKFLOW_TASK_COMMITTED)
         response = service_pb2.CompleteWorkflowTaskResponse(
             activity_tasks=[task_protos.activity_task(grant) for grant in completion.activity_tasks]
         )
@@ -419,13 +425,17 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.CompleteActivityTaskResponse:
         """Record an activity result (a stale or repeated answer: NOT_FOUND)."""
         self._check(request)
-        grant = await activity_task.complete(
-            self._services,
-            request.task_token,
-            wire.optional_payload_from_proto(request, "result"),
-            request.identity,
-            eager_workflow_task=request.eager_workflow_task,
-        )
+        with self._services.answering.running(namespace(request), request.request_id):
+            grant = await activity_task.complete(
+                self._services,
+                request.task_token,
+                wire.optional_payload_from_proto(request, "result"),
+                request.identity,
+                eager_workflow_task=request.eager_workflow_task,
+                request_id=request.request_id,
+            )
+        if grant is not None:
+            crash_points.reached(crash_points.EAGER_WORKFLOW_TASK_COMMITTED)
         response = service_pb2.CompleteActivityTaskResponse()
         if grant is not None:
             response.workflow_task.CopyFrom(task_protos.workflow_task(grant))
@@ -459,6 +469,23 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             handed_off=request.handed_off,
         )
         return service_pb2.HeartbeatActivityTaskResponse(cancel_requested=cancel)
+
+    @rpc
+    async def ReleaseEagerWorkflowTask(
+        self, request: service_pb2.ReleaseEagerWorkflowTaskRequest, context: Any
+    ) -> service_pb2.ReleaseEagerWorkflowTaskResponse:
+        """A worker lost the answer to a completion that asked for the next workflow task:
+        the task that completion started for it, if any, times out now (``lost_answers.py``)."""
+        require(request.workflow_execution, "workflow_id", "run_id")
+        execution = request.workflow_execution
+        released = await lost_answers.release(
+            self._services.pool,
+            self._services.answering,
+            RunKey(namespace(request), execution.workflow_id, execution.run_id),
+            identity=request.identity,
+            request_id=request.request_id,
+        )
+        return service_pb2.ReleaseEagerWorkflowTaskResponse(released=released)
 
     async def CallStream(self, request_iterator: Any, context: Any) -> None:
         """The unary methods multiplexed on one stream (``call_stream.py``)."""

@@ -643,4 +643,21 @@ SELECT (SELECT count(*) FROM moved), pg_notify('chronicle_timer', $6)"""
 only if that event is the one a given write appended: its time ``$7`` and identity ``$8``
 (another dispatch may have started the same task as the same event id)."""
 
+RELEASE_EAGER_WORKFLOW_TASK: Final = """
+WITH moved AS (
+    UPDATE timers t SET fire_at = $6
+    FROM history_events h
+    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND t.kind = 'workflow_task_timeout' AND t.fire_at > $6
+      AND h.namespace = $1 AND h.workflow_id = $2 AND h.run_id = $3 AND h.event_id = t.ref_id
+      AND h.event_type = 'WorkflowTaskStarted'
+      AND h.attributes->>'identity' = $4 AND h.attributes->>'request_id' = $5
+    RETURNING t.id
+)
+SELECT count(*) AS released, (SELECT count(pg_notify('chronicle_timer', $7)) FROM moved)
+FROM moved"""
+"""The run's outstanding workflow task, if worker ``$4``'s completion ``$5`` started it
+(its ``WorkflowTaskStarted`` records both), times out now (``$6``): its timer falls due
+(``lost_answers.release``)."""
+
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

@@ -1,0 +1,69 @@
+"""Lost answers with the real worker: a completion that started the run's next workflow task
+for the worker is cancelled on the server once its write has committed (its call stream
+broke); the worker, retrying, is refused as a duplicate and releases the task it never got."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chronicle.history import events as ev
+from chronicle.sdk.activity import activity
+from chronicle.sdk.client import Client
+from chronicle.sdk.worker import Worker
+from chronicle.sdk.workflow import workflow
+from chronicle.server.engine import workflow_task
+
+
+@activity
+async def add_one(x: int) -> int:
+    """x + 1."""
+    return x + 1
+
+
+@workflow
+async def two_steps(x: int) -> int:
+    """Two sequential activities: each runs inline, and its result's commit starts the next
+    workflow task for the worker (eager)."""
+    once = await workflow.execute_activity(add_one, x)
+    return int(await workflow.execute_activity(add_one, once))
+
+
+async def test_a_completion_cancelled_once_its_write_committed(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_complete = workflow_task.complete
+    committed = asyncio.Event()
+
+    async def commits_then_hangs(*args: Any, **kwargs: Any) -> Any:
+        completion = await real_complete(*args, **kwargs)
+        if completion.workflow_task is not None and not committed.is_set():
+            committed.set()
+            await asyncio.Event().wait()  # no reply until the call is cancelled
+        return completion
+
+    monkeypatch.setattr(workflow_task, "complete", commits_then_hangs)
+    async with Worker(client, task_queue="lost", workflows=[two_steps], activities=[add_one]):
+        handle = await client.start(
+            two_steps,
+            1,
+            id="cancelled-mid-write",
+            task_queue="lost",
+            task_timeout=timedelta(seconds=60),  # far beyond the wait below
+        )
+        await asyncio.wait_for(committed.wait(), 20)
+        calls = client.connection._stream
+        assert calls is not None
+        assert calls._stream is not None
+        calls._stream.fail("test: the call stream broke")  # the server cancels its calls
+        assert await asyncio.wait_for(handle.result(), 20) == 3
+    history = await handle.history()
+    assert [e.id for e in history] == list(range(1, len(history) + 1))
+    assert [e.type for e in history].count("ActivityCompleted") == 2
+    [timed_out] = [e for e in history if isinstance(e.attributes, ev.WorkflowTaskTimedOut)]
+    lost = history[timed_out.attributes.started_event_id - 1]
+    assert isinstance(lost.attributes, ev.WorkflowTaskStarted)
+    assert lost.attributes.request_id  # started by the completion whose answer was lost
