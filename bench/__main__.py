@@ -135,17 +135,53 @@ async def w3(client: Client, results: Results) -> None:
     results.add(
         "W3", "per-activity latency, steps 950-1,000 (median)", ms(late), "within 20% of step 10"
     )
-    replays = []
-    for _ in range(5):
-        began = time.perf_counter()
-        replay(history, [workloads.sequential])
-        replays.append(time.perf_counter() - began)
     results.add(
         "W3'",
-        f"replay of the {len(history)}-event history (median of 5)",
-        ms(statistics.median(replays)),
+        f"replay of the {len(history)}-event history, as a worker's cache miss (median of 5)",
+        ms(_median_time(lambda: _replay_as_worker(history))),
         "target <= 100 ms",
     )
+    results.add(
+        "W3'",
+        "replay() of it, with its validation fold first (median of 5)",
+        ms(_median_time(lambda: replay(history, [workloads.sequential]))),
+    )
+
+
+def _median_time(run: Callable[[], None], rounds: int = 5) -> float:
+    """Median seconds of ``rounds`` calls of ``run``."""
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _replay_as_worker(history: list[Any]) -> None:
+    """What a worker does with a run it does not hold (``sdk/_instance_lookup.py``): a new
+    instance activated with the whole history. No fold: the history comes from the server,
+    which folded every event it wrote; ``replay()`` folds first because its history may come
+    from a file."""
+    from chronicle.sdk._definitions import workflow_definition
+    from chronicle.sdk._info import WorkflowInfo
+    from chronicle.sdk._instance import WorkflowInstance
+
+    started = history[0].attributes
+    definition = workflow_definition(workloads.sequential)
+    info = WorkflowInfo(
+        namespace="default",
+        workflow_id="w3-replay",
+        run_id="w3-replay",
+        workflow_type=definition.name,
+        task_queue=started.task_queue,
+        attempt=started.attempt,
+    )
+    instance = WorkflowInstance(definition, info)
+    try:
+        instance.activate(history)
+    finally:
+        instance.close()
 
 
 async def w4(client: Client, results: Results) -> None:
