@@ -33,7 +33,8 @@ async def lock(conn: Conn, namespace: str, workflow_id: str) -> Current | None:
     replaced it meanwhile (a continue-as-new, reset or start committed while this waited for
     the old run's row), locking the new run now would wait for an execution row while holding
     the current row: ``StaleRead`` instead, and ``in_transaction`` reruns the transaction,
-    which then locks the new run first.
+    which then locks the new run first. The error names the new run (``moved_to``): a commit
+    that moved the id on, so the rerun does not use up one of the call's attempts.
     """
     row = await conn.fetchrow(sql.LOCK_CURRENT_RUN, namespace, workflow_id)
     if row is None:
@@ -42,6 +43,7 @@ async def lock(conn: Conn, namespace: str, workflow_id: str) -> Current | None:
     if locked is not None and locked != row["run_id"]:
         raise StaleRead(
             f"the current run of workflow '{workflow_id}' changed from {locked} to "
-            f"{row['run_id']} while its execution row was being locked"
+            f"{row['run_id']} while its execution row was being locked",
+            moved_to=f"{namespace}/{workflow_id}/{row['run_id']}",
         )
     return Current(row["run_id"], row["status"], row["start_request_id"])

@@ -22,7 +22,16 @@ T = TypeVar("T")
 
 class StaleRead(Exception):
     """A transaction read something without a lock that changed before it could lock it in
-    the required lock order (docs/decisions.md §15); ``in_transaction`` reruns it."""
+    the required lock order (docs/decisions.md §15); ``in_transaction`` reruns it.
+
+    ``moved_to`` names what it changed to (e.g. the workflow id's new current run), committed
+    by another transaction: a rerun after a ``StaleRead`` whose ``moved_to`` this call has not
+    seen before is progress and does not count as one of the call's attempts. Empty: every
+    rerun counts."""
+
+    def __init__(self, message: str, *, moved_to: str = "") -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
 
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -73,18 +82,28 @@ async def in_transaction(
     """Run ``body(conn)`` in one transaction; rerun it on deadlock/serialization failures.
 
     ``body`` must be safe to rerun: everything it wrote was rolled back with the failed attempt.
+    A ``StaleRead`` that names a change this call has not seen before (``moved_to``) reruns it
+    at once without using up an attempt: another transaction committed that change, so the
+    reruns end when the others do (a queue of starts replacing one id's run, each moving its
+    current row on, all succeed in turn). A repeated or unnamed one counts like a deadlock.
     """
     retryable = RETRYABLE + retry_on
-    for attempt in range(attempts):
+    attempt = 0
+    moves: set[str] = set()
+    while True:
         try:
             async with pool.acquire() as conn, conn.transaction():
                 return await body(conn)
         except retryable as exc:
+            if isinstance(exc, StaleRead) and exc.moved_to and exc.moved_to not in moves:
+                moves.add(exc.moved_to)
+                _log_rerun(exc, attempt + 1)
+                continue  # the change is committed: nothing to wait for
             if attempt == attempts - 1:
                 raise
             _log_rerun(exc, attempt + 1)
             await asyncio.sleep(0.002 * 2**attempt)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def _log_rerun(exc: BaseException, attempt: int) -> None:

@@ -389,3 +389,52 @@ async def test_a_current_run_that_keeps_moving_aborts_the_call(
     assert len(attempts) > 1
     assert raised.value.code() == grpc.StatusCode.ABORTED
     assert "retry the call" in (raised.value.details() or "")
+
+
+async def test_many_starts_replacing_one_id_at_once_all_succeed(race: Race) -> None:
+    """Starts with terminate_existing of one id, queued behind its run at once: each that
+    commits moves the current row on, so every other one finds it moved (``StaleRead``) and
+    runs again. Those reruns are progress, not failures: every start succeeds, one after the
+    other, as when they queued on the current row (before §15), however many there are."""
+    run = await _started(race, "lo-many")
+    count = 10
+    async with race.holder.transaction():
+        await race.holder.execute(_HOLD_RUN, "lo-many", run)
+        calls = [
+            asyncio.ensure_future(
+                race.stub.StartWorkflow(
+                    start_request("lo-many", id_conflict_policy="terminate_existing")
+                )
+            )
+            for _ in range(count)
+        ]
+        await race.lock_waiters(count)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 60)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert not failed, failed
+    assert len({r.run_id for r in results}) == count
+    statuses = await race.watcher.fetch(
+        "SELECT status FROM executions WHERE workflow_id = 'lo-many'"
+    )
+    assert sorted(r["status"] for r in statuses) == ["running"] + ["terminated"] * count
+    assert await race.deadlocks() == 0
+
+
+async def test_a_current_run_that_names_the_same_move_again_still_aborts(
+    race: Race, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun is free only for a move the call has not seen: one that names the same new
+    run again proves no progress, so the reruns stay bounded (no spin) and the call ends
+    ABORTED."""
+    await _started(race, "lo-same")
+    attempts: list[int] = []
+
+    async def moved(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        raise StaleRead("the current run of workflow 'lo-same' changed", moved_to="same")
+
+    monkeypatch.setattr(current_run, "lock", moved)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await race.stub.StartWorkflow(start_request("lo-same", id_conflict_policy="use_existing"))
+    assert raised.value.code() == grpc.StatusCode.ABORTED
+    assert 1 < len(attempts) <= 7
