@@ -23,6 +23,12 @@ _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
+_UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,  # 22021: NUL in a text parameter
+    asyncpg.exceptions.UntranslatableCharacterError,  # 22P05: \u0000 in a jsonb value
+)
+"""Postgres refuses these characters in text and jsonb: a NUL in an id, a name, a message."""
+
 R = TypeVar("R")
 Handler = Callable[[Any, Any, Any], Awaitable[R]]
 
@@ -33,6 +39,13 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return _CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc)
     if isinstance(exc, InvalidCommandError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, _UNSTORABLE_TEXT):
+        # Only the request's own strings reach a statement as text or jsonb. The statement
+        # failed and its transaction was rolled back: nothing of it was written.
+        return grpc.StatusCode.INVALID_ARGUMENT, (
+            f"a string in the request contains a NUL character (\\x00), which the server "
+            f"cannot store: {exc}"
+        )
     if isinstance(
         exc,
         OSError

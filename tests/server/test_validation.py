@@ -433,3 +433,34 @@ async def _each_refused(
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, field
         assert details.startswith(f"{field} {message}"), details
+
+
+async def test_a_nul_character_in_a_string_is_refused_as_invalid_argument(stub, db) -> None:
+    """Postgres stores no NUL in text or jsonb; a request carrying one was answered INTERNAL
+    (and logged as a server error). It is the caller's input: INVALID_ARGUMENT, nothing
+    written. Found on ReleaseEagerWorkflowTask (session 7) and the completions' request_id."""
+    code, details = await _code(stub.StartWorkflow(start_request("nul\x00id")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NUL" in details
+    assert await _counts(db) == (0, 0, 0)
+    await stub.StartWorkflow(start_request("v-nul"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w1"), timeout=10
+    )
+    release = pb.ReleaseEagerWorkflowTaskRequest(
+        workflow_execution=task.workflow_execution, identity="w1", request_id="r\x00"
+    )
+    code, details = await _code(stub.ReleaseEagerWorkflowTask(release))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NUL" in details
+    await stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="v-nul", signal_name="s"))
+    before = await _counts(db)
+    eager = pb.CompleteWorkflowTaskRequest(  # the request id goes into a jsonb event
+        task_token=task.task_token, identity="w1", eager_workflow_task=True, request_id="r\x00"
+    )
+    code, details = await _code(stub.CompleteWorkflowTask(eager))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NUL" in details
+    assert await _counts(db) == before
+    eager.request_id = "r1"  # nothing was applied: the same task completes
+    assert (await stub.CompleteWorkflowTask(eager)).workflow_task.task_token
