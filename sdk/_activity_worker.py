@@ -38,7 +38,7 @@ from chronicle.sdk._inline import InlineRun
 from chronicle.sdk._lost_answers import (
     definite_refusal,
     new_request_id,
-    release_eager_workflow_task,
+    release_eager_tasks,
 )
 from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk.activity import ActivityContext, run_with_context
@@ -426,7 +426,7 @@ class ActivityWorker:
             if reserved and execution is not None and not definite_refusal(exc):
                 # The commit may have started the run's next task for this worker, in the
                 # answer it never got (_lost_answers.py).
-                await release_eager_workflow_task(
+                await release_eager_tasks(
                     self.connection,
                     namespace=self.namespace,
                     execution=execution,

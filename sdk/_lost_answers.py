@@ -5,11 +5,13 @@ the server was killed between its commit and its reply, the call timed out). Onl
 refusal (``NOT_FOUND`` or ``INVALID_ARGUMENT`` on the first attempt) says that nothing was
 applied; after any other failure the worker must assume the completion may have committed.
 
-When such a completion asked for the run's next workflow task (``eager_workflow_task``), its
-commit may have started that task for this worker, which never saw it. The worker then asks
-the server to release it (``ReleaseEagerWorkflowTask``), naming the completion by its request
-id: the task times out at once instead of when its workflow-task timeout falls due
-(docs/decisions.md §17). If the release fails too, that timeout still ends the task.
+When such a completion asked for eager tasks (the run's next workflow task,
+``eager_workflow_task``; activities, ``max_eager_activities``), its commit may have started
+them for this worker, which never saw them. So every such completion carries a request id,
+and the worker then asks the server to release them (``ReleaseEagerWorkflowTask``, one call
+for both), naming the completion by that id: the workflow task and the activity attempts time
+out at once instead of when their timeouts fall due (docs/decisions.md §17); the attempts are
+retried per their retry policy. If the release fails too, those timeouts still end them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from chronicle.protos.v1 import common_pb2, service_pb2
 from chronicle.sdk import _grpc
 
-__all__ = ["definite_refusal", "new_request_id", "release_eager_workflow_task"]
+__all__ = ["definite_refusal", "new_request_id", "release_eager_tasks"]
 
 
 def definite_refusal(error: BaseException) -> bool:
@@ -37,7 +39,7 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-async def release_eager_workflow_task(
+async def release_eager_tasks(
     connection: _grpc.Connection,
     *,
     namespace: str,
@@ -46,9 +48,9 @@ async def release_eager_workflow_task(
     request_id: str,
     log: Any,
 ) -> None:
-    """Ask the server to time out the workflow task that the completion ``request_id`` may
-    have started for this worker on run ``execution``. Never raises: on failure the task's
-    own timeout remains."""
+    """Ask the server to time out the workflow task and activity attempts that the completion
+    ``request_id`` may have started eagerly for this worker on run ``execution``. Never
+    raises: on failure their own timeouts remain."""
     request = service_pb2.ReleaseEagerWorkflowTaskRequest(
         namespace=namespace,
         workflow_execution=common_pb2.WorkflowExecution(
@@ -61,10 +63,14 @@ async def release_eager_workflow_task(
         response = await connection.call("ReleaseEagerWorkflowTask", request)
     except Exception as exc:
         log.warning(
-            "could not release the workflow task a lost answer may have carried; "
-            "it times out when its workflow-task timeout falls due",
+            "could not release the tasks a lost answer may have carried; "
+            "they time out when their timeouts fall due",
             error=str(exc),
         )
         return
-    if response.released:
-        log.info("released the workflow task that a lost answer carried; it is retried at once")
+    if response.released or response.activities_released:
+        log.info(
+            "released the tasks that a lost answer carried; they are retried at once",
+            workflow_task=response.released,
+            activities=response.activities_released,
+        )

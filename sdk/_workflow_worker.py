@@ -46,7 +46,7 @@ from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_a
 from chronicle.sdk._lost_answers import (
     definite_refusal,
     new_request_id,
-    release_eager_workflow_task,
+    release_eager_tasks,
 )
 from chronicle.sdk._polling import poll_into_slots
 from chronicle.sdk._sticky_cache import StickyCache
@@ -305,7 +305,6 @@ class WorkflowWorker:
             commands=[wire.command_to_proto(c) for c in commands],
             identity=self.identity,
             eager_workflow_task=keep,
-            request_id=new_request_id() if keep else "",
         )
         batch = await self._start_inline(task, commands) if keep else None
         if batch is not None:
@@ -324,46 +323,23 @@ class WorkflowWorker:
             if reserved:
                 request.max_eager_activities = reserved
                 request.eager_activity_types.extend(eager.activity_types)
+        if keep or reserved:
+            # Names this completion (the same on each retry of the call): what it starts
+            # eagerly for this worker records it, for a release after a lost answer.
+            request.request_id = new_request_id()
         try:
-            response = await self.connection.call("CompleteWorkflowTask", request)
+            try:
+                response = await self.connection.call("CompleteWorkflowTask", request)
+            except Exception as exc:
+                await self._not_completed(task, instance, request, batch, exc, log)
+                return None
+            # Only the call is guarded above: a failure past this point is not a lost answer
+            # (the tasks the answer carries are this worker's, and must not be released).
             if batch is not None:
                 batch.resolve(True)
             for activity_task in response.activity_tasks[:reserved]:
                 eager.start_reserved(activity_task)  # type: ignore[union-attr]
                 reserved -= 1
-        except Exception as exc:
-            # Only a definite refusal means nothing was recorded (_lost_answers.py).
-            refused = definite_refusal(exc)
-            if batch is not None:
-                # After a lost answer the inline activities report anyway (a stale report is
-                # refused as NOT_FOUND).
-                batch.resolve(not refused)
-            stale = isinstance(exc, _grpc.NotFoundError)
-            (log.info if stale else log.error)(
-                "workflow task completion not accepted; dropping the cached instance",
-                error=str(exc),
-            )
-            await self._cache.drop(run_id, instance)
-            if keep and not refused:
-                # The commit may have started the run's next task for this worker, in the
-                # answer it never got: release it rather than wait for its timeout.
-                await release_eager_workflow_task(
-                    self.connection,
-                    namespace=self.namespace,
-                    execution=task.workflow_execution,
-                    identity=self.identity,
-                    request_id=request.request_id,
-                    log=log,
-                )
-            if isinstance(exc, _grpc.InvalidArgumentError) and not exc.retried:
-                # The code asked for something the server refuses (a duration or id over its
-                # limit, a payload too large): say so in the history, where it can be seen.
-                failure = Failure(
-                    message=f"the server refused the workflow task's commands: {exc}",
-                    type="InvalidArgumentError",
-                )
-                await self._fail(task, log, WorkflowTaskFailedCause.BAD_COMMAND, failure)
-            return None
         finally:
             if reserved:
                 eager.release(reserved)  # type: ignore[union-attr]
@@ -377,6 +353,50 @@ class WorkflowWorker:
             return None
         await self._cache.keep(run_id, instance)
         return response.workflow_task if response.workflow_task.task_token else None
+
+    async def _not_completed(
+        self,
+        task: service_pb2.PollWorkflowTaskResponse,
+        instance: WorkflowInstance,
+        request: service_pb2.CompleteWorkflowTaskRequest,
+        batch: InlineBatch | None,
+        exc: Exception,
+        log: Any,
+    ) -> None:
+        """The completion ``request`` of ``task`` failed with ``exc``: drop the instance and,
+        unless the failure says nothing was applied, release what its commit may have started
+        eagerly for this worker in the answer it never got (_lost_answers.py)."""
+        # Only a definite refusal means nothing was recorded (_lost_answers.py).
+        refused = definite_refusal(exc)
+        if batch is not None:
+            # After a lost answer the inline activities report anyway (a stale report is
+            # refused as NOT_FOUND).
+            batch.resolve(not refused)
+        stale = isinstance(exc, _grpc.NotFoundError)
+        (log.info if stale else log.error)(
+            "workflow task completion not accepted; dropping the cached instance",
+            error=str(exc),
+        )
+        await self._cache.drop(task.workflow_execution.run_id, instance)
+        if request.request_id and not refused:
+            # The commit may have started the run's next task and activities for this worker:
+            # release them rather than wait for their timeouts.
+            await release_eager_tasks(
+                self.connection,
+                namespace=self.namespace,
+                execution=task.workflow_execution,
+                identity=self.identity,
+                request_id=request.request_id,
+                log=log,
+            )
+        if isinstance(exc, _grpc.InvalidArgumentError) and not exc.retried:
+            # The code asked for something the server refuses (a duration or id over its
+            # limit, a payload too large): say so in the history, where it can be seen.
+            failure = Failure(
+                message=f"the server refused the workflow task's commands: {exc}",
+                type="InvalidArgumentError",
+            )
+            await self._fail(task, log, WorkflowTaskFailedCause.BAD_COMMAND, failure)
 
     async def _start_inline(
         self, task: service_pb2.PollWorkflowTaskResponse, commands: list[Command]

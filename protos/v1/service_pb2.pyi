@@ -1102,8 +1102,9 @@ class CompleteWorkflowTaskRequest(_message.Message):
     """
     request_id: _builtins.str
     """Names this call, the same on each retry of it: a workflow task it starts for this worker
-    (eager_workflow_task) records it in its WorkflowTaskStarted, so that a worker that does not
-    get the answer can release that task (ReleaseEagerWorkflowTask).
+    (eager_workflow_task) records it in its WorkflowTaskStarted, and so does each activity it
+    starts eagerly (max_eager_activities), so that a worker that does not get the answer can
+    release them (ReleaseEagerWorkflowTask). Set it whenever asking for either.
     """
     @_builtins.property
     def commands(self) -> _containers.RepeatedCompositeFieldContainer[_command_pb2.Command]: ...
@@ -1559,7 +1560,7 @@ class ReleaseEagerWorkflowTaskRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     identity: _builtins.str
-    """The completing worker; only a task started for it is released."""
+    """The completing worker; only tasks started for it are released."""
     request_id: _builtins.str
     """The request_id of the completion whose answer was lost (required)."""
     @_builtins.property
@@ -1587,16 +1588,24 @@ class ReleaseEagerWorkflowTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RELEASED_FIELD_NUMBER: _builtins.int
+    ACTIVITIES_RELEASED_FIELD_NUMBER: _builtins.int
     released: _builtins.bool
-    """A task that completion started for the worker was still outstanding and now times out."""
+    """A workflow task that completion started for the worker was still outstanding and now
+    times out.
+    """
+    activities_released: _builtins.int
+    """How many activity attempts that completion started eagerly for the worker were still
+    outstanding and now time out.
+    """
     def __init__(
         self,
         *,
         released: _builtins.bool = ...,
+        activities_released: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities_released", b"activities_released", "released", b"released"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -189,6 +189,7 @@ def start_eagerly(
     activity_types: frozenset[str],
     limit: int,
     rate_limited_queues: frozenset[str] = frozenset(),
+    request_id: str = "",
 ) -> list[ActivityTaskGrant]:
     """Start up to ``limit`` activities scheduled by this transition for worker ``identity``.
 
@@ -196,8 +197,10 @@ def start_eagerly(
     it), the ``activities`` row is written as *started* with its start-to-close (and heartbeat)
     timers, exactly as ``DISPATCH_ACTIVITY`` would, in the transaction that schedules it. Only
     activities on the run's own task queue whose type the worker serves qualify, and none of a
-    rate-limited queue (its dispatch enforces the limit). Pure: changes
-    ``planned.changes`` in place.
+    rate-limited queue (its dispatch enforces the limit). Each row records ``request_id``,
+    the completion's, whose answer alone carries the attempt: a worker that lost that answer
+    releases the attempts by it (``lost_answers.py``). Pure: changes ``planned.changes`` in
+    place.
     """
     grants: list[ActivityTaskGrant] = []
     state, changes = planned.state, planned.changes
@@ -219,7 +222,7 @@ def start_eagerly(
         if pending is None or pending.cancel_requested:
             continue
         now = event.time
-        mark_started(changes, event, identity)
+        mark_started(changes, event, identity, request_id=request_id)
         grants.append(
             ActivityTaskGrant(
                 ActivityTaskToken(key, sid, 1), state.workflow_type, a, 1, now, now, now, ()
@@ -228,16 +231,20 @@ def start_eagerly(
     return grants
 
 
-def mark_started(changes: rows.RowChanges, scheduled: ev.Event, identity: str) -> None:
+def mark_started(
+    changes: rows.RowChanges, scheduled: ev.Event, identity: str, *, request_id: str = ""
+) -> None:
     """Turn the rows of an activity scheduled in this batch into attempt 1 *started* by
     ``identity``, exactly as ``DISPATCH_ACTIVITY`` would: no task row, no schedule-to-start
-    timer, a start-to-close (and heartbeat) timer from the event's time."""
+    timer, a start-to-close (and heartbeat) timer from the event's time. ``request_id``: the
+    eager start's completion (``start_eagerly``); "" for an inline start (the worker runs it)."""
     a = scheduled.attributes
     assert isinstance(a, ev.ActivityScheduled)
     sid, now = scheduled.id, scheduled.time
     changes.remove_task(rows.ACTIVITY, sid)
     changes.insert_timers.pop((rows.ACT_SCHEDULE_TO_START, sid), None)
-    changes.add_activity(replace(changes.insert_activities[sid], started_by=identity))
+    started = replace(changes.insert_activities[sid], started_by=identity, request_id=request_id)
+    changes.add_activity(started)
     # commands.py always records a start-to-close (given, schedule-to-close, or the server
     # default), as DISPATCH_ACTIVITY relies on too
     assert a.start_to_close_timeout is not None, "ActivityScheduled without start_to_close"

@@ -1,23 +1,29 @@
-"""Lost answers: a worker releases the workflow task that a completion it never got the answer
-to started for it.
+"""Lost answers: a worker releases what a completion it never got the answer to started for
+it, eagerly: the run's next workflow task and activity attempts.
 
 A completion that asks for the run's next workflow task (``eager_workflow_task``, on
 ``CompleteWorkflowTask`` or ``CompleteActivityTask``) starts that task in its own commit, and
-only its answer carries it. When the answer is lost after the commit (the call cancelled while
+only its answer carries it; so do the activities a ``CompleteWorkflowTask`` starts eagerly
+(``max_eager_activities``). When the answer is lost after the commit (the call cancelled while
 its write ended, its stream broken, the server killed between the commit and the reply), the
-worker never sees the task, and nothing else ends it before its workflow-task timeout: the
-worker is alive, so its session does not drop, and a restarted server knows nothing of the
-old one's calls. The worker knows, though: its call failed without a definite refusal
-(docs/decisions.md §17). It then asks for the release (``release``), naming the completion by
-the request id that the eager ``WorkflowTaskStarted`` records (``transition.EagerStart``), and
-the task times out now.
+worker never sees them, and nothing else ends them before their timeouts (the workflow-task
+timeout; an activity's start-to-close, 5 minutes by default): the worker is alive, so its
+session does not drop, and a restarted server knows nothing of the old one's calls. The
+worker knows, though: its call failed without a definite refusal (docs/decisions.md §17). It
+then asks for the release (``release``), naming the completion by its request id, which the
+eager ``WorkflowTaskStarted`` records (``transition.EagerStart``) and so do the eagerly
+started activity rows (``activities.eager_request_id``); they time out now.
 
 What matches: the run's armed workflow-task timeout whose ``WorkflowTaskStarted`` names this
-worker and this request id. A task someone else holds names another identity; a later task
-the worker did get was started by another call (a poll records no request id, another
-completion its own). A task that was answered, failed or timed out has no armed timer. The
-timer loop applies the usual timeout transition with its checks against the run's state, so a
-late answer to the released task is refused as stale, as after any timeout.
+worker and this request id, and the armed start-to-close timeouts of the run's started
+activity attempts whose rows name both. A task or attempt someone else holds names another
+identity; a later one the worker did get was started by another call (a poll records no
+request id and clears an attempt's; another completion records its own; an inline start none,
+as the worker runs it and reports anyway). One that was answered, failed or timed out has no
+armed timer. The timer loop applies the usual timeout transitions with their checks against
+the run's state, so a late answer to a released task is refused as stale, as after any
+timeout; a released attempt is retried per its policy, as a lost worker's
+(``workers.worker_lost``).
 
 Order: the release must see the completion's final outcome. A retried completion answered
 NOT_FOUND shows that the first attempt's commit came before the retry, so before the release.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from chronicle.server import errors, telemetry
@@ -88,13 +95,23 @@ class Answering:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What a release timed out."""
+
+    workflow_task: bool
+    """The workflow task the completion started was still outstanding."""
+    activities: int
+    """The activity attempts the completion started eagerly and still outstanding."""
+
+
 async def release(
     pool: Pool, answering: Answering, key: RunKey, *, identity: str, request_id: str
-) -> bool:
-    """Time out now the workflow task that the completion ``request_id`` of worker
-    ``identity`` started for it on run ``key``, if that task is still outstanding.
+) -> Released:
+    """Time out now what the completion ``request_id`` of worker ``identity`` started for it
+    eagerly on run ``key`` and is still outstanding: the workflow task and activity attempts.
 
-    Idempotent: a second release finds no armed timer. Returns whether a task was released.
+    Idempotent: a second release finds no armed timer.
     """
     if not request_id:
         raise errors.InvalidArgument(
@@ -111,14 +128,20 @@ async def release(
             "the completion is still being written on this server; releasing what it committed"
         )
     now = tr.utcnow()
-    released = await pool.fetchval(
-        sql.RELEASE_EAGER_WORKFLOW_TASK,
+    row = await pool.fetchrow(
+        sql.RELEASE_EAGER_TASKS,
         *key.params(),
         identity,
         request_id,
         now,
         notify.timer_payload(now),
     )
-    if released:
-        log.info("a workflow task started for a worker that lost the answer times out now")
-    return bool(released)
+    assert row is not None
+    released = Released(bool(row["workflow_tasks"]), int(row["activities"]))
+    if released.workflow_task or released.activities:
+        log.info(
+            "tasks started eagerly for a worker that lost the answer time out now",
+            workflow_task=released.workflow_task,
+            activities=released.activities,
+        )
+    return released

@@ -73,6 +73,10 @@ class ActivityRow:
     attributes_json: str
     started_by: str = ""
     """The worker identity an eagerly dispatched attempt was started for ("" when queued)."""
+    request_id: str = ""
+    """The request id of the completion that started the attempt eagerly for ``started_by``
+    and returned it only in its answer ("" otherwise: queued, or started inline); a release
+    after a lost answer matches it (``lost_answers.py``)."""
 
 
 @dataclass(slots=True)

@@ -251,6 +251,7 @@ async def write(
         [a.started_by for a in acts_in],
         expected_version,
         *(new_run.arguments() if new_run is not None else (None,) * 5),
+        [a.request_id for a in acts_in],
     )
     result = await conn.fetchrow(statement, *[arguments[i] for i in picks])
     assert result is not None

@@ -69,7 +69,8 @@ async def complete(
     ``inline_results`` / ``inline_started``: activities the worker ran before this completion
     recorded them (``inline.py``). ``eager_workflow_task``: a workflow task this completion
     makes due is started for ``identity`` at once and returned; its ``WorkflowTaskStarted``
-    records ``request_id`` (``lost_answers.py``).
+    records ``request_id``, as do the rows of the activities started eagerly
+    (``lost_answers.py``).
     """
     token = decode_workflow_token(token_bytes)
     commands_mod.validate(commands)
@@ -135,6 +136,7 @@ async def complete(
             activity_types=types,
             limit=max_eager_activities,
             rate_limited_queues=limited,
+            request_id=request_id,
         )
 
     def grants_task(outcome: tr.Outcome) -> bool:

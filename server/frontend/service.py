@@ -474,8 +474,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def ReleaseEagerWorkflowTask(
         self, request: service_pb2.ReleaseEagerWorkflowTaskRequest, context: Any
     ) -> service_pb2.ReleaseEagerWorkflowTaskResponse:
-        """A worker lost the answer to a completion that asked for the next workflow task:
-        the task that completion started for it, if any, times out now (``lost_answers.py``)."""
+        """A worker lost the answer to a completion that asked for eager tasks: the workflow
+        task and activity attempts it started for the worker, if still outstanding, time out
+        now (``lost_answers.py``)."""
         require(request.workflow_execution, "workflow_id", "run_id")
         execution = request.workflow_execution
         released = await lost_answers.release(
@@ -485,7 +486,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             identity=request.identity,
             request_id=request.request_id,
         )
-        return service_pb2.ReleaseEagerWorkflowTaskResponse(released=released)
+        return service_pb2.ReleaseEagerWorkflowTaskResponse(
+            released=released.workflow_task, activities_released=released.activities
+        )
 
     async def CallStream(self, request_iterator: Any, context: Any) -> None:
         """The unary methods multiplexed on one stream (``call_stream.py``)."""

@@ -104,6 +104,7 @@ CREATE TABLE activities (
     last_failure           jsonb,
     last_worker_identity   text        NOT NULL DEFAULT '',
     attributes             jsonb       NOT NULL,
+    eager_request_id       text        NOT NULL DEFAULT '',
     PRIMARY KEY (namespace, workflow_id, run_id, scheduled_event_id)
 );
 

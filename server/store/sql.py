@@ -318,10 +318,11 @@ del_listed_activities AS (
 ins_activities AS (
     INSERT INTO activities (namespace, workflow_id, run_id, scheduled_event_id, state, attempt,
                             scheduled_time, attempt_scheduled_time, started_time,
-                            last_worker_identity, attributes)
+                            last_worker_identity, attributes, eager_request_id)
     SELECT $1, $2, $3, a.s, CASE WHEN a.w = '' THEN 'scheduled' ELSE 'started' END, 1, a.t, a.t,
-           CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb
-    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[]) AS a(s, t, attrs, w)
+           CASE WHEN a.w = '' THEN NULL ELSE a.t END, a.w, a.attrs::jsonb, a.r
+    FROM unnest($29::bigint[], $30::timestamptz[], $31::text[], $34::text[], $41::text[])
+         AS a(s, t, attrs, w, r)
     WHERE (SELECT ok FROM guard)
 )""",
 }
@@ -348,8 +349,8 @@ def transition_statement(
     announce: bool = False,
 ) -> tuple[str, tuple[int, ...]]:
     """A transition's whole write, made of only the ``parts`` it needs, and which arguments it
-    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 40 arguments
-    numbered ``$1``..``$40`` in the parts; the statement numbers them ``$1``.. again.
+    takes: ``(statement, indexes)``, where ``indexes`` picks (0-based) from the 41 arguments
+    numbered ``$1``..``$41`` in the parts; the statement numbers them ``$1``.. again.
 
     The execution update (and the guard) is always there, or with ``create`` the new run's
     rows (``_CREATE_HEAD``), or with ``skip_locked`` the guarded update that does not wait for
@@ -491,7 +492,8 @@ WITH task AS (
 ),
 started AS (
     UPDATE activities a
-    SET state = 'started', started_time = $3::timestamptz, last_worker_identity = $4::text
+    SET state = 'started', started_time = $3::timestamptz, last_worker_identity = $4::text,
+        eager_request_id = ''
     FROM task t
     WHERE a.namespace = $1 AND a.workflow_id = t.workflow_id AND a.run_id = t.run_id
       AND a.scheduled_event_id = t.scheduled_event_id AND a.state = 'scheduled'
@@ -522,7 +524,9 @@ FROM task t
 LEFT JOIN started s ON true
 LEFT JOIN executions e
   ON e.namespace = $1 AND e.workflow_id = t.workflow_id AND e.run_id = t.run_id"""
-"""Lease the next activity task, start its attempt and arm its timeouts: one statement."""
+"""Lease the next activity task, start its attempt and arm its timeouts: one statement. A
+poll's start records no request id (``eager_request_id``: only an eager start, whose answer
+alone carries the attempt, is released after a lost answer; ``RELEASE_EAGER_TASKS``)."""
 
 UNDISPATCH_ACTIVITY: Final = """
 WITH back AS (
@@ -643,8 +647,9 @@ SELECT (SELECT count(*) FROM moved), pg_notify('chronicle_timer', $6)"""
 only if that event is the one a given write appended: its time ``$7`` and identity ``$8``
 (another dispatch may have started the same task as the same event id)."""
 
-RELEASE_EAGER_WORKFLOW_TASK: Final = """
-WITH moved AS (
+RELEASE_EAGER_TASKS: Final = """
+WITH
+wft AS (
     UPDATE timers t SET fire_at = $6
     FROM history_events h
     WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
@@ -653,11 +658,26 @@ WITH moved AS (
       AND h.event_type = 'WorkflowTaskStarted'
       AND h.attributes->>'identity' = $4 AND h.attributes->>'request_id' = $5
     RETURNING t.id
+),
+acts AS (
+    UPDATE timers t SET fire_at = $6
+    FROM activities a
+    WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3 AND a.state = 'started'
+      AND a.last_worker_identity = $4 AND a.eager_request_id = $5
+      AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND t.kind = 'activity_start_to_close' AND t.ref_id = a.scheduled_event_id
+      AND t.attempt = a.attempt AND t.fire_at > $6
+    RETURNING t.id
+),
+moved AS (
+    SELECT id FROM wft UNION ALL SELECT id FROM acts
 )
-SELECT count(*) AS released, (SELECT count(pg_notify('chronicle_timer', $7)) FROM moved)
-FROM moved"""
-"""The run's outstanding workflow task, if worker ``$4``'s completion ``$5`` started it
-(its ``WorkflowTaskStarted`` records both), times out now (``$6``): its timer falls due
-(``lost_answers.release``)."""
+SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM acts) AS activities,
+       (SELECT count(pg_notify('chronicle_timer', $7)) FROM moved) AS notified"""
+"""What worker ``$4``'s completion ``$5`` started eagerly on the run, if still outstanding,
+times out now (``$6``): its timers fall due (``lost_answers.release``). The workflow task
+whose ``WorkflowTaskStarted`` records both; the activity attempts started by that commit
+for that worker (their rows record both: ``eager_request_id``, which a poll's start
+clears), by their start-to-close timer, as for a lost worker (``EXPIRE_WORKER_TASKS``)."""
 
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

@@ -1,6 +1,7 @@
 """Lost answers with the real worker: a completion that started the run's next workflow task
-for the worker is cancelled on the server once its write has committed (its call stream
-broke); the worker, retrying, is refused as a duplicate and releases the task it never got."""
+(or activities) for the worker is cancelled on the server once its write has committed (its
+call stream broke); the worker, retrying, is refused as a duplicate and releases what it
+never got."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from chronicle.sdk.client import Client
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from chronicle.server.engine import workflow_task
+
+LONG = timedelta(seconds=60)
+"""A timeout far beyond the waits of these tests (20 s): nothing here may wait for it."""
 
 
 @activity
@@ -52,7 +56,7 @@ async def test_a_completion_cancelled_once_its_write_committed(
             1,
             id="cancelled-mid-write",
             task_queue="lost",
-            task_timeout=timedelta(seconds=60),  # far beyond the wait below
+            task_timeout=LONG,
         )
         await asyncio.wait_for(committed.wait(), 20)
         calls = client.connection._stream
@@ -67,3 +71,51 @@ async def test_a_completion_cancelled_once_its_write_committed(
     lost = history[timed_out.attributes.started_event_id - 1]
     assert isinstance(lost.attributes, ev.WorkflowTaskStarted)
     assert lost.attributes.request_id  # started by the completion whose answer was lost
+
+
+@workflow
+async def side_by_side(x: int) -> int:
+    """Two activities at once: with no inline budget, both are started eagerly for the worker
+    by the completion that schedules them, and only its answer carries them."""
+    first, second = await asyncio.gather(
+        workflow.execute_activity(add_one, x, start_to_close_timeout=LONG),
+        workflow.execute_activity(add_one, x + 10, start_to_close_timeout=LONG),
+    )
+    return int(first) + int(second)
+
+
+async def test_activities_started_eagerly_in_a_lost_answer_are_retried_at_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_complete = workflow_task.complete
+    committed = asyncio.Event()
+
+    async def commits_then_hangs(*args: Any, **kwargs: Any) -> Any:
+        completion = await real_complete(*args, **kwargs)
+        if completion.activity_tasks and not committed.is_set():
+            committed.set()
+            await asyncio.Event().wait()  # no reply until the call is cancelled
+        return completion
+
+    monkeypatch.setattr(workflow_task, "complete", commits_then_hangs)
+    async with Worker(
+        client,
+        task_queue="lost-acts",
+        workflows=[side_by_side],
+        activities=[add_one],
+        inline_activity_budget=0,  # nothing inline: the activities are started eagerly
+    ):
+        handle = await client.start(
+            side_by_side, 1, id="eager-acts-lost", task_queue="lost-acts", task_timeout=LONG
+        )
+        await asyncio.wait_for(committed.wait(), 20)
+        calls = client.connection._stream
+        assert calls is not None
+        assert calls._stream is not None
+        calls._stream.fail("test: the call stream broke")  # the server cancels its calls
+        # long before the activities' 60 s start-to-close
+        assert await asyncio.wait_for(handle.result(), 20) == 14
+    history = await handle.history()
+    assert [e.type for e in history].count("ActivityCompleted") == 2
+    completed = [e.attributes for e in history if isinstance(e.attributes, ev.ActivityCompleted)]
+    assert all(c.attempt == 2 for c in completed)  # attempt 1 went to the lost answer

@@ -210,3 +210,93 @@ async def test_a_release_waits_for_the_completion_still_written_on_this_server(
         await holder.close()
     assert (await completing).workflow_task.task_token
     assert (await releasing).released
+
+
+def _activity(seq: int) -> commands.ScheduleActivity:
+    """Activity ``a<seq>`` of type ``act``: a start-to-close far beyond any wait of these tests,
+    retried 10 ms after a failed attempt."""
+    return commands.ScheduleActivity(
+        seq=seq,
+        activity_id=f"a{seq}",
+        activity_type="act",
+        start_to_close_timeout=timedelta(seconds=120),
+        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
+    )
+
+
+async def _poll_activity(stub: Stub, identity: str) -> pb.PollActivityTaskResponse:
+    """The next activity task on queue ``q``; polls end empty after 10 s at most."""
+    return await stub.PollActivityTask(
+        pb.PollActivityTaskRequest(task_queue="q", identity=identity), timeout=15
+    )
+
+
+async def _start_to_close_due_in(db: asyncpg.Connection, workflow_id: str) -> dict[str, Any]:
+    """Each started activity's id → how long until its start-to-close timeout falls due."""
+    rows = await db.fetch(
+        "SELECT a.attributes->>'activity_id' AS id, t.fire_at - now() AS due "
+        "FROM activities a JOIN timers t ON t.workflow_id = a.workflow_id "
+        "AND t.run_id = a.run_id AND t.ref_id = a.scheduled_event_id "
+        "AND t.kind = 'activity_start_to_close' AND t.attempt = a.attempt "
+        "WHERE a.workflow_id = $1 AND a.state = 'started'",
+        workflow_id,
+    )
+    return {row["id"]: row["due"] for row in rows}
+
+
+async def test_activities_a_lost_completion_started_eagerly_are_retried_at_once(
+    stub: Stub, db: asyncpg.Connection
+) -> None:
+    """The lost completion started 2 activities eagerly for ``w1`` (its answer, dropped here,
+    was their only carrier): the release times their attempts out now and they are retried at
+    once, long before their 120 s start-to-close. The activities ``w1`` did receive, from an
+    earlier completion and from a poll, stay started for it."""
+    await stub.StartWorkflow(start_request("eager-acts", workflow_task_timeout=LONG))
+    first = await _poll(stub, "w1")
+    received = await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=first.task_token,
+            identity="w1",
+            commands=command_protos(_activity(0)),
+            max_eager_activities=1,
+            eager_activity_types=["act"],
+            request_id="r0",
+        )
+    )
+    assert len(received.activity_tasks) == 1  # a0: the worker got it and runs it
+    await stub.SignalWorkflow(pb.SignalWorkflowRequest(workflow_id="eager-acts", signal_name="s"))
+    second = await _poll(stub, "w1")
+    lost = await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=second.task_token,
+            identity="w1",
+            commands=command_protos(_activity(1), _activity(2), _activity(3)),
+            max_eager_activities=2,
+            eager_activity_types=["act"],
+            request_id="r1",
+        )
+    )
+    assert sorted(t.activity_id for t in lost.activity_tasks) == ["a1", "a2"]  # never delivered
+    polled = await _poll_activity(stub, "w1")  # the third one was queued: w1 polled it
+    assert (polled.activity_id, polled.attempt) == ("a3", 1)
+
+    released = await stub.ReleaseEagerWorkflowTask(_release(second.workflow_execution, "w1", "r1"))
+    assert (released.released, released.activities_released) == (False, 2)
+    retried = [await _poll_activity(stub, "w2") for _ in range(2)]
+    assert sorted((t.activity_id, t.attempt) for t in retried) == [("a1", 2), ("a2", 2)]
+    due = await _start_to_close_due_in(db, "eager-acts")
+    assert sorted(due) == ["a0", "a1", "a2", "a3"]
+    for activity_id in ("a0", "a3"):  # still w1's first attempts, untouched
+        assert due[activity_id] > timedelta(seconds=60)
+    holders = await db.fetch(
+        "SELECT attributes->>'activity_id' AS id, attempt, last_worker_identity AS worker "
+        "FROM activities WHERE workflow_id = 'eager-acts' ORDER BY 1"
+    )
+    assert [(r["id"], r["attempt"], r["worker"]) for r in holders] == [
+        ("a0", 1, "w1"),
+        ("a1", 2, "w2"),
+        ("a2", 2, "w2"),
+        ("a3", 1, "w1"),
+    ]
+    again = await stub.ReleaseEagerWorkflowTask(_release(second.workflow_execution, "w1", "r1"))
+    assert (again.released, again.activities_released) == (False, 0)  # w2 holds them now
