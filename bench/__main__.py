@@ -163,25 +163,9 @@ def _replay_as_worker(history: list[Any]) -> None:
     instance activated with the whole history. No fold: the history comes from the server,
     which folded every event it wrote; ``replay()`` folds first because its history may come
     from a file."""
-    from chronicle.sdk._definitions import workflow_definition
-    from chronicle.sdk._info import WorkflowInfo
-    from chronicle.sdk._instance import WorkflowInstance
+    from chronicle.sdk.replay import replay_folded
 
-    started = history[0].attributes
-    definition = workflow_definition(workloads.sequential)
-    info = WorkflowInfo(
-        namespace="default",
-        workflow_id="w3-replay",
-        run_id="w3-replay",
-        workflow_type=definition.name,
-        task_queue=started.task_queue,
-        attempt=started.attempt,
-    )
-    instance = WorkflowInstance(definition, info)
-    try:
-        instance.activate(history)
-    finally:
-        instance.close()
+    replay_folded(history, [workloads.sequential], workflow_id="w3-replay", run_id="w3-replay")
 
 
 async def w4(client: Client, results: Results) -> None:
