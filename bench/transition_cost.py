@@ -45,7 +45,8 @@ RUN_KEY = '["bench","transition-cost","run"]'
 
 
 def _step_arguments(event_id: int, now: datetime) -> list[Any]:
-    """The 40 arguments of a step that appends events ``event_id``..+3 (see ``write``)."""
+    """The 41 arguments of a step that appends events ``event_id``..+3, in the order of
+    ``transition.write``'s (a variant picks the ones its statement numbers)."""
     ids = list(range(event_id, event_id + 4))
     attributes = json.dumps({"scheduled_event_id": event_id, "result": [{"data": "MQ=="}]})
     state = json.dumps({"next_event_id": event_id + 4, "pad": "x" * 600})
@@ -84,6 +85,7 @@ def _step_arguments(event_id: int, now: datetime) -> list[Any]:
         [],
         None,
         *(None,) * 5,
+        [],
     ]
 
 

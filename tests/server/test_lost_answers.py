@@ -300,3 +300,34 @@ async def test_activities_a_lost_completion_started_eagerly_are_retried_at_once(
     ]
     again = await stub.ReleaseEagerWorkflowTask(_release(second.workflow_execution, "w1", "r1"))
     assert (again.released, again.activities_released) == (False, 0)  # w2 holds them now
+
+
+async def test_a_late_release_leaves_the_retry_the_worker_polled(stub: Stub) -> None:
+    """The lost completion's eager attempt timed out on its own (a 2 s start-to-close) before
+    the release came, and ``w1`` polled the retry: that attempt is one ``w1`` did receive, so
+    the release, naming the same worker and request id, must leave it alone (a poll's start
+    clears ``eager_request_id``)."""
+    await stub.StartWorkflow(start_request("late-release", workflow_task_timeout=LONG))
+    task = await _poll(stub, "w1")
+    short = commands.ScheduleActivity(
+        seq=0,
+        activity_id="a0",
+        activity_type="act",
+        start_to_close_timeout=timedelta(seconds=2),
+        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
+    )
+    lost = await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token,
+            identity="w1",
+            commands=command_protos(short),
+            max_eager_activities=1,
+            eager_activity_types=["act"],
+            request_id="r1",
+        )
+    )
+    assert [t.attempt for t in lost.activity_tasks] == [1]  # never delivered
+    retried = await _poll_activity(stub, "w1")  # after attempt 1's start-to-close
+    assert (retried.activity_id, retried.attempt) == ("a0", 2)
+    released = await stub.ReleaseEagerWorkflowTask(_release(task.workflow_execution, "w1", "r1"))
+    assert (released.released, released.activities_released) == (False, 0)
