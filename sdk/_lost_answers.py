@@ -48,9 +48,10 @@ async def release_eager_tasks(
     request_id: str,
     log: Any,
 ) -> None:
-    """Ask the server to time out the workflow task and activity attempts that the completion
-    ``request_id`` may have started eagerly for this worker on run ``execution``. Never
-    raises: on failure their own timeouts remain."""
+    """Ask the server to release the workflow task and activity attempts that the completion
+    ``request_id`` may have started eagerly for this worker on run ``execution``: the task
+    times out now, the attempts go back to their queue uncounted. Never raises: on failure
+    their own timeouts remain."""
     request = service_pb2.ReleaseEagerWorkflowTaskRequest(
         namespace=namespace,
         workflow_execution=common_pb2.WorkflowExecution(
@@ -70,7 +71,7 @@ async def release_eager_tasks(
         return
     if response.released or response.activities_released:
         log.info(
-            "released the tasks that a lost answer carried; they are retried at once",
+            "released the tasks that a lost answer carried; they run again at once",
             workflow_task=response.released,
             activities=response.activities_released,
         )

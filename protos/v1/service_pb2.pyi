@@ -1595,7 +1595,7 @@ class ReleaseEagerWorkflowTaskResponse(_message.Message):
     """
     activities_released: _builtins.int
     """How many activity attempts that completion started eagerly for the worker were still
-    outstanding and now time out.
+    outstanding; they are queued again as if never dispatched (the attempt is not counted).
     """
     def __init__(
         self,

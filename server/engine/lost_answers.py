@@ -12,18 +12,19 @@ session does not drop, and a restarted server knows nothing of the old one's cal
 worker knows, though: its call failed without a definite refusal (docs/decisions.md §17). It
 then asks for the release (``release``), naming the completion by its request id, which the
 eager ``WorkflowTaskStarted`` records (``transition.EagerStart``) and so do the eagerly
-started activity rows (``activities.eager_request_id``); they time out now.
+started activity rows (``activities.eager_request_id``). The workflow task times out now;
+the activity attempts go back to their queue as if never dispatched, uncounted (the worker
+never got them, so they never ran), as a poll's unclaimed attempt does (docs/decisions.md §13).
 
 What matches: the run's armed workflow-task timeout whose ``WorkflowTaskStarted`` names this
-worker and this request id, and the armed start-to-close timeouts of the run's started
-activity attempts whose rows name both. A task or attempt someone else holds names another
-identity; a later one the worker did get was started by another call (a poll records no
-request id and clears an attempt's; another completion records its own; an inline start none,
-as the worker runs it and reports anyway). One that was answered, failed or timed out has no
-armed timer. The timer loop applies the usual timeout transitions with their checks against
-the run's state, so a late answer to a released task is refused as stale, as after any
-timeout; a released attempt is retried per its policy, as a lost worker's
-(``workers.worker_lost``).
+worker and this request id, and the run's started activity attempts whose rows name both. A
+task or attempt someone else holds names another identity; a later one the worker did get was
+started by another call (a poll records no request id and clears an attempt's; another
+completion records its own; an inline start none, as the worker runs it and reports anyway).
+One that was answered, failed or timed out has no armed timer or is no longer started. The
+timer loop applies the usual timeout transition with its checks against the run's state, so a
+late answer to a released workflow task is refused as stale, as after any timeout. Nobody
+holds a released activity attempt's token: only the lost answer carried it.
 
 Order: the release must see the completion's final outcome. A retried completion answered
 NOT_FOUND shows that the first attempt's commit came before the retry, so before the release.
@@ -41,9 +42,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from chronicle.server import errors, telemetry
+from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
 from chronicle.server.store import notify, sql
-from chronicle.server.store.pool import Pool
+from chronicle.server.store import pool as db
+from chronicle.server.store.pool import Conn, Pool
 from chronicle.server.store.rows import RunKey
 
 SETTLE_TIMEOUT: Final = 10.0
@@ -97,7 +100,7 @@ class Answering:
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """What a release timed out."""
+    """What a release ended: the workflow task timed out, the activity attempts put back."""
 
     workflow_task: bool
     """The workflow task the completion started was still outstanding."""
@@ -108,10 +111,11 @@ class Released:
 async def release(
     pool: Pool, answering: Answering, key: RunKey, *, identity: str, request_id: str
 ) -> Released:
-    """Time out now what the completion ``request_id`` of worker ``identity`` started for it
-    eagerly on run ``key`` and is still outstanding: the workflow task and activity attempts.
+    """Release what the completion ``request_id`` of worker ``identity`` started for it
+    eagerly on run ``key`` and is still outstanding: the workflow task times out now, the
+    activity attempts go back to their queue uncounted.
 
-    Idempotent: a second release finds no armed timer.
+    Idempotent: a second release finds no armed timer and no attempt still started.
     """
     if not request_id:
         raise errors.InvalidArgument(
@@ -128,19 +132,22 @@ async def release(
             "the completion is still being written on this server; releasing what it committed"
         )
     now = tr.utcnow()
-    row = await pool.fetchrow(
-        sql.RELEASE_EAGER_TASKS,
-        *key.params(),
-        identity,
-        request_id,
-        now,
-        notify.timer_payload(now),
-    )
-    assert row is not None
-    released = Released(bool(row["workflow_tasks"]), int(row["activities"]))
+
+    async def body(conn: Conn) -> Released:
+        row = await conn.fetchrow(
+            sql.RELEASE_EAGER_TASKS, *key.params(), identity, request_id, now,
+            notify.timer_payload(now),
+        )  # fmt: skip
+        assert row is not None
+        keys = [notify.task_key(rows.ACTIVITY, key.namespace, q) for q in row["queues"] or []]
+        if keys:
+            await conn.execute(sql.NOTIFY_TASKS, keys)
+        return Released(bool(row["workflow_tasks"]), int(row["activities"]))
+
+    released = await db.in_transaction(pool, body)
     if released.workflow_task or released.activities:
         log.info(
-            "tasks started eagerly for a worker that lost the answer time out now",
+            "tasks started eagerly for a worker that lost the answer are released",
             workflow_task=released.workflow_task,
             activities=released.activities,
         )

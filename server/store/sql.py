@@ -659,25 +659,34 @@ wft AS (
       AND h.attributes->>'identity' = $4 AND h.attributes->>'request_id' = $5
     RETURNING t.id
 ),
-acts AS (
-    UPDATE timers t SET fire_at = $6
-    FROM activities a
+back AS (
+    UPDATE activities a
+    SET state = 'scheduled', started_time = NULL, last_worker_identity = '', eager_request_id = ''
     WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3 AND a.state = 'started'
       AND a.last_worker_identity = $4 AND a.eager_request_id = $5
-      AND t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-      AND t.kind = 'activity_start_to_close' AND t.ref_id = a.scheduled_event_id
-      AND t.attempt = a.attempt AND t.fire_at > $6
-    RETURNING t.id
+    RETURNING a.scheduled_event_id, a.attempt, a.attributes->>'task_queue' AS task_queue
 ),
-moved AS (
-    SELECT id FROM wft UNION ALL SELECT id FROM acts
+disarmed AS (
+    DELETE FROM timers t USING back b
+    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND t.ref_id = b.scheduled_event_id AND t.attempt = b.attempt
+      AND t.kind IN ('activity_start_to_close', 'activity_heartbeat')
+),
+queued AS (
+    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
+                       sticky_identity)
+    SELECT 'activity', $1, b.task_queue, $2, $3, b.scheduled_event_id, '' FROM back b
+    RETURNING task_queue
 )
-SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM acts) AS activities,
-       (SELECT count(pg_notify('chronicle_timer', $7)) FROM moved) AS notified"""
-"""What worker ``$4``'s completion ``$5`` started eagerly on the run, if still outstanding,
-times out now (``$6``): its timers fall due (``lost_answers.release``). The workflow task
-whose ``WorkflowTaskStarted`` records both; the activity attempts started by that commit
-for that worker (their rows record both: ``eager_request_id``, which a poll's start
-clears), by their start-to-close timer, as for a lost worker (``EXPIRE_WORKER_TASKS``)."""
+SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM queued) AS activities,
+       (SELECT array_agg(DISTINCT task_queue) FROM queued) AS queues,
+       (SELECT count(pg_notify('chronicle_timer', $7)) FROM wft) AS notified"""
+"""What worker ``$4``'s completion ``$5`` started eagerly on run ``$1/$2/$3`` and the worker
+never received (``lost_answers.release``). The workflow task whose ``WorkflowTaskStarted``
+records both times out now (``$6``): its timer falls due, the timer loop is told (``$7``). The
+activity attempts that commit started for that worker (their rows record both:
+``eager_request_id``, which a poll's start clears) go back to ``scheduled`` as if never
+dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task: timers
+disarmed, task rows queued again (the caller notifies ``queues``), the attempt not counted."""
 
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"

@@ -244,13 +244,14 @@ async def _start_to_close_due_in(db: asyncpg.Connection, workflow_id: str) -> di
     return {row["id"]: row["due"] for row in rows}
 
 
-async def test_activities_a_lost_completion_started_eagerly_are_retried_at_once(
+async def test_activities_a_lost_completion_started_eagerly_are_queued_again_uncounted(
     stub: Stub, db: asyncpg.Connection
 ) -> None:
     """The lost completion started 2 activities eagerly for ``w1`` (its answer, dropped here,
-    was their only carrier): the release times their attempts out now and they are retried at
-    once, long before their 120 s start-to-close. The activities ``w1`` did receive, from an
-    earlier completion and from a poll, stay started for it."""
+    was their only carrier): the release puts them back on their queue as if never dispatched,
+    long before their 120 s start-to-close, and their attempt 1 is not used up (it never ran).
+    The activities ``w1`` did receive, from an earlier completion and from a poll, stay
+    started for it."""
     await stub.StartWorkflow(start_request("eager-acts", workflow_task_timeout=LONG))
     first = await _poll(stub, "w1")
     received = await stub.CompleteWorkflowTask(
@@ -283,7 +284,7 @@ async def test_activities_a_lost_completion_started_eagerly_are_retried_at_once(
     released = await stub.ReleaseEagerWorkflowTask(_release(second.workflow_execution, "w1", "r1"))
     assert (released.released, released.activities_released) == (False, 2)
     retried = [await _poll_activity(stub, "w2") for _ in range(2)]
-    assert sorted((t.activity_id, t.attempt) for t in retried) == [("a1", 2), ("a2", 2)]
+    assert sorted((t.activity_id, t.attempt) for t in retried) == [("a1", 1), ("a2", 1)]
     due = await _start_to_close_due_in(db, "eager-acts")
     assert sorted(due) == ["a0", "a1", "a2", "a3"]
     for activity_id in ("a0", "a3"):  # still w1's first attempts, untouched
@@ -294,8 +295,8 @@ async def test_activities_a_lost_completion_started_eagerly_are_retried_at_once(
     )
     assert [(r["id"], r["attempt"], r["worker"]) for r in holders] == [
         ("a0", 1, "w1"),
-        ("a1", 2, "w2"),
-        ("a2", 2, "w2"),
+        ("a1", 1, "w2"),
+        ("a2", 1, "w2"),
         ("a3", 1, "w1"),
     ]
     again = await stub.ReleaseEagerWorkflowTask(_release(second.workflow_execution, "w1", "r1"))
