@@ -12,6 +12,7 @@ import grpc
 from chronicle.history.errors import InvalidCommandError
 from chronicle.server import errors, telemetry
 from chronicle.server.frontend._validate import check_identifiers
+from chronicle.server.store.pool import unavailable_cause
 
 _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -32,13 +33,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return _CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc)
     if isinstance(exc, InvalidCommandError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(
-        exc,
-        OSError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.CannotConnectNowError,
-    ):
-        return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
+    cause = unavailable_cause(exc)
+    if cause is not None:
+        # Retryable: clients and workers try again (a request that may have committed is
+        # safe to repeat).
+        detail = str(cause) or type(cause).__name__
+        return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {detail}"
     return None
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import grpc
+import pytest
 
 from chronicle.history import commands, wire
 from chronicle.protos.v1 import service_pb2 as pb
@@ -124,3 +126,75 @@ async def test_dev_server_runs_and_stops(tmp_path: Path) -> None:
 async def test_every_commit_waits_for_the_wal_flush(server) -> None:
     """No transition, dispatch included, is acknowledged before it is durable."""
     assert await server.services.pool.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_a_database_connection_cut_mid_call_is_unavailable_not_internal(
+    server: Server, stub: service_pb2_grpc.WorkflowServiceStub, database_url: str
+) -> None:
+    """Postgres ends a backend that is running a call (a fast shutdown, a failover, an
+    operator's ``pg_terminate_backend``: 57P01): the call fails with UNAVAILABLE, which
+    clients and workers retry, and a retry goes through."""
+    await stub.StartWorkflow(start_request("cut"))
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with admin.transaction():
+            await admin.execute("SELECT FROM executions WHERE workflow_id = 'cut' FOR UPDATE")
+            request = pb.SignalWorkflowRequest(
+                workflow_id="cut", signal_name="go", request_id="cut-1"
+            )
+            signal = asyncio.ensure_future(stub.SignalWorkflow(request, timeout=10))
+            pid = await _waiting_for_a_lock(admin)
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await signal
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+        assert "database unavailable" in str(failed.value.details())
+        await stub.SignalWorkflow(request, timeout=10)
+        assert event_types((await _history(stub, "cut")).events).count("SignalReceived") == 1
+    finally:
+        await admin.close()
+
+
+async def _waiting_for_a_lock(admin: asyncpg.Connection) -> int:
+    """The pid of the server's backend that waits for a row lock."""
+    for _ in range(500):
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'chronicle-server' "
+            "AND wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.02)
+    raise AssertionError("no server backend waits for the lock")
+
+
+async def _history(
+    stub: service_pb2_grpc.WorkflowServiceStub, workflow_id: str
+) -> pb.GetWorkflowHistoryResponse:
+    return await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id=workflow_id))
+
+
+async def test_a_timer_cut_off_by_a_terminated_connection_fires_without_a_postponement(
+    server: Server, stub: service_pb2_grpc.WorkflowServiceStub, database_url: str
+) -> None:
+    """The timer loop's transaction is cut (57P01) while it fires a timer: the database, not
+    the timer, failed, so the timer fires as soon as it can, not after the 10 s postponement
+    of a timer whose handler fails."""
+    await stub.StartWorkflow(start_request("cut-timer"))
+    task = await stub.PollWorkflowTask(pb.PollWorkflowTaskRequest(task_queue="q"), timeout=5)
+    timer = commands.StartTimer(seq=1, duration=timedelta(milliseconds=500))
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(task_token=task.task_token, commands=command_protos(timer))
+    )
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with admin.transaction():
+            await admin.execute("SELECT FROM executions WHERE workflow_id = 'cut-timer' FOR UPDATE")
+            firing = await _waiting_for_a_lock(admin)  # the timer loop, firing the timer
+            await admin.execute("SELECT pg_terminate_backend($1)", firing)
+            cut_at = time.monotonic()
+        while "TimerFired" not in event_types((await _history(stub, "cut-timer")).events):
+            assert time.monotonic() - cut_at < 8, "the timer was postponed (10 s)"
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
