@@ -105,6 +105,9 @@ class Server:
                 self._supervise("notifier", services.notifier.run), name="chronicle-notifier"
             )
             group.create_task(self._supervise("timers", timers.run), name="chronicle-timers")
+            group.create_task(
+                self._supervise("reclaims", services.reclaims.run), name="chronicle-reclaims"
+            )
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a background loop forever: a crash is logged and the loop restarted."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from chronicle.server.config import ServerConfig
 from chronicle.server.engine.known_rows import KnownRows
+from chronicle.server.engine.reclaim import Reclaims
 from chronicle.server.matching.handoff import Handoff
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.notify import Notifier
@@ -35,3 +36,6 @@ class Services:
     dispatch_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     """Per (namespace, task queue): this server's dispatches of the queue take turns
     (``dispatch.py``)."""
+    reclaims: Reclaims = field(default_factory=Reclaims)
+    """Tasks started for callers that never got them, to take back once the database answers
+    (``reclaim.py``)."""

@@ -1,5 +1,12 @@
-"""A server on a Postgres of the test's own (``tests/postgres_process.py``) that crashes or is
-killed under it: calls fail with UNAVAILABLE meanwhile and go through once it is back."""
+"""Postgres dies while a call's commit is flushed but not yet answered: the transaction is
+committed (crash recovery keeps it), yet the server cannot know, and the caller gets
+UNAVAILABLE. A task that such a commit started for its caller (a poll's dispatch, an eager
+activity or workflow task handed back by a completion) reached nobody; once Postgres is back
+it must be handed out again at once, not after its timeout (60 s here; each test waits 15 s).
+
+The commits are held with ``tests.postgres_process.hold_commits`` on a Postgres of the test's
+own, which is then SIGKILLed and restarted on the same data directory.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +23,16 @@ import asyncpg
 import grpc
 import pytest
 
+from chronicle.history import commands, wire
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.config import ServerConfig
-from tests.postgres_process import PostgresProcess
+from tests.postgres_process import PostgresProcess, hold_commits, wait_held
 from tests.server.conftest import (
+    command_protos,
     event_types,
+    payload_proto,
     start_request,
 )
 
@@ -64,6 +74,21 @@ async def outage(own_postgres: PostgresProcess, own_database_url: str) -> AsyncI
         await outage.server.stop(grace=1.0)
 
 
+async def crash_during_commit(outage: Outage, call: Callable[[], Awaitable[Any]]) -> None:
+    """Make ``call()`` with commits held; once its commit is flushed and waiting, kill Postgres
+    and start it again. The call fails with UNAVAILABLE, though its transaction committed."""
+    postgres = outage.postgres
+    await hold_commits(postgres.url())
+    pending = asyncio.ensure_future(call())
+    await wait_held(postgres.url(), "chronicle-server")
+    postgres.kill()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await asyncio.wait_for(pending, 10)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+    postgres.forget_altered_settings()
+    postgres.start()
+
+
 async def while_unavailable(call: Callable[[], Awaitable[Any]]) -> Any:
     """``call()``, again while it fails with UNAVAILABLE (as clients retry), up to ``WAIT``."""
     deadline = time.monotonic() + WAIT
@@ -76,10 +101,134 @@ async def while_unavailable(call: Callable[[], Awaitable[Any]]) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def poll_until(poll: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll (each poll ends empty after the server's 5 s) until a task comes, up to ``WAIT``;
+    a poll failing while the server's pool reconnects is retried."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        task = await while_unavailable(poll)
+        if task.task_token:
+            return task
+    raise AssertionError(f"{what} not handed out again within {WAIT} s (its timeout is 60 s)")
+
+
+def schedule(seq: int = 1) -> list[Any]:
+    """One activity of type ``act`` with a 60 s start-to-close timeout."""
+    command = commands.ScheduleActivity(
+        seq=seq, activity_id=str(seq), activity_type="act", start_to_close_timeout=TIMEOUT
+    )
+    return command_protos(command)
+
+
+async def start_and_take_task(stub: Any, workflow_id: str, identity: str = "w1") -> Any:
+    """Start a workflow (60 s workflow task timeout) and poll its first workflow task."""
+    await stub.StartWorkflow(
+        start_request(workflow_id, workflow_task_timeout=wire.duration_to_proto(TIMEOUT))
+    )
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity=identity), timeout=10
+    )
+    assert task.task_token
+    return task
+
+
+def poll_activity(stub: Any, identity: str = "w2") -> Any:
+    """A PollActivityTask call on queue ``q``."""
+    return stub.PollActivityTask(
+        pb.PollActivityTaskRequest(task_queue="q", identity=identity), timeout=10
+    )
+
+
+def poll_workflow_task(stub: Any, identity: str = "w1") -> Any:
+    """A PollWorkflowTask call on queue ``q``."""
+    return stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity=identity), timeout=10
+    )
+
+
 async def history(stub: Any, workflow_id: str) -> list[str]:
     """The run's event types."""
     response = await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id=workflow_id))
     return event_types(response.events)
+
+
+async def test_an_activity_dispatched_to_a_poll_that_never_got_it_is_queued_again(
+    outage: Outage,
+) -> None:
+    stub = outage.stub
+    task = await start_and_take_task(stub, "lost-poll-activity")
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(task_token=task.task_token, commands=schedule())
+    )
+    await crash_during_commit(outage, lambda: poll_activity(stub, "lost"))  # it committed
+    activity = await poll_until(lambda: poll_activity(stub), "the activity")
+    assert activity.attempt == 1  # put back as never dispatched, not timed out
+
+
+async def test_a_workflow_task_dispatched_to_a_poll_that_never_got_it_is_retried(
+    outage: Outage,
+) -> None:
+    stub = outage.stub
+    await stub.StartWorkflow(
+        start_request("lost-poll-task", workflow_task_timeout=wire.duration_to_proto(TIMEOUT))
+    )
+    await crash_during_commit(outage, lambda: poll_workflow_task(stub, "lost"))
+    assert (await history(stub, "lost-poll-task"))[-1] == "WorkflowTaskStarted"  # committed
+    task = await poll_until(lambda: poll_workflow_task(stub), "the workflow task")
+    assert event_types(task.events)[-3:] == [
+        "WorkflowTaskTimedOut",
+        "WorkflowTaskScheduled",
+        "WorkflowTaskStarted",
+    ]
+
+
+async def test_an_eager_activity_whose_completion_answer_was_lost_is_queued_again(
+    outage: Outage,
+) -> None:
+    stub = outage.stub
+    task = await start_and_take_task(stub, "lost-eager-activity")
+    request = pb.CompleteWorkflowTaskRequest(
+        task_token=task.task_token,
+        identity="w1",
+        commands=schedule(),
+        max_eager_activities=1,
+        eager_activity_types=["act"],
+    )
+    await crash_during_commit(outage, lambda: stub.CompleteWorkflowTask(request))
+    assert (await history(stub, "lost-eager-activity"))[-1] == "ActivityScheduled"  # committed
+    activity = await poll_until(lambda: poll_activity(stub), "the eager activity")
+    assert activity.attempt == 1
+
+
+async def test_an_eager_workflow_task_whose_activity_completion_answer_was_lost_is_retried(
+    outage: Outage,
+) -> None:
+    stub = outage.stub
+    task = await start_and_take_task(stub, "lost-eager-task")
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, identity="w1", commands=schedule()
+        )
+    )
+    activity = await poll_until(lambda: poll_activity(stub, "w1"), "the activity")
+    request = pb.CompleteActivityTaskRequest(
+        task_token=activity.task_token,
+        identity="w1",
+        result=payload_proto(1),
+        eager_workflow_task=True,
+    )
+    await crash_during_commit(outage, lambda: stub.CompleteActivityTask(request))
+    assert (await history(stub, "lost-eager-task"))[-3:] == [
+        "ActivityCompleted",
+        "WorkflowTaskScheduled",
+        "WorkflowTaskStarted",  # started for w1 by the completion that committed
+    ]
+    task = await poll_until(lambda: poll_workflow_task(stub), "the workflow task")
+    assert event_types(task.events)[-3:] == [
+        "WorkflowTaskTimedOut",
+        "WorkflowTaskScheduled",
+        "WorkflowTaskStarted",
+    ]
 
 
 async def test_a_call_cut_by_the_crash_of_another_backend_is_unavailable(outage: Outage) -> None:
