@@ -16,6 +16,7 @@ from chronicle.server.config import ServerConfig
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
 from chronicle.server.matching.queries import QueryRouter
+from chronicle.server.store import durability
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool, create_pool
@@ -50,7 +51,8 @@ class Server:
         return self._services
 
     async def start(self) -> None:
-        """Open the pool, apply migrations, bind gRPC and start the background loops."""
+        """Open the pool, check its durability settings (``UnsafeDatabaseSettings``), apply
+        migrations, bind gRPC and start the background loops."""
         telemetry.configure()
         try:
             self._pool = await create_pool(
@@ -58,6 +60,9 @@ class Server:
                 min_size=self.config.pool_min_size,
                 max_size=self.config.pool_max_size,
             )
+            async with self._pool.acquire() as conn:
+                for warning in await durability.check(conn):
+                    self._log.warning("database setting weakens durability", detail=warning)
             await run_migrations(self._pool)
             self._notifier = Notifier(self.config.database_url)
             await self._notifier.connect()

@@ -21,7 +21,7 @@ class Services:
 
     Every commit waits for the WAL flush, dispatch included: a dispatch appends events (a
     ``WorkflowTaskStarted``) that clients can read at once, and an acknowledged event must
-    never disappear in a Postgres crash (docs/decisions.md).
+    never disappear in a Postgres crash (docs/decisions.md 18, ``store/durability.py``).
     """
 
     pool: Pool

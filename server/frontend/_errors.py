@@ -36,7 +36,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     cause = unavailable_cause(exc)
     if cause is not None:
         # Retryable: clients and workers try again (a request that may have committed is
-        # safe to repeat).
+        # safe to repeat: docs/decisions.md 18).
         detail = str(cause) or type(cause).__name__
         return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {detail}"
     return None

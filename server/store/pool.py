@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -74,9 +74,20 @@ class _PooledConnection(asyncpg.Connection):
         return ""
 
 
+SESSION_SETTINGS: Final = {
+    "application_name": "chronicle-server",
+    # Every commit waits for its WAL flush before it returns: an event a call acknowledged
+    # must survive a crash. A startup parameter outranks the database's, the role's and the
+    # URL's ``options`` (docs/decisions.md 18; ``durability.check`` verifies it at start).
+    "synchronous_commit": "on",
+}
+"""The session settings of every pooled connection (startup parameters)."""
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
-    """Open a pool to ``url``; raises ``OSError``/``asyncpg`` errors when unreachable."""
-    settings = {"application_name": "chronicle-server"}
+    """Open a pool to ``url`` (``SESSION_SETTINGS`` on every connection); raises
+    ``OSError``/``asyncpg`` errors when unreachable."""
+    settings = dict(SESSION_SETTINGS)
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,

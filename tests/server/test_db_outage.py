@@ -28,10 +28,11 @@ from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.config import ServerConfig
-from tests.postgres_process import PostgresProcess, hold_commits, wait_held
+from tests.postgres_process import PostgresProcess, hold_commits, release_commits, wait_held
 from tests.server.conftest import (
     command_protos,
     event_types,
+    payload,
     payload_proto,
     start_request,
 )
@@ -271,3 +272,76 @@ async def wait_for_lock(url: str) -> None:
     finally:
         await conn.close()
     raise AssertionError("no server backend waits for the lock")
+
+
+async def held_then_released(outage: Outage, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Make ``call()`` with commits held: it must wait in its commit, after the WAL flush
+    (a commit that answered before its flush would not wait for the standby either). Then
+    release the commits; returns the call's response."""
+    url = outage.postgres.url()
+    await hold_commits(url)
+    pending = asyncio.ensure_future(call())
+    await wait_held(url, "chronicle-server")
+    assert not pending.done()
+    await release_commits(url)
+    return await asyncio.wait_for(pending, 10)
+
+
+async def test_every_commit_waits_for_the_wal_flush(outage: Outage) -> None:
+    """Each kind of commit the server makes for a call waits for its WAL flush before the
+    call answers, though the database says ``synchronous_commit = off``: a start, a workflow
+    task's dispatch and completion (fast path and eager activity start), an activity's
+    completion (eager workflow task), a signal, and the completion that closes the run."""
+    stub, url = outage.stub, outage.postgres.url("chronicle")
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute("ALTER DATABASE chronicle SET synchronous_commit = off")
+    finally:
+        await admin.close()
+    await outage.server.stop(grace=0)  # its pooled connections predate the setting
+    outage.server = Server(outage.server.config.model_copy(update={"port": outage.port}))
+    await outage.server.start()
+    await held_then_released(
+        outage,
+        lambda: stub.StartWorkflow(
+            start_request("flushed", workflow_task_timeout=wire.duration_to_proto(TIMEOUT))
+        ),
+    )
+    await held_then_released(
+        outage,
+        lambda: stub.SignalWorkflow(
+            pb.SignalWorkflowRequest(workflow_id="flushed", signal_name="go", request_id="s1")
+        ),
+    )
+    task = await held_then_released(outage, lambda: poll_workflow_task(stub))
+    completed = await held_then_released(
+        outage,
+        lambda: stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(
+                task_token=task.task_token,
+                identity="w1",
+                commands=schedule(),
+                max_eager_activities=1,
+                eager_activity_types=["act"],
+            )
+        ),
+    )
+    [activity] = completed.activity_tasks
+    answer = await held_then_released(
+        outage,
+        lambda: stub.CompleteActivityTask(
+            pb.CompleteActivityTaskRequest(
+                task_token=activity.task_token,
+                identity="w1",
+                result=payload_proto(1),
+                eager_workflow_task=True,
+            )
+        ),
+    )
+    closing = pb.CompleteWorkflowTaskRequest(
+        task_token=answer.workflow_task.task_token,
+        identity="w1",
+        commands=command_protos(commands.CompleteWorkflow(result=payload(2))),
+    )
+    await held_then_released(outage, lambda: stub.CompleteWorkflowTask(closing))
+    assert (await history(stub, "flushed"))[-1] == "WorkflowCompleted"

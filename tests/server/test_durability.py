@@ -18,7 +18,9 @@ from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
 from chronicle.server.config import ServerConfig
-from tests.server.conftest import command_protos, event_types, start_request
+from chronicle.server.store import durability
+from tests.postgres_process import PostgresProcess
+from tests.server.conftest import command_protos, event_types, running_server, start_request
 
 
 async def test_timer_due_while_down_fires_at_start(database_url: str) -> None:
@@ -123,9 +125,32 @@ async def test_dev_server_runs_and_stops(tmp_path: Path) -> None:
             await process.wait()
 
 
-async def test_every_commit_waits_for_the_wal_flush(server) -> None:
-    """No transition, dispatch included, is acknowledged before it is durable."""
-    assert await server.services.pool.fetchval("SHOW synchronous_commit") == "on"
+async def test_the_server_s_connections_commit_synchronously_whatever_it_is_told(
+    database_url: str,
+) -> None:
+    """Every commit waits for its WAL flush: the server's connections run with
+    ``synchronous_commit=on`` even when the database and the URL's session options say
+    ``off`` (tests/server/test_db_outage.py shows the commits themselves waiting)."""
+    admin = await asyncpg.connect(database_url)
+    try:
+        name = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    finally:
+        await admin.close()
+    separator = "&" if "?" in database_url else "?"
+    told_off = f"{database_url}{separator}options=-c%20synchronous_commit%3Doff"
+    async with running_server(told_off) as server:
+        pool = server.services.pool
+        async with (
+            pool.acquire() as first,
+            pool.acquire() as second,
+            pool.acquire() as third,
+        ):
+            for conn in (first, second, third):
+                setting = await conn.fetchrow(
+                    "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+                )
+                assert (setting["setting"], setting["source"]) == ("on", "client")
 
 
 async def test_a_database_connection_cut_mid_call_is_unavailable_not_internal(
@@ -172,6 +197,36 @@ async def _history(
     stub: service_pb2_grpc.WorkflowServiceStub, workflow_id: str
 ) -> pb.GetWorkflowHistoryResponse:
     return await stub.GetWorkflowHistory(pb.GetWorkflowHistoryRequest(workflow_id=workflow_id))
+
+
+async def test_a_connection_that_would_not_wait_for_the_flush_is_refused(
+    database_url: str,
+) -> None:
+    """What the server checks on a pooled connection at start (a pooler may have dropped its
+    ``synchronous_commit=on``): refused, naming the setting and where it came from."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await durability.check(conn) == []
+        await conn.execute("SET synchronous_commit = off")
+        with pytest.raises(
+            durability.UnsafeDatabaseSettings,
+            match=r"synchronous_commit is 'off' \(set by: session\), not 'on'",
+        ):
+            await durability.check(conn)
+    finally:
+        await conn.close()
+
+
+async def test_fsync_off_is_reported(own_postgres: PostgresProcess) -> None:
+    """``fsync`` is the whole Postgres server's: the server cannot set it, so it warns."""
+    own_postgres.stop()
+    own_postgres.start(settings={"fsync": "off"})
+    conn = await asyncpg.connect(own_postgres.url())
+    try:
+        [warning] = await durability.check(conn)
+    finally:
+        await conn.close()
+    assert warning.startswith("fsync is 'off' (set by: command line)")
 
 
 async def test_a_timer_cut_off_by_a_terminated_connection_fires_without_a_postponement(
