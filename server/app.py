@@ -16,6 +16,7 @@ from chronicle.server.config import ServerConfig
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
 from chronicle.server.matching.queries import QueryRouter
+from chronicle.server.store import durability
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool, create_pool
@@ -71,7 +72,8 @@ class Server:
         return self._services
 
     async def start(self) -> None:
-        """Open the pool, apply migrations, bind gRPC and start the background loops."""
+        """Open the pool, check its durability settings (``UnsafeDatabaseSettings``), apply
+        migrations, bind gRPC and start the background loops."""
         telemetry.configure()
         try:
             self._pool = await create_pool(
@@ -79,6 +81,9 @@ class Server:
                 min_size=self.config.pool_min_size,
                 max_size=self.config.pool_max_size,
             )
+            async with self._pool.acquire() as conn:
+                for warning in await durability.check(conn):
+                    self._log.warning("database setting weakens durability", detail=warning)
             await run_migrations(self._pool)
             self._notifier = Notifier(self.config.database_url)
             await self._notifier.connect()
@@ -127,6 +132,9 @@ class Server:
                 self._supervise("notifier", services.notifier.run), name="chronicle-notifier"
             )
             group.create_task(self._supervise("timers", timers.run), name="chronicle-timers")
+            group.create_task(
+                self._supervise("reclaims", services.reclaims.run), name="chronicle-reclaims"
+            )
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a background loop forever: a crash is logged and the loop restarted."""

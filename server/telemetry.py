@@ -9,12 +9,44 @@ from typing import Any
 import structlog
 
 _configured = False
+_bridged = False
+
+LIBRARY_LOGGERS = ("asyncpg",)
+"""Standard-library loggers of the libraries the server uses, logged through structlog."""
+
+
+class _LibraryRecords(logging.Handler):
+    """A library's log record as one structured line: its message, the logger's name, and the
+    error it carried as ``error``/``error_type`` instead of a traceback (asyncpg logs one each
+    time it fails to reconnect while Postgres is down)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` through structlog."""
+        fields: dict[str, Any] = {"logger": record.name}
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            fields["error"] = str(error)
+            fields["error_type"] = type(error).__name__
+        structlog.get_logger("chronicle.server").log(record.levelno, record.getMessage(), **fields)
+
+
+def _bridge_library_logs() -> None:
+    global _bridged
+    if _bridged:
+        return
+    _bridged = True
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.addHandler(_LibraryRecords())
+        library.propagate = False
 
 
 def configure(level: int = logging.INFO) -> None:
     """Configure structlog once per process (key=value lines on stderr), unless the embedding
-    program (CLI, tests) configured it already. Server logs never go to stdout."""
+    program (CLI, tests) configured it already, and log the libraries' records
+    (``LIBRARY_LOGGERS``) through it. Server logs never go to stdout."""
     global _configured
+    _bridge_library_logs()
     if _configured or structlog.is_configured():
         return
     _configured = True

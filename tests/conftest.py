@@ -13,6 +13,7 @@ import grpc  # noqa: F401 -- imported first: this process keeps gRPC's default I
 import pytest
 
 from chronicle import grpc_io
+from tests.postgres_process import PostgresProcess
 
 # gRPC reads GRPC_EXPERIMENTS when it is imported, so setting it now leaves this test process
 # on gRPC's default I/O (EventEngine: what a program embedding a Worker or Client gets) while
@@ -61,3 +62,25 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresProcess]:
+    """A Postgres of the test's own, which it may kill and restart (the session's serves other
+    tests): ``tests/postgres_process.py``."""
+    instance = PostgresProcess(tmp_path / "own-pg").init().start()
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+async def own_database_url(own_postgres: PostgresProcess) -> str:
+    """The URL of a fresh database ``chronicle`` on ``own_postgres``."""
+    admin = await asyncpg.connect(own_postgres.url())
+    try:
+        await admin.execute("CREATE DATABASE chronicle")
+    finally:
+        await admin.close()
+    return own_postgres.url("chronicle")

@@ -59,15 +59,15 @@ async def dispatch(
 
     One statement (its own transaction): delete the task row, start the attempt, insert its
     start-to-close (and heartbeat) timers and notify the timer loop. The start time of each
-    statement sent goes into ``sent`` (``unclaimed``) before it is sent.
+    statement sent goes into ``sent`` (``unclaimed``) before it is sent, once a connection to
+    send it on is there (a poll that could not connect started nothing).
     """
     while True:
         now = tr.utcnow()
-        if sent is not None:
-            sent.append(now)
-        row = await services.pool.fetchrow(
-            sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity
-        )
+        async with services.pool.acquire() as conn:
+            if sent is not None:
+                sent.append(now)
+            row = await conn.fetchrow(sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity)
         if row is None:
             return None
         if row["attempt"] is None:
@@ -112,18 +112,79 @@ async def unclaimed(
 async def _undispatch(
     services: Services, namespace: str, task_queue: str, identity: str, sent: list[datetime]
 ) -> None:
-    """Put back the attempts started at the times in ``sent``; never raises."""
+    """Put back the attempts started at the times in ``sent``; never raises (while the
+    database is unavailable, retried in the background: ``reclaim.py``)."""
     log = telemetry.logger(namespace=namespace, task_queue=task_queue)
     key = notify.task_key(rows.ACTIVITY, namespace, task_queue)
-    try:
-        for started_at in sent:
+    for started_at in sent:
+
+        async def undo(started_at: datetime = started_at) -> None:
             requeued = await services.pool.fetchval(
                 sql.UNDISPATCH_ACTIVITY, namespace, identity, started_at, task_queue, key
             )
             if requeued:
                 log.info("an activity task dispatched to a poll that ended is queued again")
-    except Exception as exc:  # the pool or Postgres failing: the start-to-close timeout remains
-        log.warning("could not queue an unclaimed activity task again", error=str(exc))
+
+        await services.reclaims.now_or_later(undo, "an unclaimed activity task", log)
+
+
+@dataclass(frozen=True, slots=True)
+class EagerActivities:
+    """Activities a transition starts eagerly for ``identity`` at ``started_at`` (their
+    ``ActivityScheduled`` time), on the run's ``task_queue``."""
+
+    key: RunKey
+    scheduled_event_ids: tuple[int, ...]
+    started_at: datetime
+    identity: str
+    task_queue: str
+
+    @classmethod
+    def of(cls, key: RunKey, granted: list[ActivityTaskGrant], identity: str) -> EagerActivities:
+        """The start of ``granted`` (``start_eagerly``'s grants, all of one transition)."""
+        return cls(
+            key,
+            tuple(g.token.scheduled_event_id for g in granted),
+            granted[0].started_time,
+            identity,
+            granted[0].attributes.task_queue,
+        )
+
+
+@contextlib.asynccontextmanager
+async def unclaimed_eager(services: Services) -> AsyncIterator[list[EagerActivities]]:
+    """Activities a completion starts eagerly for its caller, who may not get them: the body
+    lists them before the write (``start_eagerly`` runs before it). When the body raises (the
+    completion's outcome is unknown, or it was cancelled), they are put back in their queue as
+    if never dispatched; a write that did not apply left nothing to put back."""
+    started: list[EagerActivities] = []
+    try:
+        yield started
+    except BaseException:
+        for start in started:
+            await asyncio.shield(_undispatch_eager(services, start))
+        raise
+
+
+async def _undispatch_eager(services: Services, start: EagerActivities) -> None:
+    """Put back the attempts ``start`` names; never raises (see ``_undispatch``)."""
+    log = telemetry.run_logger(*start.key.params())
+    key = notify.task_key(rows.ACTIVITY, start.key.namespace, start.task_queue)
+
+    async def undo() -> None:
+        requeued = await services.pool.fetchval(
+            sql.UNDISPATCH_EAGER_ACTIVITIES,
+            *start.key.params(),
+            list(start.scheduled_event_ids),
+            start.identity,
+            start.started_at,
+            start.task_queue,
+            key,
+        )
+        if requeued:
+            log.info("activities started eagerly for a caller that did not get them are queued")
+
+    await services.reclaims.now_or_later(undo, "activities started eagerly", log)
 
 
 INLINE_RECORD_WAIT = 10.0
@@ -288,6 +349,12 @@ async def complete(
             ]
         )
 
+    def note_started(planned: tr.Planned) -> None:
+        started.clear()  # only the latest attempt's write can have applied
+        task = grants.started_for(token.key, planned.events, identity)
+        if task is not None:
+            started.append(task)
+
     async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
         outcome = await tr.transition(
             conn,
@@ -297,6 +364,7 @@ async def complete(
             start_workflow_task_for=(
                 tr.EagerStart(identity, request_id) if eager_workflow_task else None
             ),
+            finish=note_started if eager_workflow_task else None,
         )
         task = outcome.state.workflow_task
         if not eager_workflow_task or task is None or not task.started_event_id:
@@ -308,7 +376,10 @@ async def complete(
             conn, token.key, outcome, after=after, rate_limited_queues=limited
         )
 
-    return await _in_transaction(services, token, body)
+    # A workflow task started for this caller, whose answer may not reach it (the commit's
+    # outcome is unknown, the call was cancelled), is timed out at once (``grants.unclaimed``).
+    async with grants.unclaimed(services, "an activity completion's answer") as started:
+        return await _in_transaction(services, token, body)
 
 
 async def fail(services: Services, token_bytes: bytes, failure: Failure, identity: str) -> None:

@@ -74,7 +74,7 @@ async def _dispatch_alone(
     # Exits in reverse: the connection goes back (a cancelled write has ended), then the turn,
     # then a task started for nobody is timed out (grants.unclaimed).
     async with (
-        grants.unclaimed(services.pool, "dispatch") as started,
+        grants.unclaimed(services, "dispatch") as started,
         lock,  # the turn first: waiting for it holds no connection
         services.pool.acquire() as conn,
     ):
@@ -152,7 +152,7 @@ async def _dispatch_locked(
 ) -> grants.WorkflowTaskGrant | None:
     sticky_timeout = services.config.sticky_timeout
 
-    async with grants.unclaimed(services.pool, "dispatch") as started:
+    async with grants.unclaimed(services, "dispatch") as started:
 
         async def body(conn: Conn) -> grants.WorkflowTaskGrant | None:
             started.clear()  # an attempt run again after a rollback starts afresh

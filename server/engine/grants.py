@@ -16,6 +16,7 @@ from chronicle.history import events as ev
 from chronicle.server import telemetry
 from chronicle.server.engine import read
 from chronicle.server.engine import transition as tr
+from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import WorkflowTaskToken
 from chronicle.server.store import notify, sql
 from chronicle.server.store.pool import Conn, Pool
@@ -116,18 +117,20 @@ class StartedTask:
         return cls(token.key, token.started_event_id, event.event_time, identity)
 
 
-async def expire_unclaimed(pool: Pool, task: StartedTask, reason: str) -> None:
-    """A workflow task was (maybe) started for a poll that did not get it: move its timeout
+async def expire_unclaimed(services: Services, task: StartedTask, reason: str) -> None:
+    """A workflow task was (maybe) started for a caller that did not get it: move its timeout
     timer to now, so it is retried at once instead of after its workflow-task timeout.
 
     Matches nothing when the write starting ``task`` did not apply, also when another dispatch
     started the same task. Call it only once that write's outcome is settled: after its
     connection went back to the pool, whose release waits for a cancelled statement to end
-    (``unclaimed``). Never raises: if this fails, the timeout is the safety net."""
+    (``unclaimed``). Never raises: while the database is unavailable it is retried in the
+    background (``reclaim.py``); if it cannot run at all, the timeout is the safety net."""
     log = telemetry.run_logger(*task.key.params())
-    now = tr.utcnow()
-    try:
-        await pool.execute(
+
+    async def expire() -> None:
+        now = tr.utcnow()
+        await services.pool.execute(
             sql.EXPIRE_WORKFLOW_TASK,
             *task.key.params(),
             task.event_id,
@@ -136,18 +139,17 @@ async def expire_unclaimed(pool: Pool, task: StartedTask, reason: str) -> None:
             task.at,
             task.identity,
         )
-    except Exception as exc:  # the pool or Postgres failing
-        log.warning("could not time out an unclaimed workflow task early", error=str(exc))
-        return
-    log.info(
-        "a workflow task may have been started for a poll that did not get it; timed it out",
-        reason=reason,
-    )
+        log.info(
+            "a workflow task may have been started for a caller that did not get it; timed it out",
+            reason=reason,
+        )
+
+    await services.reclaims.now_or_later(expire, "an unclaimed workflow task", log)
 
 
 @contextlib.asynccontextmanager
-async def unclaimed(pool: Pool, reason: str) -> AsyncIterator[list[StartedTask]]:
-    """Tasks started for a poll that may not get them: the body lists a task before the
+async def unclaimed(services: Services, reason: str) -> AsyncIterator[list[StartedTask]]:
+    """Tasks started for a caller that may not get them: the body lists a task before the
     write that starts it, and takes it out once that write is known not to have applied. A
     body that returns hands its grant on: nothing more is done. When the body raises
     (cancelled, failed) with a task still listed, that task is timed out at once
@@ -158,5 +160,14 @@ async def unclaimed(pool: Pool, reason: str) -> AsyncIterator[list[StartedTask]]
         yield started
     except BaseException:
         for task in started:
-            await asyncio.shield(expire_unclaimed(pool, task, reason))
+            await asyncio.shield(expire_unclaimed(services, task, reason))
         raise
+
+
+def started_for(key: RunKey, events: Sequence[ev.Event], identity: str) -> StartedTask | None:
+    """The workflow task a transition's ``events`` start for ``identity`` (eagerly), if any."""
+    for event in events:
+        attributes = event.attributes
+        if isinstance(attributes, ev.WorkflowTaskStarted) and attributes.identity == identity:
+            return StartedTask(key, event.id, event.time, identity)
+    return None

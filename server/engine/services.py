@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from chronicle.server.config import ServerConfig
 from chronicle.server.engine.known_rows import KnownRows
 from chronicle.server.engine.lost_answers import Answering
+from chronicle.server.engine.reclaim import Reclaims
 from chronicle.server.matching.handoff import Handoff
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.store.notify import Notifier
@@ -21,7 +22,7 @@ class Services:
 
     Every commit waits for the WAL flush, dispatch included: a dispatch appends events (a
     ``WorkflowTaskStarted``) that clients can read at once, and an acknowledged event must
-    never disappear in a Postgres crash (docs/decisions.md).
+    never disappear in a Postgres crash (docs/decisions.md 18, ``store/durability.py``).
     """
 
     pool: Pool
@@ -39,3 +40,6 @@ class Services:
     answering: Answering = field(default_factory=Answering)
     """Completions running on this server, for releases of lost answers to wait for
     (``lost_answers.py``)."""
+    reclaims: Reclaims = field(default_factory=Reclaims)
+    """Tasks started for callers that never got them, to take back once the database answers
+    (``reclaim.py``)."""

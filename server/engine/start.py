@@ -123,9 +123,7 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
                 # was cancelled or failed during COMMIT): time the task out so it is retried.
                 # Harmless when the transaction rolled back (no such timer).
                 task = grants.StartedTask.of_grant(handed[0], hand_to)
-                await asyncio.shield(
-                    grants.expire_unclaimed(services.pool, task, "start handed it")
-                )
+                await asyncio.shield(grants.expire_unclaimed(services, task, "start handed it"))
     return result
 
 

@@ -127,9 +127,16 @@ async def complete(
 
     def finish(planned: tr.Planned) -> list[activity_task.ActivityTaskGrant]:
         inline.mark_started(planned, inline_started, identity=identity)
+        # What this write starts for the caller, taken back if the caller may not get it
+        # (``unclaimed`` below); only the latest attempt's write can have applied.
+        started_task.clear()
+        started_activities.clear()
+        task = grants.started_for(token.key, planned.events, identity)
+        if eager_workflow_task and task is not None:
+            started_task.append(task)
         if not eager:
             return []
-        return activity_task.start_eagerly(
+        granted = activity_task.start_eagerly(
             planned,
             token.key,
             identity=identity,
@@ -138,6 +145,10 @@ async def complete(
             rate_limited_queues=limited,
             request_id=request_id,
         )
+        if granted:
+            eager_start = activity_task.EagerActivities.of(token.key, granted, identity)
+            started_activities.append(eager_start)
+        return granted
 
     def grants_task(outcome: tr.Outcome) -> bool:
         next_task = outcome.state.workflow_task
@@ -186,23 +197,30 @@ async def complete(
         )
         return await after(conn, outcome)
 
-    completion: Completion | None = None
-    if services.config.fast_path:
-        async with services.pool.acquire() as conn:
-            outcome = await fastpath.try_transition(
-                conn,
-                token.key,
-                callback,
-                activity_ids=cancel_targets,
-                finish=finish,
-                start_workflow_task_for=start_for,
-                eligible=fast,
-                known=services.known_rows,
-            )
-            if outcome is not None:
-                completion = await after(conn, outcome)
-    if completion is None:
-        completion = await db.in_transaction(services.pool, body)
+    # The tasks this completion starts for its caller (an eager workflow task, eager
+    # activities) are taken back if the call raises: its commit's outcome unknown, or the
+    # caller gone (docs/decisions.md 13 and 18).
+    async with (
+        grants.unclaimed(services, "a completion's answer") as started_task,
+        activity_task.unclaimed_eager(services) as started_activities,
+    ):
+        completion: Completion | None = None
+        if services.config.fast_path:
+            async with services.pool.acquire() as conn:
+                outcome = await fastpath.try_transition(
+                    conn,
+                    token.key,
+                    callback,
+                    activity_ids=cancel_targets,
+                    finish=finish,
+                    start_workflow_task_for=start_for,
+                    eligible=fast,
+                    known=services.known_rows,
+                )
+                if outcome is not None:
+                    completion = await after(conn, outcome)
+        if completion is None:
+            completion = await db.in_transaction(services.pool, body)
     if closes:
         # Result waiters on this server learn at once; Postgres's NOTIFY, delivered on the
         # listening connection a little later, still tells the other servers.

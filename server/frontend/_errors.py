@@ -12,7 +12,7 @@ import grpc
 from chronicle.history.errors import InvalidCommandError
 from chronicle.server import errors, telemetry
 from chronicle.server.frontend._validate import check_identifiers
-from chronicle.server.store.pool import RETRYABLE, StaleRead
+from chronicle.server.store.pool import RETRYABLE, StaleRead, unavailable_cause
 
 _CODES: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -46,13 +46,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
             f"a string in the request contains a NUL character (\\x00), which the server "
             f"cannot store: {exc}"
         )
-    if isinstance(
-        exc,
-        OSError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.CannotConnectNowError,
-    ):
-        return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
+    cause = unavailable_cause(exc)
+    if cause is not None:
+        # Retryable: clients and workers try again (a request that may have committed is
+        # safe to repeat: docs/decisions.md 18).
+        detail = str(cause) or type(cause).__name__
+        return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {detail}"
     if isinstance(exc, RETRYABLE):
         # in_transaction ran it again and again; a statement outside one is not rerun.
         return grpc.StatusCode.ABORTED, (

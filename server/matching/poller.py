@@ -66,7 +66,7 @@ async def poll_workflow_task(
                 # (cancelled): time the task out now rather than after its timeout.
                 task = grants.StartedTask.of_grant(offered.grant, identity)
                 await asyncio.shield(
-                    grants.expire_unclaimed(services.pool, task, "handed to a poll that ended")
+                    grants.expire_unclaimed(services, task, "handed to a poll that ended")
                 )
             raise
         return result

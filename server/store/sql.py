@@ -555,6 +555,36 @@ that worker ``$2`` started at ``$3`` (the dispatch's own clock reading) goes bac
 ``scheduled``, its timers are disarmed and its task row is queued again on ``$4`` (notified
 as ``$5``). Matches nothing if the dispatch did not commit or the attempt moved on."""
 
+UNDISPATCH_EAGER_ACTIVITIES: Final = """
+WITH back AS (
+    UPDATE activities
+    SET state = 'scheduled', started_time = NULL, last_worker_identity = ''
+    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
+      AND scheduled_event_id = ANY($4::bigint[]) AND attempt = 1 AND state = 'started'
+      AND last_worker_identity = $5 AND started_time = $6::timestamptz
+    RETURNING scheduled_event_id, attempt
+),
+disarmed AS (
+    DELETE FROM timers t USING back b
+    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
+      AND t.ref_id = b.scheduled_event_id AND t.attempt = b.attempt
+      AND t.kind IN ('activity_start_to_close', 'activity_heartbeat')
+),
+queued AS (
+    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
+                       sticky_identity)
+    SELECT 'activity', $1, $7, $2, $3, b.scheduled_event_id, '' FROM back b
+    RETURNING id
+)
+SELECT count(*) AS requeued, (SELECT count(pg_notify('chronicle_task', $8)) FROM queued)
+FROM queued"""
+"""Undo an eager start (``activity_task.start_eagerly``) whose caller never got it: the
+activities ``$4`` of run ``$1/$2/$3`` that worker ``$5`` started at ``$6`` (their
+``ActivityScheduled`` time) go back to ``scheduled`` as ``UNDISPATCH_ACTIVITY`` does, queued on
+``$7`` (notified as ``$8``). Not the activities the same completion marked started because
+the worker runs them inline (listed apart: it reports them itself). Matches nothing if that
+write did not commit or the attempts moved on."""
+
 # ---------------------------------------------------------------- timers
 
 DUE_TIMERS: Final = """

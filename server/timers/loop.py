@@ -3,7 +3,8 @@ then fire every due timer, each in its own transaction.
 
 Lock order matches every transition (execution row first, then the timer row), so firing a
 timer never deadlocks with a transition that deletes it. A timer whose run vanished is just
-deleted; one whose handler fails is postponed and logged, never lost.
+deleted; one whose handler fails is postponed and logged, never lost. One that fails because
+Postgres is unavailable is not postponed: the loop fires it as soon as Postgres answers.
 """
 
 from __future__ import annotations
@@ -87,10 +88,19 @@ class TimerLoop:
                 await db.in_transaction(
                     self._services.pool, lambda conn: self._fire(conn, key, row["id"])
                 )
-            except Exception:
-                telemetry.run_logger(*key.params()).exception(
-                    "timer failed; postponed", timer_id=row["id"]
-                )
+            except Exception as exc:
+                log = telemetry.run_logger(*key.params())
+                cause = db.unavailable_cause(exc)
+                if cause is not None:
+                    # Postgres went away, not the timer: it is still due (or fired, if the
+                    # commit went through), and the loop fires it once Postgres answers.
+                    log.warning(
+                        "timer not fired: the database is unavailable",
+                        timer_id=row["id"],
+                        error=str(cause) or type(cause).__name__,
+                    )
+                    return
+                log.exception("timer failed; postponed", timer_id=row["id"])
                 await self._services.pool.execute(
                     sql.POSTPONE_TIMER, row["id"], tr.utcnow() + POSTPONE
                 )
