@@ -4,6 +4,7 @@ policies, continue-as-new chains, deterministic values across a worker restart, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import timedelta
 
@@ -341,7 +342,7 @@ async def test_the_retry_start_option_retries_a_failed_run_as_a_new_run(client: 
     runs = await _runs(client, "retried")
     assert len(runs) == 3
     assert runs[0] == handle.run_id
-    for attempt, (run, following) in enumerate(zip(runs, runs[1:], strict=False), start=1):
+    for attempt, (run, following) in enumerate(itertools.pairwise(runs), start=1):
         events = await client.get_handle("retried", run_id=run).history()
         assert events[-1].type == "WorkflowFailed"
         assert events[-1].attributes.new_run_id == following
