@@ -63,10 +63,15 @@ class WorkflowCompleted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowFailed:
-    """The workflow function raised an application failure."""
+    """The workflow function raised an application failure.
+
+    ``new_run_id`` is set when the run's retry policy retries it: the run (attempt + 1, same
+    input) that carries the workflow on, as after a continue-as-new.
+    """
 
     failure: Failure
     workflow_task_completed_event_id: int = 0
+    new_run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

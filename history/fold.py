@@ -75,8 +75,8 @@ def _completed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
     return _close(state, event, RunStatus.COMPLETED)
 
 
-def _failed(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:
-    return _close(state, event, RunStatus.FAILED)
+def _failed(state: WorkflowState, event: ev.Event, a: ev.WorkflowFailed) -> WorkflowState:
+    return _close(state, event, RunStatus.FAILED, new_run_id=a.new_run_id)
 
 
 def _canceled(state: WorkflowState, event: ev.Event, a: Any) -> WorkflowState:

@@ -100,22 +100,26 @@ class FailureError(ChronicleError):
 
 
 class ApplicationError(FailureError):
-    """An error raised by user code: ``ApplicationError(message, *details, type=, non_retryable=)``.
+    """An error raised by user code: ``ApplicationError(message, non_retryable=False,
+    details=None)``, or with several details ``ApplicationError(message, *details, type=...)``.
 
     ``type`` (default: the class name) is what ``RetryPolicy.non_retryable_error_types`` matches;
-    ``non_retryable=True`` stops activity retries at once. ``details`` are any encodable values.
+    ``non_retryable=True`` stops activity retries at once. ``details=value`` adds one detail
+    after the positional ones (``None``: none); ``.details`` is always the tuple of them all,
+    as rebuilt from the recorded failure (any encodable values).
     """
 
     def __init__(
         self,
         message: str,
-        *details: Any,
+        *args: Any,
         type: str | None = None,
         non_retryable: bool = False,
+        details: Any = None,
         failure: Failure | None = None,
     ) -> None:
         super().__init__(message, failure=failure)
-        self.details: tuple[Any, ...] = details
+        self.details: tuple[Any, ...] = args if details is None else (*args, details)
         self.type: str = type or self.__class__.__name__
         self.non_retryable = non_retryable
 

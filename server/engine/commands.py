@@ -135,9 +135,13 @@ def to_events(
     completed_event_id: int,
     activities: dict[int, ActivityInfo],
     new_run_id: str,
+    retry_run_id: str = "",
     config: ServerConfig,
 ) -> list[ev.EventAttributes]:
-    """The command-events for ``commands``; the first gets id ``completed_event_id + 1``."""
+    """The command-events for ``commands``; the first gets id ``completed_event_id + 1``.
+
+    ``new_run_id`` names the run a ``ContinueAsNew`` starts; ``retry_run_id``, when set, the
+    run that retries this one after its ``FailWorkflow`` (``next_run.py``)."""
     out: list[ev.EventAttributes] = []
     wtc = completed_event_id
     timers = {t.seq: sid for sid, t in state.pending_timers.items()}
@@ -216,7 +220,11 @@ def to_events(
             )
         elif isinstance(command, cmd.FailWorkflow):
             out.append(
-                ev.WorkflowFailed(failure=command.failure, workflow_task_completed_event_id=wtc)
+                ev.WorkflowFailed(
+                    failure=command.failure,
+                    workflow_task_completed_event_id=wtc,
+                    new_run_id=retry_run_id,
+                )
             )
         elif isinstance(command, cmd.CancelWorkflow):
             out.append(

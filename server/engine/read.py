@@ -230,7 +230,7 @@ async def get_result(
         )
         if found is None:
             return service_pb2.GetWorkflowResultResponse(closed=False, run_id=current.run_id)
-        if follow_runs and found.status == RunStatus.CONTINUED_AS_NEW.value and found.new_run_id:
+        if follow_runs and found.new_run_id:  # continued as new, or failed and retried
             key = RunKey(namespace, workflow_id, found.new_run_id)
             continue
         return _result(current, found)

@@ -64,7 +64,9 @@ async def _child_closed(conn: Conn, parent: RunKey, initiated: int) -> None:
         if status is None or status.close is None:
             return  # the chain goes on: its last run reports again
         attributes = status.close
-        if isinstance(attributes, ev.WorkflowContinuedAsNew):
+        if isinstance(attributes, ev.WorkflowContinuedAsNew | ev.WorkflowFailed) and (
+            attributes.new_run_id
+        ):
             child_key = RunKey(parent.namespace, child.workflow_id, attributes.new_run_id)
             continue
         successor = await conn.fetchval(sql.RESET_SUCCESSOR, *child_key.params())

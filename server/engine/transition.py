@@ -487,7 +487,7 @@ async def transition_latest(
     closed_for_good: set[str] = set()  # closed runs known to have no reset run
 
     def guarded(ctx: Context) -> Decision:
-        if ctx.state.status is RunStatus.CONTINUED_AS_NEW and ctx.state.new_run_id:
+        if ctx.state.new_run_id:  # continued as new, or failed and retried
             raise _ContinuedAsNew(ctx.state.new_run_id)
         if not ctx.state.is_open and ctx.key.run_id not in closed_for_good:
             raise _ContinuedAsNew("")  # maybe reset: look for its reset run
@@ -509,13 +509,15 @@ async def transition_latest(
 def close_is_local(has_parent: bool, before: WorkflowState, after: WorkflowState) -> bool:
     """Whether closing ``before`` into ``after`` may be written by the fast path (``fastpath.py``):
     ``_after_close`` has nothing to do (no parent to tell, no child to close), the run does not
-    continue as new, and it has no pending activity. Row-only transitions (heartbeats, retries,
+    go on in a new run (continue-as-new, or a retry of a failed run), and it has no pending
+    activity. Row-only transitions (heartbeats, retries,
     dispatches) write activity rows, their timers and tasks without a new execution row version;
     the close deletes every row of the run from its statement's snapshot and would miss one
     they inserted meanwhile (docs/fastpath.md)."""
     return (
         not has_parent
         and after.status is not RunStatus.CONTINUED_AS_NEW
+        and not after.new_run_id  # a failed run retried in a new run goes on, too
         and not before.pending_activities
         and not any(
             child.run_id and child.parent_close_policy in ("terminate", "request_cancel")
@@ -541,7 +543,12 @@ async def _after_close(
     as new goes on in its new run: its parent is not told, and the children the reset run
     keeps are left to it.
     """
-    continues = after.status is RunStatus.CONTINUED_AS_NEW or reset_into is not None
+    # continued as new or retried (a new run id), or reset
+    continues = (
+        after.status is RunStatus.CONTINUED_AS_NEW
+        or bool(after.new_run_id)
+        or reset_into is not None
+    )
     if row["parent_workflow_id"] is not None and not continues:
         await conn.execute(
             sql.INSERT_FOREIGN_TIMER,

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from chronicle.history import codec
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.state import RunStatus, WorkflowState
 from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
-from chronicle.server.engine import activity_task, fastpath, grants, inline, outbound, start
+from chronicle.server.engine import (
+    activity_task,
+    fastpath,
+    grants,
+    inline,
+    next_run,
+    outbound,
+)
 from chronicle.server.engine import commands as commands_mod
 from chronicle.server.engine import transition as tr
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import WorkflowTaskToken, decode_workflow_token
-from chronicle.server.store import notify, sql
+from chronicle.server.store import notify
 from chronicle.server.store import pool as db
 from chronicle.server.store.pool import Conn
 from chronicle.server.store.rows import RunKey
@@ -77,6 +82,10 @@ async def complete(
     closes = commands_mod.has_close(commands)
     inline.validate(commands, inline_results or {}, inline_started, closes=closes)
     new_run_id = str(uuid.uuid4())
+    failing = next((c for c in commands if isinstance(c, cmd.FailWorkflow)), None)
+    # Only a failing run reads its WorkflowStarted (immutable): its retry policy decides.
+    first = await next_run.started_event(services.pool, token.key) if failing is not None else None
+    retry_after: list[timedelta | None] = [None]  # the back-off the last callback decided on
 
     def callback(ctx: tr.Context) -> tr.Decision:
         state = ctx.state
@@ -102,12 +111,16 @@ async def complete(
             identity=identity,
             sdk_flags=tuple(sdk_flags),
         )
+        retry_after[0] = None
+        if failing is not None and first is not None:
+            retry_after[0] = next_run.retry_delay(first, state, failing.failure, ctx.now)
         command_events = commands_mod.to_events(
             state,
             commands,
             completed_event_id=state.next_event_id,
             activities=ctx.activities,
             new_run_id=new_run_id,
+            retry_run_id=new_run_id if retry_after[0] is not None else "",
             config=services.config,
         )
         inline.check_fresh(state, [*(inline_results or {}), *inline_started])
@@ -162,6 +175,10 @@ async def complete(
     async def after(conn: Conn, outcome: tr.Outcome) -> Completion:
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
+        elif outcome.state.status is RunStatus.FAILED and outcome.state.new_run_id:
+            assert first is not None
+            assert retry_after[0] is not None
+            await _retry(conn, token.key, outcome, first, retry_after[0])
         await outbound.apply(conn, token.key, outcome, services.config)
         granted = None
         if grants_task(outcome):
@@ -232,33 +249,32 @@ async def complete(
 async def _continue_as_new(conn: Conn, key: RunKey, outcome: tr.Outcome) -> None:
     closing = outcome.events[-1].attributes
     assert isinstance(closing, ev.WorkflowContinuedAsNew)
-    first = await conn.fetchrow(sql.GET_EVENT, *key.params(), 1)
-    assert first is not None
-    old = codec.decode_attributes("WorkflowStarted", first["attributes"])
-    assert isinstance(old, ev.WorkflowStarted)
-    execution_timeout = old.execution_timeout
-    if execution_timeout is not None and outcome.previous.start_time is not None:
-        # The execution timeout spans the whole chain of runs: carry over what is left of it.
-        elapsed = outcome.events[-1].time - outcome.previous.start_time
-        execution_timeout = max(execution_timeout - elapsed, timedelta(milliseconds=1))
-    started = ev.WorkflowStarted(
+    await next_run.continue_run(
+        conn,
+        key,
+        outcome,
+        new_run_id=closing.new_run_id,
         workflow_type=closing.workflow_type,
         task_queue=closing.task_queue,
         input=closing.input,
-        workflow_task_timeout=old.workflow_task_timeout,
-        execution_timeout=execution_timeout,
-        run_timeout=old.run_timeout,
-        retry_policy=old.retry_policy,
-        random_seed=random.getrandbits(63),
-        memo=old.memo,
-        search_attributes=old.search_attributes,
-        parent=old.parent,
-        first_run_id=old.first_run_id or key.run_id,
-        continued_from_run_id=key.run_id,
     )
-    new_key = RunKey(key.namespace, key.workflow_id, closing.new_run_id)
-    await start.create_run(
-        conn, new_key, started, [], outcome.events[-1].time, replace_current=True
+
+
+async def _retry(
+    conn: Conn, key: RunKey, outcome: tr.Outcome, started: ev.WorkflowStarted, delay: timedelta
+) -> None:
+    closing = outcome.events[-1].attributes
+    assert isinstance(closing, ev.WorkflowFailed)
+    await next_run.continue_run(
+        conn,
+        key,
+        outcome,
+        new_run_id=closing.new_run_id,
+        workflow_type=started.workflow_type,
+        task_queue=started.task_queue,
+        input=started.input,
+        attempt=started.attempt + 1,
+        start_delay=delay,
     )
 
 

@@ -255,6 +255,18 @@ def test_application_error_round_trip() -> None:
     assert exception_to_failure(rebuilt) == failure
 
 
+def test_application_error_takes_details_by_keyword_as_api_md_writes_it() -> None:
+    """``ApplicationError(message, non_retryable=False, details=None)`` (API.md): the keyword
+    adds one detail, which survives the round trip through the recorded failure."""
+    err = ApplicationError("declined", non_retryable=True, details={"code": 51})
+    assert (err.message, err.non_retryable, err.details) == ("declined", True, ({"code": 51},))
+    rebuilt = failure_to_exception(exception_to_failure(err))
+    assert isinstance(rebuilt, ApplicationError)
+    assert (rebuilt.non_retryable, rebuilt.details) == (True, ({"code": 51},))
+    assert ApplicationError("plain").details == ()
+    assert ApplicationError("both", 1, details=2).details == (1, 2)
+
+
 def test_activity_timeout_failure_rebuilds() -> None:
     failure = Failure(
         message="activity failed",

@@ -4,15 +4,19 @@ policies, continue-as-new chains, deterministic values across a worker restart, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import timedelta
 
 import pytest
 
 from chronicle import (
+    ApplicationError,
     Client,
+    RetryPolicy,
     WorkflowAlreadyStarted,
     WorkflowCancelled,
+    WorkflowFailed,
     WorkflowNotFound,
     WorkflowTerminated,
     WorkflowTimedOut,
@@ -304,3 +308,72 @@ async def test_a_childs_handle_reaches_the_child_after_it_continued_as_new(
         assert await asyncio.wait_for(parent.result(), 15) == "cancelled with its child"
         kid = await client.get_handle("continuing-kid-1").describe()
         assert kid.status == "canceled"
+
+
+# ---------------------------------------------------------------- workflow retry policy
+
+
+@workflow(name="fails_until")
+async def fails_until(good_attempt: int, non_retryable: bool) -> int:
+    attempt = workflow.info().attempt
+    if attempt < good_attempt:
+        raise ApplicationError(f"attempt {attempt} fails", non_retryable=non_retryable)
+    return attempt
+
+
+RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200))
+
+
+async def _runs(client: Client, workflow_id: str) -> list[str]:
+    """The run ids of ``workflow_id``, oldest first."""
+    runs = [r async for r in client.list(f"workflow_id = '{workflow_id}'")]
+    return [r.run_id for r in sorted(runs, key=lambda r: r.start_time or 0)]
+
+
+async def test_the_retry_start_option_retries_a_failed_run_as_a_new_run(client: Client) -> None:
+    """``client.start(..., retry=RetryPolicy(...))`` (API.md's start options): a run that fails
+    is closed as failed naming its retry, which starts with the same input, ``attempt`` + 1,
+    after the back-off; ``result()`` on the start handle gives the last attempt's outcome."""
+    async with Worker(client, task_queue="retry", workflows=[fails_until]):
+        handle = await client.start(
+            fails_until, 3, False, id="retried", task_queue="retry", retry=RETRY
+        )
+        assert await asyncio.wait_for(handle.result(), 20) == 3
+    runs = await _runs(client, "retried")
+    assert len(runs) == 3
+    assert runs[0] == handle.run_id
+    for attempt, (run, following) in enumerate(itertools.pairwise(runs), start=1):
+        events = await client.get_handle("retried", run_id=run).history()
+        assert events[-1].type == "WorkflowFailed"
+        assert events[-1].attributes.new_run_id == following
+        assert events[-1].attributes.failure.message == f"attempt {attempt} fails"
+        retry = (await client.get_handle("retried", run_id=following).history())[0].attributes
+        assert (retry.attempt, retry.continued_from_run_id) == (attempt + 1, run)
+        assert retry.first_run_id == handle.run_id
+        assert retry.start_delay == RETRY.backoff(attempt)
+        assert from_payload(retry.input[0]) == 3
+    assert (await client.get_handle("retried", run_id=runs[0]).describe()).status == "failed"
+
+
+async def test_a_workflow_retry_stops_at_the_last_attempt_and_at_a_non_retryable_error(
+    client: Client,
+) -> None:
+    async with Worker(client, task_queue="retry", workflows=[fails_until]):
+        exhausted = await client.start(
+            fails_until, 9, False, id="exhausted", task_queue="retry", retry=RETRY
+        )
+        with pytest.raises(WorkflowFailed, match="attempt 3 fails"):
+            await asyncio.wait_for(exhausted.result(), 20)
+        final = await client.start(
+            fails_until, 9, True, id="non-retryable", task_queue="retry", retry=RETRY
+        )
+        with pytest.raises(WorkflowFailed, match="attempt 1 fails"):
+            await asyncio.wait_for(final.result(), 20)
+        plain = await client.start(fails_until, 2, False, id="no-policy", task_queue="retry")
+        with pytest.raises(WorkflowFailed, match="attempt 1 fails"):
+            await asyncio.wait_for(plain.result(), 20)
+    assert len(await _runs(client, "exhausted")) == 3
+    assert len(await _runs(client, "non-retryable")) == 1
+    assert len(await _runs(client, "no-policy")) == 1
+    last = (await client.get_handle("exhausted").history())[-1]
+    assert (last.type, last.attributes.new_run_id) == ("WorkflowFailed", "")

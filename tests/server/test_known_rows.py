@@ -130,6 +130,8 @@ def test_a_close_is_local_only_without_parent_children_activities_or_continue_as
     assert not tr.close_is_local(
         False, running, replace(running, status=RunStatus.CONTINUED_AS_NEW)
     )
+    retried = replace(running, status=RunStatus.FAILED, new_run_id="next-attempt")
+    assert not tr.close_is_local(False, running, retried)  # its retry run is created in `after`
     activity = PendingActivity(
         scheduled_event_id=5, seq=1, activity_id="1", activity_type="a", task_queue="q"
     )
