@@ -1,0 +1,55 @@
+"""The workflow retry policy (``client.start(..., retry=RetryPolicy(...))``) over a real server:
+what is retried, the run timeout of a retry run, and the policies a start refuses."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+
+from chronicle import Client, RetryPolicy, WorkflowNotFound
+from chronicle.history import wire
+from chronicle.protos.v1 import common_pb2, service_pb2
+from chronicle.sdk._grpc import InvalidArgumentError
+
+QUEUE = "retry-review"
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        (common_pb2.RetryPolicy(backoff_coefficient=math.nan), "backoff_coefficient"),
+        (common_pb2.RetryPolicy(backoff_coefficient=0.5), "backoff_coefficient"),
+        (common_pb2.RetryPolicy(maximum_attempts=-1), "maximum_attempts"),
+        (
+            common_pb2.RetryPolicy(initial_interval=wire.duration_to_proto(timedelta(0))),
+            "initial_interval",
+        ),
+        (
+            common_pb2.RetryPolicy(initial_interval=wire.duration_to_proto(timedelta(days=36_526))),
+            "initial_interval",
+        ),
+    ],
+)
+async def test_a_start_with_an_invalid_retry_policy_is_refused_and_writes_nothing(
+    client: Client, policy: common_pb2.RetryPolicy, field: str
+) -> None:
+    """A raw StartWorkflow (the SDK's ``RetryPolicy`` refuses these itself) answers
+    INVALID_ARGUMENT naming the field, and no run exists afterwards."""
+    request = service_pb2.StartWorkflowRequest(
+        namespace=client.namespace,
+        workflow_id="bad-policy",
+        workflow_type="fails_until",
+        task_queue=QUEUE,
+        retry_policy=policy,
+    )
+    with pytest.raises(InvalidArgumentError, match=field):
+        await client.connection.call("StartWorkflow", request, retry_timeout=0)
+    with pytest.raises(WorkflowNotFound):
+        await client.get_handle("bad-policy").describe()
+
+
+def test_the_sdk_retry_policy_refuses_a_nan_backoff_coefficient() -> None:
+    with pytest.raises(ValueError, match="backoff_coefficient"):
+        RetryPolicy(backoff_coefficient=math.nan)
