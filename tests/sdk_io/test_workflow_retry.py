@@ -3,17 +3,47 @@ what is retried, the run timeout of a retry run, and the policies a start refuse
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 
 import pytest
 
-from chronicle import Client, RetryPolicy, WorkflowNotFound
+from chronicle import Client, RetryPolicy, WorkflowFailed, WorkflowNotFound
 from chronicle.history import wire
 from chronicle.protos.v1 import common_pb2, service_pb2
 from chronicle.sdk._grpc import InvalidArgumentError
+from chronicle.sdk.worker import Worker
+from chronicle.sdk.workflow import workflow
 
 QUEUE = "retry-review"
+
+
+@workflow(name="cancels_itself_once")
+async def cancels_itself_once() -> int:
+    attempt = workflow.info().attempt
+    if attempt == 1:
+        raise asyncio.CancelledError  # no cancel was requested: the run fails, as cancelled
+    return attempt
+
+
+async def _run_count(client: Client, workflow_id: str) -> int:
+    return len([r async for r in client.list(f"workflow_id = '{workflow_id}'")])
+
+
+async def test_a_run_that_fails_as_cancelled_is_not_retried(client: Client) -> None:
+    """Temporal retries neither a cancelled nor a terminated failure (its ``isRetryable``): a
+    workflow that cancels itself fails for good, whatever its retry policy."""
+    policy = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(milliseconds=100))
+    async with Worker(client, task_queue=QUEUE, workflows=[cancels_itself_once]):
+        handle = await client.start(
+            cancels_itself_once, id="cancels-itself", task_queue=QUEUE, retry=policy
+        )
+        with pytest.raises(WorkflowFailed):
+            await asyncio.wait_for(handle.result(), 20)
+    assert await _run_count(client, "cancels-itself") == 1
+    last = (await handle.history())[-1]
+    assert (last.type, last.attributes.new_run_id) == ("WorkflowFailed", "")
 
 
 @pytest.mark.parametrize(
