@@ -15,6 +15,7 @@ from chronicle.protos.v1 import common_pb2, service_pb2
 from chronicle.sdk._grpc import InvalidArgumentError
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
+from tests.sdk_io.test_semantics_runs import fails_until
 
 QUEUE = "retry-review"
 
@@ -44,6 +45,26 @@ async def test_a_run_that_fails_as_cancelled_is_not_retried(client: Client) -> N
     assert await _run_count(client, "cancels-itself") == 1
     last = (await handle.history())[-1]
     assert (last.type, last.attributes.new_run_id) == ("WorkflowFailed", "")
+
+
+async def test_a_retry_runs_even_when_its_back_off_is_longer_than_the_run_timeout(
+    client: Client,
+) -> None:
+    """The run timeout of a retry run counts from the end of its back-off (Temporal adds the
+    first workflow task back-off to the run timeout): otherwise a back-off at least as long as
+    the run timeout times the retry out before it ever runs."""
+    policy = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=4))
+    async with Worker(client, task_queue=QUEUE, workflows=[fails_until]):
+        handle = await client.start(
+            fails_until,
+            2,
+            False,
+            id="backs-off-past-run-timeout",
+            task_queue=QUEUE,
+            retry=policy,
+            run_timeout=timedelta(seconds=3),
+        )
+        assert await asyncio.wait_for(handle.result(), 30) == 2
 
 
 @pytest.mark.parametrize(
