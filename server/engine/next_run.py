@@ -18,6 +18,7 @@ from chronicle.history import codec
 from chronicle.history import events as ev
 from chronicle.history.state import WorkflowState
 from chronicle.history.values import Failure, FailureKind, Payload, TimeoutType
+from chronicle.server import errors
 from chronicle.server.engine import start
 from chronicle.server.engine import transition as tr
 from chronicle.server.store import sql
@@ -28,9 +29,13 @@ __all__ = ["continue_run", "retry_delay", "retryable", "started_event"]
 
 
 async def started_event(db: Conn | Pool, key: RunKey) -> ev.WorkflowStarted:
-    """The run's ``WorkflowStarted`` (event 1, never changed while the run exists)."""
+    """The run's ``WorkflowStarted`` (event 1, never changed while the run exists).
+
+    ``errors.NotFound`` when the run does not exist (a worker's answer naming no run is
+    NOT_FOUND, like any stale answer)."""
     first = await db.fetchrow(sql.GET_EVENT, *key.params(), 1)
-    assert first is not None, f"run {key} has no event 1"
+    if first is None:
+        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
     started = codec.decode_attributes("WorkflowStarted", first["attributes"])
     assert isinstance(started, ev.WorkflowStarted)
     return started

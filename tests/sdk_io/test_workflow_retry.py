@@ -10,11 +10,15 @@ from datetime import timedelta
 import pytest
 
 from chronicle import Client, RetryPolicy, WorkflowFailed, WorkflowNotFound
+from chronicle.history import commands as cmd
 from chronicle.history import wire
+from chronicle.history.values import Failure
 from chronicle.protos.v1 import common_pb2, service_pb2
-from chronicle.sdk._grpc import InvalidArgumentError
+from chronicle.sdk._grpc import InvalidArgumentError, NotFoundError
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
+from chronicle.server.engine.tokens import WorkflowTaskToken
+from chronicle.server.store.rows import RunKey
 from tests.sdk_io.test_semantics_runs import fails_until
 
 QUEUE = "retry-review"
@@ -104,3 +108,18 @@ async def test_a_start_with_an_invalid_retry_policy_is_refused_and_writes_nothin
 def test_the_sdk_retry_policy_refuses_a_nan_backoff_coefficient() -> None:
     with pytest.raises(ValueError, match="backoff_coefficient"):
         RetryPolicy(backoff_coefficient=math.nan)
+
+
+async def test_a_failing_answer_for_a_run_that_does_not_exist_is_not_found(client: Client) -> None:
+    """A ``FailWorkflow`` answer reads the run's ``WorkflowStarted`` for its retry policy before
+    the transition; a token naming no run is NOT_FOUND there too (as any other answer), not an
+    internal error."""
+    token = WorkflowTaskToken(RunKey(client.namespace, "no-such-workflow", "no-such-run"), 2, 3)
+    request = service_pb2.CompleteWorkflowTaskRequest(
+        namespace=client.namespace,
+        task_token=token.encode(),
+        commands=[wire.command_to_proto(cmd.FailWorkflow(failure=Failure(message="boom")))],
+        identity="review",
+    )
+    with pytest.raises(NotFoundError):
+        await client.connection.call("CompleteWorkflowTask", request, retry_timeout=0)
