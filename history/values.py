@@ -85,7 +85,7 @@ class RetryPolicy:
             raise ValueError(
                 f"RetryPolicy.initial_interval must be positive, got {self.initial_interval}"
             )
-        if self.backoff_coefficient < 1:
+        if not self.backoff_coefficient >= 1:  # NaN too: it would fail the retry later
             raise ValueError(
                 f"RetryPolicy.backoff_coefficient must be >= 1, got {self.backoff_coefficient}"
             )

@@ -17,20 +17,25 @@ from datetime import datetime, timedelta
 from chronicle.history import codec
 from chronicle.history import events as ev
 from chronicle.history.state import WorkflowState
-from chronicle.history.values import Failure, Payload
+from chronicle.history.values import Failure, FailureKind, Payload, TimeoutType
+from chronicle.server import errors
 from chronicle.server.engine import start
 from chronicle.server.engine import transition as tr
 from chronicle.server.store import sql
 from chronicle.server.store.pool import Conn, Pool
 from chronicle.server.store.rows import RunKey
 
-__all__ = ["continue_run", "retry_delay", "started_event"]
+__all__ = ["continue_run", "retry_delay", "retryable", "started_event"]
 
 
 async def started_event(db: Conn | Pool, key: RunKey) -> ev.WorkflowStarted:
-    """The run's ``WorkflowStarted`` (event 1, never changed while the run exists)."""
+    """The run's ``WorkflowStarted`` (event 1, never changed while the run exists).
+
+    ``errors.NotFound`` when the run does not exist (a worker's answer naming no run is
+    NOT_FOUND, like any stale answer)."""
     first = await db.fetchrow(sql.GET_EVENT, *key.params(), 1)
-    assert first is not None, f"run {key} has no event 1"
+    if first is None:
+        raise errors.NotFound(f"workflow '{key.workflow_id}' run '{key.run_id}' not found")
     started = codec.decode_attributes("WorkflowStarted", first["attributes"])
     assert isinstance(started, ev.WorkflowStarted)
     return started
@@ -40,10 +45,13 @@ def retry_delay(
     started: ev.WorkflowStarted, state: WorkflowState, failure: Failure, now: datetime
 ) -> timedelta | None:
     """The back-off before the next attempt of a run that fails with ``failure`` now; None when
-    it is not retried (no retry policy, a non-retryable failure, the last attempt, or the next
-    attempt could not start before the execution timeout)."""
+    it is not retried (no retry policy, a failure that is not ``retryable`` or that the policy
+    makes non-retryable, the last attempt, or the next attempt could not start before the
+    execution timeout)."""
     policy = started.retry_policy
-    if policy is None or not policy.allows_retry(started.attempt, failure):
+    if policy is None or not retryable(failure):
+        return None
+    if not policy.allows_retry(started.attempt, failure):
         return None
     try:
         delay = policy.backoff(started.attempt)
@@ -57,6 +65,18 @@ def retry_delay(
     if deadline is not None and now + delay >= deadline:
         return None
     return delay
+
+
+def retryable(failure: Failure) -> bool:
+    """Whether a workflow that fails with ``failure`` may be retried at all, as Temporal decides
+    (its ``isRetryable``): never a cancelled or terminated failure (a workflow that cancelled
+    itself), nor a timeout other than an activity's start-to-close or heartbeat one."""
+    if failure.kind in (FailureKind.CANCELLED, FailureKind.TERMINATED):
+        return False
+    return failure.kind is not FailureKind.TIMEOUT or failure.timeout_type in (
+        TimeoutType.START_TO_CLOSE,
+        TimeoutType.HEARTBEAT,
+    )
 
 
 async def continue_run(

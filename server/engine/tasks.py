@@ -186,7 +186,10 @@ def _derive_one(changes: RowChanges, event: ev.Event, state: WorkflowState, stic
     t = event.time
     if isinstance(a, ev.WorkflowStarted):
         if a.run_timeout is not None:
-            changes.add_timer(TimerRow(RUN_TIMEOUT, event.id, t + a.run_timeout))
+            # The run timeout counts from the end of the start delay (a retry's back-off), as
+            # Temporal's; the execution timeout from the start request.
+            delay = a.start_delay or timedelta(0)
+            changes.add_timer(TimerRow(RUN_TIMEOUT, event.id, t + delay + a.run_timeout))
         if a.execution_timeout is not None:
             changes.add_timer(TimerRow(EXECUTION_TIMEOUT, event.id, t + a.execution_timeout))
         if state.awaiting_start_delay and a.start_delay is not None:

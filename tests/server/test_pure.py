@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,6 +33,22 @@ def test_start_schedules_a_task_and_arms_the_run_timeout() -> None:
     assert list(planned.changes.insert_tasks) == [("workflow", 2)]
     timer = planned.changes.insert_timers[(tasks.RUN_TIMEOUT, 1)]
     assert timer.fire_at == NOW + timedelta(minutes=5)
+
+
+def test_the_run_timeout_counts_from_the_end_of_the_start_delay() -> None:
+    """A retry's back-off is its start delay: the run timeout starts after it (Temporal), the
+    execution timeout does not."""
+    delayed = replace(
+        STARTED,
+        start_delay=timedelta(minutes=7),
+        execution_timeout=timedelta(hours=1),
+        attempt=2,
+    )
+    planned = plan(WorkflowState(), [delayed], NOW, sticky_identity="")
+    timers = planned.changes.insert_timers
+    assert timers[(tasks.RUN_TIMEOUT, 1)].fire_at == NOW + timedelta(minutes=12)
+    assert timers[(tasks.EXECUTION_TIMEOUT, 1)].fire_at == NOW + timedelta(hours=1)
+    assert timers[(tasks.START_DELAY, 1)].fire_at == NOW + timedelta(minutes=7)
 
 
 def test_rows_created_and_made_moot_in_one_batch_cancel_out() -> None:
