@@ -528,14 +528,12 @@ LEFT JOIN executions e
 poll's start records no request id (``eager_request_id``: only an eager start, whose answer
 alone carries the attempt, is released after a lost answer; ``RELEASE_EAGER_TASKS``)."""
 
-UNDISPATCH_ACTIVITY: Final = """
-WITH back AS (
-    UPDATE activities
-    SET state = 'scheduled', started_time = NULL, last_worker_identity = ''
-    WHERE namespace = $1 AND last_worker_identity = $2 AND started_time = $3::timestamptz
-      AND state = 'started'
-    RETURNING workflow_id, run_id, scheduled_event_id, attempt
-),
+_PUT_BACK_SET: Final = (
+    "state = 'scheduled', started_time = NULL, last_worker_identity = '', eager_request_id = ''"
+)
+"""An attempt put back as if never dispatched: ``scheduled`` again, held by no worker."""
+
+_PUT_BACK: Final = """
 disarmed AS (
     DELETE FROM timers t USING back b
     WHERE t.namespace = $1 AND t.workflow_id = b.workflow_id AND t.run_id = b.run_id
@@ -545,9 +543,24 @@ disarmed AS (
 queued AS (
     INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
                        sticky_identity)
-    SELECT 'activity', $1, $4, b.workflow_id, b.run_id, b.scheduled_event_id, '' FROM back b
-    RETURNING id
-)
+    SELECT 'activity', $1, b.task_queue, b.workflow_id, b.run_id, b.scheduled_event_id, ''
+    FROM back b
+    RETURNING task_queue
+)"""
+"""What follows a CTE ``back`` that put attempts back (``_PUT_BACK_SET``) and returns their
+``workflow_id, run_id, scheduled_event_id, attempt, task_queue``: their start-to-close and
+heartbeat timers disarmed, their task rows queued again (``queued``; the caller announces
+them). The one way an attempt that never reached its worker goes back, uncounted:
+``UNDISPATCH_ACTIVITY``, ``UNDISPATCH_EAGER_ACTIVITIES``, ``RELEASE_EAGER_TASKS``."""
+
+UNDISPATCH_ACTIVITY: Final = f"""
+WITH back AS (
+    UPDATE activities
+    SET {_PUT_BACK_SET}
+    WHERE namespace = $1 AND last_worker_identity = $2 AND started_time = $3::timestamptz
+      AND state = 'started'
+    RETURNING workflow_id, run_id, scheduled_event_id, attempt, $4::text AS task_queue
+),{_PUT_BACK}
 SELECT count(*) AS requeued, (SELECT count(pg_notify('chronicle_task', $5)) FROM queued)
 FROM queued"""
 """Undo ``DISPATCH_ACTIVITY``'s start of an attempt that never reached a worker: the attempt
@@ -555,27 +568,15 @@ that worker ``$2`` started at ``$3`` (the dispatch's own clock reading) goes bac
 ``scheduled``, its timers are disarmed and its task row is queued again on ``$4`` (notified
 as ``$5``). Matches nothing if the dispatch did not commit or the attempt moved on."""
 
-UNDISPATCH_EAGER_ACTIVITIES: Final = """
+UNDISPATCH_EAGER_ACTIVITIES: Final = f"""
 WITH back AS (
     UPDATE activities
-    SET state = 'scheduled', started_time = NULL, last_worker_identity = ''
+    SET {_PUT_BACK_SET}
     WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
       AND scheduled_event_id = ANY($4::bigint[]) AND attempt = 1 AND state = 'started'
       AND last_worker_identity = $5 AND started_time = $6::timestamptz
-    RETURNING scheduled_event_id, attempt
-),
-disarmed AS (
-    DELETE FROM timers t USING back b
-    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-      AND t.ref_id = b.scheduled_event_id AND t.attempt = b.attempt
-      AND t.kind IN ('activity_start_to_close', 'activity_heartbeat')
-),
-queued AS (
-    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
-                       sticky_identity)
-    SELECT 'activity', $1, $7, $2, $3, b.scheduled_event_id, '' FROM back b
-    RETURNING id
-)
+    RETURNING workflow_id, run_id, scheduled_event_id, attempt, $7::text AS task_queue
+),{_PUT_BACK}
 SELECT count(*) AS requeued, (SELECT count(pg_notify('chronicle_task', $8)) FROM queued)
 FROM queued"""
 """Undo an eager start (``activity_task.start_eagerly``) whose caller never got it: the
@@ -677,7 +678,7 @@ SELECT (SELECT count(*) FROM moved), pg_notify('chronicle_timer', $6)"""
 only if that event is the one a given write appended: its time ``$7`` and identity ``$8``
 (another dispatch may have started the same task as the same event id)."""
 
-RELEASE_EAGER_TASKS: Final = """
+RELEASE_EAGER_TASKS: Final = f"""
 WITH
 wft AS (
     UPDATE timers t SET fire_at = $6
@@ -691,23 +692,12 @@ wft AS (
 ),
 back AS (
     UPDATE activities a
-    SET state = 'scheduled', started_time = NULL, last_worker_identity = '', eager_request_id = ''
+    SET {_PUT_BACK_SET}
     WHERE a.namespace = $1 AND a.workflow_id = $2 AND a.run_id = $3 AND a.state = 'started'
       AND a.last_worker_identity = $4 AND a.eager_request_id = $5
-    RETURNING a.scheduled_event_id, a.attempt, a.attributes->>'task_queue' AS task_queue
-),
-disarmed AS (
-    DELETE FROM timers t USING back b
-    WHERE t.namespace = $1 AND t.workflow_id = $2 AND t.run_id = $3
-      AND t.ref_id = b.scheduled_event_id AND t.attempt = b.attempt
-      AND t.kind IN ('activity_start_to_close', 'activity_heartbeat')
-),
-queued AS (
-    INSERT INTO tasks (kind, namespace, task_queue, workflow_id, run_id, scheduled_event_id,
-                       sticky_identity)
-    SELECT 'activity', $1, b.task_queue, $2, $3, b.scheduled_event_id, '' FROM back b
-    RETURNING task_queue
-)
+    RETURNING a.workflow_id, a.run_id, a.scheduled_event_id, a.attempt,
+              a.attributes->>'task_queue' AS task_queue
+),{_PUT_BACK}
 SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM queued) AS activities,
        (SELECT array_agg(DISTINCT task_queue) FROM queued) AS queues,
        (SELECT count(pg_notify('chronicle_timer', $7)) FROM wft) AS notified"""
