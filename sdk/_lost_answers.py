@@ -9,9 +9,9 @@ When such a completion asked for eager tasks (the run's next workflow task,
 ``eager_workflow_task``; activities, ``max_eager_activities``), its commit may have started
 them for this worker, which never saw them. So every such completion carries a request id,
 and the worker then asks the server to release them (``ReleaseEagerWorkflowTask``, one call
-for both), naming the completion by that id: the workflow task and the activity attempts time
-out at once instead of when their timeouts fall due (docs/decisions.md §17); the attempts are
-retried per their retry policy. If the release fails too, those timeouts still end them.
+for both), naming the completion by that id: the workflow task times out at once and the activity
+attempts go back to their queue uncounted, instead of waiting for their timeouts
+(docs/decisions.md §17). If the release fails too, those timeouts still end them.
 """
 
 from __future__ import annotations

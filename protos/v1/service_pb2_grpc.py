@@ -274,9 +274,10 @@ class WorkflowServiceServicer:
         """A worker did not get the answer to a completion that asked for eager tasks (the run's next
         workflow task, eager_workflow_task; activities, max_eager_activities; the call failed in a
         way that does not say whether it applied). What that completion started for this worker
-        and is still outstanding times out now rather than when its timeout falls due: the workflow
-        task (retried at once) and the activity attempts (retried per their retry policy, as a lost
-        worker's): the worker never saw them (docs/decisions.md §17).
+        and is still outstanding is released now rather than when its timeout falls due: the
+        workflow task times out (retried at once) and the activity attempts go back to their queue
+        as if never dispatched (the attempt not counted): the worker never saw them
+        (docs/decisions.md §17).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -475,8 +475,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self, request: service_pb2.ReleaseEagerWorkflowTaskRequest, context: Any
     ) -> service_pb2.ReleaseEagerWorkflowTaskResponse:
         """A worker lost the answer to a completion that asked for eager tasks: the workflow
-        task and activity attempts it started for the worker, if still outstanding, time out
-        now (``lost_answers.py``)."""
+        task it started for the worker, if still outstanding, times out now, and the activity
+        attempts go back to their queue uncounted (``lost_answers.py``)."""
         require(request.workflow_execution, "workflow_id", "run_id")
         execution = request.workflow_execution
         released = await lost_answers.release(
