@@ -6,6 +6,7 @@ never got."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,33 @@ from chronicle.server.engine import workflow_task
 
 LONG = timedelta(seconds=60)
 """A timeout far beyond the waits of these tests (20 s): nothing here may wait for it."""
+
+
+def _hang_after_commit(
+    monkeypatch: pytest.MonkeyPatch, when: Callable[[workflow_task.Completion], bool]
+) -> asyncio.Event:
+    """Make the first workflow-task completion for which ``when`` holds commit, then never
+    answer (until its call is cancelled); the event is set once it has committed."""
+    real_complete = workflow_task.complete
+    committed = asyncio.Event()
+
+    async def commits_then_hangs(*args: Any, **kwargs: Any) -> Any:
+        completion = await real_complete(*args, **kwargs)
+        if when(completion) and not committed.is_set():
+            committed.set()
+            await asyncio.Event().wait()  # no reply until the call is cancelled
+        return completion
+
+    monkeypatch.setattr(workflow_task, "complete", commits_then_hangs)
+    return committed
+
+
+def _break_call_stream(client: Client) -> None:
+    """Break the client's call stream: the server cancels the calls in flight on it."""
+    calls = client.connection._stream
+    assert calls is not None
+    assert calls._stream is not None
+    calls._stream.fail("test: the call stream broke")
 
 
 @activity
@@ -40,17 +68,7 @@ async def two_steps(x: int) -> int:
 async def test_a_completion_cancelled_once_its_write_committed(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_complete = workflow_task.complete
-    committed = asyncio.Event()
-
-    async def commits_then_hangs(*args: Any, **kwargs: Any) -> Any:
-        completion = await real_complete(*args, **kwargs)
-        if completion.workflow_task is not None and not committed.is_set():
-            committed.set()
-            await asyncio.Event().wait()  # no reply until the call is cancelled
-        return completion
-
-    monkeypatch.setattr(workflow_task, "complete", commits_then_hangs)
+    committed = _hang_after_commit(monkeypatch, lambda c: c.workflow_task is not None)
     async with Worker(client, task_queue="lost", workflows=[two_steps], activities=[add_one]):
         handle = await client.start(
             two_steps,
@@ -60,10 +78,7 @@ async def test_a_completion_cancelled_once_its_write_committed(
             task_timeout=LONG,
         )
         await asyncio.wait_for(committed.wait(), 20)
-        calls = client.connection._stream
-        assert calls is not None
-        assert calls._stream is not None
-        calls._stream.fail("test: the call stream broke")  # the server cancels its calls
+        _break_call_stream(client)
         assert await asyncio.wait_for(handle.result(), 20) == 3
     history = await handle.history()
     assert [e.id for e in history] == list(range(1, len(history) + 1))
@@ -92,17 +107,7 @@ async def side_by_side(x: int) -> int:
 async def test_activities_started_eagerly_in_a_lost_answer_run_at_once_uncounted(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_complete = workflow_task.complete
-    committed = asyncio.Event()
-
-    async def commits_then_hangs(*args: Any, **kwargs: Any) -> Any:
-        completion = await real_complete(*args, **kwargs)
-        if completion.activity_tasks and not committed.is_set():
-            committed.set()
-            await asyncio.Event().wait()  # no reply until the call is cancelled
-        return completion
-
-    monkeypatch.setattr(workflow_task, "complete", commits_then_hangs)
+    committed = _hang_after_commit(monkeypatch, lambda c: bool(c.activity_tasks))
     async with Worker(
         client,
         task_queue="lost-acts",
@@ -114,10 +119,7 @@ async def test_activities_started_eagerly_in_a_lost_answer_run_at_once_uncounted
             side_by_side, 1, id="eager-acts-lost", task_queue="lost-acts", task_timeout=LONG
         )
         await asyncio.wait_for(committed.wait(), 20)
-        calls = client.connection._stream
-        assert calls is not None
-        assert calls._stream is not None
-        calls._stream.fail("test: the call stream broke")  # the server cancels its calls
+        _break_call_stream(client)
         # long before the activities' 60 s start-to-close
         assert await asyncio.wait_for(handle.result(), 20) == 14
     history = await handle.history()
