@@ -1,9 +1,10 @@
-"""Run the benchmarks: ``python -m bench [all|w1|w2|w3|w4|w5|la] [--database-url URL]``.
+"""Run the benchmarks: ``python -m bench [all|w0|w1|w2|w3|w4|w5|la] [--database-url URL]``.
 
 ``--worker-arg=ARG`` (repeatable) passes ARG to ``chronicle worker``, e.g. for an A/B of inline
 activities: ``python -m bench w1 --worker-arg=--inline-activity-budget=0``. ``--cpu`` adds, for
 each workload, the CPU time of the server, Postgres, worker and bench client processes
-(``bench/cpu.py``), and for W2 the CPU per workflow.
+(``bench/cpu.py``), and for W0 and W2 the CPU per workflow. W0 (W2 without activities) runs
+only when named.
 
 Starts its own Postgres (embedded unless ``--database-url`` or $CHRONICLE_DATABASE_URL is set),
 a server subprocess and worker subprocesses, runs each workload, checks every result (a fast
@@ -77,18 +78,28 @@ def check(actual: object, expected: object, what: str) -> None:
         raise SystemExit(f"{what}: wrong result {actual!r}, expected {expected!r}")
 
 
-async def w1(client: Client, results: Results) -> None:
-    """W1: a workflow of 10 sequential activities, latency over 30 runs after warm-up."""
+LATENCY_RUNS = 35
+"""Runs of a latency workload (W0's second half, W1): 5 of warm-up, then 30 measured."""
+
+
+async def _latencies(client: Client, fn: Any, steps: int, label: str) -> tuple[float, float]:
+    """Median and p95 latency of ``fn(steps)`` (start to result), over 30 runs after 5 of
+    warm-up, each checked to return ``steps``."""
     samples = []
-    for run in range(35):
+    for run in range(LATENCY_RUNS):
         began = time.perf_counter()
         handle = await client.start(
-            workloads.sequential, 10, id=f"w1-{uuid.uuid4()}", task_queue=TASK_QUEUE
+            fn, steps, id=f"{label.lower()}-{uuid.uuid4()}", task_queue=TASK_QUEUE
         )
-        check(await handle.result(), 10, "W1")
+        check(await handle.result(), steps, label)
         if run >= 5:
             samples.append(time.perf_counter() - began)
-    median, p95 = median_p95(samples)
+    return median_p95(samples)
+
+
+async def w1(client: Client, results: Results) -> None:
+    """W1: a workflow of 10 sequential activities, latency over 30 runs after warm-up."""
+    median, p95 = await _latencies(client, workloads.sequential, 10, "W1")
     results.add("W1", "10 sequential activities: median latency", ms(median), "target <= 15 ms")
     results.add("W1", "10 sequential activities: p95 latency", ms(p95))
 
@@ -96,22 +107,41 @@ async def w1(client: Client, results: Results) -> None:
 W2_WORKFLOWS = 500
 
 
-async def w2(client: Client, results: Results) -> None:
-    """W2: 500 workflows of 3 activities started at once, one worker."""
-    count = W2_WORKFLOWS
+async def _burst(client: Client, fn: Any, expected: int, label: str) -> float:
+    """Start ``W2_WORKFLOWS`` runs of ``fn`` at once, check each returns ``expected``; the wall
+    time from the first start to the last result."""
     began = time.perf_counter()
     handles = await asyncio.gather(
         *(
-            client.start(workloads.three_steps, id=f"w2-{uuid.uuid4()}", task_queue=TASK_QUEUE)
-            for _ in range(count)
+            client.start(fn, id=f"{label.lower()}-{uuid.uuid4()}", task_queue=TASK_QUEUE)
+            for _ in range(W2_WORKFLOWS)
         )
     )
     outcomes = await asyncio.gather(*(h.result() for h in handles))
-    wall = time.perf_counter() - began
-    check(set(outcomes), {3}, "W2")
+    check(set(outcomes), {expected}, label)
+    return time.perf_counter() - began
+
+
+async def w2(client: Client, results: Results) -> None:
+    """W2: 500 workflows of 3 activities started at once, one worker."""
+    count = W2_WORKFLOWS
+    wall = await _burst(client, workloads.three_steps, 3, "W2")
     results.add("W2", f"{count} workflows x 3 activities: wall time", f"{wall:.2f} s")
     results.add("W2", "workflows/s", f"{count / wall:.0f}", "target >= 300")
     results.add("W2", "activities/s", f"{3 * count / wall:.0f}")
+
+
+async def w0(client: Client, results: Results) -> None:
+    """W0 (not in the issue): W1 and W2 without their activities, workflows that return at once.
+    What each workflow costs besides its steps: the start, one workflow task, the close, the
+    result."""
+    wall = await _burst(client, workloads.no_steps, 0, "W0")
+    results.add("W0", f"{W2_WORKFLOWS} workflows x 0 activities: wall time", f"{wall:.2f} s")
+    results.add("W0", "workflows/s", f"{W2_WORKFLOWS / wall:.0f}")
+    median, p95 = await _latencies(client, workloads.sequential, 0, "W0")
+    results.add(
+        "W0", "0 activities, one at a time: median (p95) latency", f"{ms(median)} ({ms(p95)})"
+    )
 
 
 async def w3(client: Client, results: Results) -> None:
@@ -250,6 +280,7 @@ async def la(client: Client, results: Results) -> None:
 
 
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
+    "w0": w0,
     "w1": w1,
     "w2": w2,
     "w3": w3,
@@ -306,14 +337,19 @@ async def main_async(
     return results
 
 
+WORKFLOWS_PER_WORKLOAD = {"w0": W2_WORKFLOWS + LATENCY_RUNS, "w2": W2_WORKFLOWS}
+"""The workflows a workload runs, for its CPU per workflow."""
+
+
 def _add_cpu(workload: str, used: dict[str, float], results: Results) -> None:
     label = workload.upper()
     groups = " / ".join(cpu.GROUPS)
     results.add(label, f"CPU s: {groups}", " / ".join(f"{used[g]:.2f}" for g in cpu.GROUPS))
-    if workload == "w2":
-        per = " / ".join(f"{used[g] / W2_WORKFLOWS * 1000:.1f}" for g in cpu.GROUPS)
+    workflows = WORKFLOWS_PER_WORKLOAD.get(workload)
+    if workflows is not None:
+        per = " / ".join(f"{used[g] / workflows * 1000:.1f}" for g in cpu.GROUPS)
         results.add(label, f"CPU ms per workflow: {groups}", per)
-        total = sum(used.values()) / W2_WORKFLOWS * 1000
+        total = sum(used.values()) / workflows * 1000
         results.add(label, "CPU ms per workflow, all processes", f"{total:.1f}")
 
 
@@ -338,7 +374,10 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "workloads", nargs="*", default=["all"], help="all (default) or any of w1 w2 w3 w4 w5 la"
+        "workloads",
+        nargs="*",
+        default=["all"],
+        help="all (default: w1 w2 w3 w4 w5 la) or any of w0 w1 w2 w3 w4 w5 la",
     )
     parser.add_argument("--database-url", default=os.environ.get("CHRONICLE_DATABASE_URL"))
     parser.add_argument(

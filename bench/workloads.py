@@ -42,6 +42,12 @@ async def three_steps() -> int:
 
 
 @workflow
+async def no_steps() -> int:
+    """W0: a workflow with no activity (W2's per-workflow cost besides its steps)."""
+    return 0
+
+
+@workflow
 async def one_timer(seconds: float) -> float:
     """W4: one durable timer."""
     await workflow.sleep(timedelta(seconds=seconds))
