@@ -48,6 +48,7 @@ from chronicle.sdk._info import ActivityInfo, WorkflowInfo
 from chronicle.sdk.activity import ActivityContext, run_with_context
 from chronicle.sdk.errors import (
     ActivityError,
+    WorkflowTaskError,
     exception_to_failure,
     failure_to_exception,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "LocalActivityRequest",
     "LocalOutcome",
     "local_activity_type",
+    "run_local_activities",
     "run_local_activity",
 ]
 
@@ -246,6 +248,42 @@ def _timeout(kind: TimeoutType) -> Failure:
         kind=FailureKind.TIMEOUT,
         timeout_type=kind,
     )
+
+
+async def run_local_activities(
+    due: Sequence[LocalActivityRequest],
+    activities: Mapping[str, ActivityDefinition],
+    executor: Executor,
+    *,
+    identity: str,
+    log: Any,
+) -> dict[int, LocalOutcome]:
+    """Run the local activities a live activation waits for, concurrently, each by its own
+    definition or the one of that type in ``activities`` (those the worker ``identity``
+    serves); their outcomes by seq. One of a type the worker does not serve fails the task."""
+    definitions: list[ActivityDefinition] = []
+    for request in due:
+        definition = request.definition or activities.get(request.activity_type)
+        if definition is None:
+            known = ", ".join(sorted(activities)) or "none"
+            message = (
+                f"local activity {request.activity_type!r} is not registered on worker "
+                f"{identity}; it serves: {known}"
+            )
+            raise WorkflowTaskError(
+                message,
+                cause=ev.WorkflowTaskFailedCause.WORKFLOW_ERROR,
+                failure=Failure(message=message, type="ActivityNotRegisteredError"),
+            )
+        definitions.append(definition)
+    log.debug("running local activities", count=len(due))
+    results = await asyncio.gather(
+        *(
+            run_local_activity(request, definition, executor, log=log)
+            for request, definition in zip(due, definitions, strict=True)
+        )
+    )
+    return {request.seq: outcome for request, outcome in zip(due, results, strict=True)}
 
 
 async def run_local_activity(

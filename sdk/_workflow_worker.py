@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +31,7 @@ from chronicle.history.commands import (
     ScheduleActivity,
 )
 from chronicle.history.events import WorkflowTaskFailedCause
-from chronicle.history.values import Failure, Payload
+from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2
 from chronicle.sdk import _grpc
 from chronicle.sdk._activator import Activator, TaskFailure
@@ -41,14 +41,15 @@ from chronicle.sdk._guards import GuardMode
 from chronicle.sdk._inline import MAX_INLINE, InlineBatch
 from chronicle.sdk._inline import activity_task as inline_activity_task
 from chronicle.sdk._instance import WorkflowInstance
-from chronicle.sdk._instance_lookup import InstanceLookup, with_first_task
-from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activity
+from chronicle.sdk._instance_lookup import InstanceLookup
+from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activities
 from chronicle.sdk._lost_answers import (
     definite_refusal,
     new_request_id,
     release_eager_tasks,
 )
 from chronicle.sdk._polling import poll_into_slots
+from chronicle.sdk._query_tasks import QueryTasks
 from chronicle.sdk._sticky_cache import StickyCache
 from chronicle.sdk._workflow_threads import WorkflowThreads
 from chronicle.sdk.errors import StaleInstanceError, WorkflowTaskError, exception_to_failure
@@ -97,6 +98,16 @@ class WorkflowWorker:
         self._cache = StickyCache(max_cached, self._executor, deadlock_timeout or 10.0, self._log)
         self._activator = Activator(self._executor, deadlock_timeout, self._stuck)
         self._instances = InstanceLookup(self._cache, namespace, task_queue, guard_mode)
+        self._queries = QueryTasks(
+            namespace=namespace,
+            workflows=self._workflows,
+            cache=self._cache,
+            instances=self._instances,
+            activator=self._activator,
+            executor=self._executor,
+            deadlock_timeout=deadlock_timeout,
+            stuck=self._stuck,
+        )
         self.eager_activities: ActivityWorker | None = None
         """The activity half of the same worker: completions ask for eager activity tasks."""
 
@@ -189,7 +200,7 @@ class WorkflowWorker:
             attempt=task.attempt,
         )
         if task.HasField("query") and not task.events:
-            await self._answer_query(task, log)
+            await self._queries.answer(self.connection, task, log)
             return None
         run_id = execution.run_id
         definition = self._workflows.get(task.workflow_type)
@@ -258,33 +269,12 @@ class WorkflowWorker:
     async def _run_local_activities(
         self, due: list[LocalActivityRequest], log: Any
     ) -> dict[int, LocalOutcome]:
-        """Run the local activities a live activation waits for, concurrently (``_local.py``)."""
+        """Run the local activities a live activation waits for (``_local.py``)."""
         if self._local_executor is None:
             self._local_executor = ThreadPoolExecutor(thread_name_prefix="chronicle-local")
-        executor = self._local_executor
-        definitions: list[ActivityDefinition] = []
-        for request in due:
-            definition = request.definition or self._activities.get(request.activity_type)
-            if definition is None:
-                known = ", ".join(sorted(self._activities)) or "none"
-                message = (
-                    f"local activity {request.activity_type!r} is not registered on worker "
-                    f"{self.identity}; it serves: {known}"
-                )
-                raise WorkflowTaskError(
-                    message,
-                    cause=WorkflowTaskFailedCause.WORKFLOW_ERROR,
-                    failure=Failure(message=message, type="ActivityNotRegisteredError"),
-                )
-            definitions.append(definition)
-        log.debug("running local activities", count=len(due))
-        results = await asyncio.gather(
-            *(
-                run_local_activity(request, definition, executor, log=log)
-                for request, definition in zip(due, definitions, strict=True)
-            )
+        return await run_local_activities(
+            due, self._activities, self._local_executor, identity=self.identity, log=log
         )
-        return {request.seq: outcome for request, outcome in zip(due, results, strict=True)}
 
     async def _complete(
         self,
@@ -443,63 +433,3 @@ class WorkflowWorker:
             log.info("workflow task failure not recorded: the task is stale", detail=str(exc))
         except Exception as exc:
             log.error("could not report the workflow task failure", error=str(exc))
-
-    async def _answer_query(self, task: service_pb2.PollWorkflowTaskResponse, log: Any) -> None:
-        """Answer a query-only task (a query, or the validation of an update) from the cached
-        instance, or from a replay of the history in a temporary instance."""
-        run_id = task.workflow_execution.run_id
-        name = task.query.query_name
-        what = "update validation" if task.query.validate_update else "query"
-        request = service_pb2.RespondQueryTaskRequest(
-            namespace=self.namespace, task_token=task.task_token
-        )
-        definition = self._workflows.get(task.workflow_type)
-        temporary: WorkflowInstance | None = None
-        claimed = run_id not in self._cache.busy and run_id in self._cache
-        if claimed:  # a workflow task arriving meanwhile replays instead of sharing the instance
-            self._cache.busy.add(run_id)
-        try:
-            instance = self._cache.get(run_id) if claimed else None
-            if instance is None:
-                if definition is None:
-                    raise LookupError(f"workflow type {task.workflow_type!r} is not served here")
-                temporary, history = await self._instances.replayed(
-                    self.connection, task, definition, [], log
-                )
-                await self._activator.activate(temporary, with_first_task(history))
-                instance = temporary
-            args = wire.payloads_from_proto(task.query.args)
-            loop = asyncio.get_running_loop()
-            timeout = self._deadlock_timeout or 10.0
-            handler: Callable[[str, Sequence[Payload]], Payload | None] = (
-                instance.validate_update if task.query.validate_update else instance.query
-            )
-            try:
-                answer = await asyncio.wait_for(
-                    loop.run_in_executor(self._executor, handler, name, args), timeout
-                )
-            except TimeoutError:
-                # Its thread is still inside the instance (and restores the instance's state
-                # when it returns): no task may use it again, and closing it would block too.
-                self._stuck(instance)
-                if instance is temporary:
-                    temporary = None
-                raise TimeoutError(
-                    f"the {what} handler {name!r} did not return within {timeout:g} s "
-                    "(blocking code?); the cached instance was dropped"
-                ) from None
-            if answer is not None:  # a query's answer (an update validation returns None)
-                request.result.CopyFrom(wire.payload_to_proto(answer))
-        except Exception as exc:
-            log.info(f"{what} failed", name=name, error=str(exc))
-            failure = exc.failure if isinstance(exc, TaskFailure) else exception_to_failure(exc)
-            request.failure.CopyFrom(wire.failure_to_proto(failure))
-        finally:
-            if claimed:
-                self._cache.busy.discard(run_id)
-            if temporary is not None:
-                await self._cache.close(temporary)
-        try:
-            await self.connection.call("RespondQueryTask", request)
-        except Exception as exc:
-            log.warning(f"could not answer the {what} task", error=str(exc))
