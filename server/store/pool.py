@@ -102,19 +102,52 @@ SESSION_SETTINGS: Final = {
 """The session settings of every pooled connection (startup parameters)."""
 
 
+_FREE_HOLDER: Final = "called on a free connection holder"
+"""asyncpg's ``InternalClientError`` text for a release whose connection was already given
+back to the pool (``_Pool.release``)."""
+
+
+class _Pool(asyncpg.Pool):
+    """asyncpg's pool, with a release that tolerates a connection lost as it is released.
+
+    asyncpg's release runs in a task of its own (shielded from cancellation), so it starts one
+    loop turn after ``async with pool.acquire()`` ends. When Postgres drops the connection in
+    that turn (a crash, a restart, ``pg_terminate_backend``), the connection's close gives its
+    holder back to the pool first, and the release then raises ``InternalClientError``. That
+    error replaced the block's own (a lost connection, which a call maps to UNAVAILABLE) with
+    one mapped to INTERNAL, and failed blocks that had succeeded, commits included. The
+    holder is back in the pool either way: nothing is left to release.
+    """
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        """Give ``connection`` back (see the class docstring for the one error ignored)."""
+        try:
+            await super().release(connection, timeout=timeout)
+        except asyncpg.exceptions.InternalClientError as exc:
+            if _FREE_HOLDER not in str(exc):
+                raise
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     """Open a pool to ``url`` (``SESSION_SETTINGS`` on every connection); raises
     ``OSError``/``asyncpg`` errors when unreachable."""
-    settings = dict(SESSION_SETTINGS)
-    pool = await asyncpg.create_pool(
+    # asyncpg.create_pool's own defaults, with this module's pool and connection classes.
+    pool = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        timeout=10,
-        server_settings=settings,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
+        init=None,
+        reset=None,
+        loop=None,
         connection_class=_PooledConnection,
+        record_class=asyncpg.Record,
+        timeout=10,
+        server_settings=dict(SESSION_SETTINGS),
     )
-    assert pool is not None
+    await pool
     return pool
 
 
