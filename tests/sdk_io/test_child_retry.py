@@ -15,7 +15,7 @@ from chronicle.history.payloads import from_payload
 from chronicle.sdk.replay import replay
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
-from tests.sdk_io.helpers import of_type
+from tests.sdk_io.helpers import eventually, of_type
 
 QUEUE = "child-retry"
 SHORT = timedelta(milliseconds=100)
@@ -73,7 +73,15 @@ async def passes_a_bad_retry() -> str:
     return "accepted"
 
 
+@workflow(name="parent_of_slowly_retried_child")
+async def parent_of_slowly_retried_child(child_id: str) -> int:
+    """A child that fails once and is retried only after a minute: the parent waits on it."""
+    policy = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=60))
+    return await workflow.execute_child(child_fails_until, 2, "Flaky", id=child_id, retry=policy)
+
+
 WORKFLOWS = [
+    parent_of_slowly_retried_child,
     child_fails_until,
     parent_of_retried_child,
     parent_with_handle_of_retried_child,
@@ -178,6 +186,28 @@ async def test_start_child_takes_a_retry_policy_and_its_handle_awaits_the_chain(
     assert len(chain) == 2
     assert result == "2"
     assert run_id == chain[0][0].attributes.first_run_id
+
+
+async def test_the_parent_close_policy_reaches_a_child_waiting_for_its_retry(
+    client: Client,
+) -> None:
+    """The parent closes while its child's second run waits out its back-off: the parent-close
+    policy (terminate) follows the child's chain to that run, and the child's chain ends."""
+    async with Worker(client, task_queue=QUEUE, workflows=WORKFLOWS):
+        parent = await client.start(
+            parent_of_slowly_retried_child, "kid-slow", id="parent-slow", task_queue=QUEUE
+        )
+
+        async def retry_waiting() -> bool | None:
+            runs = [r async for r in client.list("workflow_id = 'kid-slow'")]
+            return True if len(runs) == 2 else None
+
+        await eventually(retry_waiting)
+        assert of_type(await parent.history(), "ChildWorkflowFailed") == []  # not told yet
+        await parent.terminate("test over")
+    chain = await _chain(client, await parent.history())
+    assert [run[-1].type for run in chain] == ["WorkflowFailed", "WorkflowTerminated"]
+    assert (await client.get_handle("kid-slow").describe()).status == "terminated"
 
 
 async def test_a_retry_that_is_not_a_retry_policy_is_refused_at_the_call(client: Client) -> None:
