@@ -69,7 +69,8 @@ class RecordMarker:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartChildWorkflow:
-    """Start a child workflow run."""
+    """Start a child workflow run. ``retry_policy``: the child's own, as a top-level start's
+    (a failed run of the child is retried as a new run of its chain)."""
 
     seq: int
     workflow_id: str
@@ -79,6 +80,7 @@ class StartChildWorkflow:
     parent_close_policy: str = "terminate"
     execution_timeout: timedelta | None = None
     run_timeout: timedelta | None = None
+    retry_policy: RetryPolicy | None = None
     call_site: CallSite | None = None
 
 

@@ -326,7 +326,11 @@ class MarkerRecorded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildWorkflowInitiated:
-    """The workflow asked to start a child workflow."""
+    """The workflow asked to start a child workflow.
+
+    ``retry_policy`` becomes the child's ``WorkflowStarted.retry_policy``: a failed run of the
+    child is retried as a new run of its chain, and the parent is told only the chain's end.
+    """
 
     seq: int
     workflow_id: str
@@ -336,6 +340,7 @@ class ChildWorkflowInitiated:
     parent_close_policy: str = "terminate"
     execution_timeout: timedelta | None = None
     run_timeout: timedelta | None = None
+    retry_policy: RetryPolicy | None = None
     workflow_task_completed_event_id: int = 0
     call_site: CallSite | None = None
 

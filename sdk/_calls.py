@@ -18,7 +18,7 @@ from typing import Any
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.payloads import PayloadEncodingError, to_payload
-from chronicle.history.values import FailureKind, Payload
+from chronicle.history.values import FailureKind, Payload, RetryPolicy
 from chronicle.sdk._activation import SeqIndex
 from chronicle.sdk._child import ChildWorkflowHandle
 from chronicle.sdk._commands import (
@@ -207,6 +207,7 @@ class DurableCalls:
         execution_timeout: timedelta | None,
         run_timeout: timedelta | None,
         parent_close_policy: str,
+        retry_policy: RetryPolicy | None,
         return_hint: Any,
     ) -> ChildWorkflowHandle[Any]:
         """Start a child workflow now (seq allocated at the call); its handle."""
@@ -222,6 +223,7 @@ class DurableCalls:
             parent_close_policy=parent_close_policy,
             execution_timeout=execution_timeout,
             run_timeout=run_timeout,
+            retry_policy=retry_policy,
             call_site=site,
         )
         child = PendingChild(

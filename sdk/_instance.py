@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from chronicle.history import commands as cmd
 from chronicle.history import events as ev
 from chronicle.history.payloads import PayloadEncodingError, from_payloads
-from chronicle.history.values import Payload
+from chronicle.history.values import Payload, RetryPolicy
 from chronicle.sdk._activation import Activation, ActivationReader, SeqIndex, Verify
 from chronicle.sdk._calls import DurableCalls, encode_arguments
 from chronicle.sdk._child import ChildWorkflowHandle
@@ -378,6 +378,7 @@ class WorkflowInstance:
         execution_timeout: timedelta | None,
         run_timeout: timedelta | None,
         parent_close_policy: str,
+        retry_policy: RetryPolicy | None,
         return_hint: Any,
     ) -> ChildWorkflowHandle[Any]:
         """Start a child workflow now (seq allocated at the call); its handle."""
@@ -389,6 +390,7 @@ class WorkflowInstance:
             execution_timeout=execution_timeout,
             run_timeout=run_timeout,
             parent_close_policy=parent_close_policy,
+            retry_policy=retry_policy,
             return_hint=return_hint,
         )
 

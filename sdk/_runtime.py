@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
+    from chronicle.history.values import RetryPolicy
     from chronicle.sdk._child import ChildWorkflowHandle
     from chronicle.sdk._definitions import ActivityDefinition, ActivityOptions
     from chronicle.sdk._info import WorkflowInfo
@@ -75,6 +76,7 @@ class WorkflowRuntime(Protocol):
         execution_timeout: timedelta | None,
         run_timeout: timedelta | None,
         parent_close_policy: str,
+        retry_policy: RetryPolicy | None,
         return_hint: Any,
     ) -> ChildWorkflowHandle[Any]:
         """Start a child workflow now (its command is recorded at the call); its handle."""

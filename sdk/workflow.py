@@ -230,14 +230,17 @@ def execute_child(
     execution_timeout: timedelta | None = None,
     run_timeout: timedelta | None = None,
     parent_close_policy: str = "terminate",
+    retry: RetryPolicy | None = None,
 ) -> Coroutine[Any, Any, Any]:
     """Start a child workflow (a ``@workflow`` function or a type name) now; await its result.
 
     ``id`` defaults to ``"<parent id>-child-<seq>"``; failures raise ``ChildWorkflowError``.
     ``parent_close_policy``: ``"terminate"`` (default), ``"request_cancel"`` or ``"abandon"``.
+    ``retry``: the child's own retry policy, as ``Client.start``'s: a failed run of the child is
+    retried as a new run, and the parent sees only the last run's outcome.
     """
     return _start_child(
-        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy
+        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy, retry
     ).result()
 
 
@@ -249,6 +252,7 @@ def start_child(
     execution_timeout: timedelta | None = None,
     run_timeout: timedelta | None = None,
     parent_close_policy: str = "terminate",
+    retry: RetryPolicy | None = None,
 ) -> Coroutine[Any, Any, ChildWorkflowHandle[Any]]:
     """Start a child workflow now; await the ``ChildWorkflowHandle`` once the child has started.
 
@@ -257,7 +261,7 @@ def start_child(
     ``execute_child``.
     """
     handle = _start_child(
-        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy
+        child, args, id, task_queue, execution_timeout, run_timeout, parent_close_policy, retry
     )
     return handle.wait_started()
 
@@ -270,6 +274,7 @@ def _start_child(
     execution_timeout: timedelta | None,
     run_timeout: timedelta | None,
     parent_close_policy: str,
+    retry: RetryPolicy | None,
 ) -> ChildWorkflowHandle[Any]:
     runtime = _runtime.current()
     if parent_close_policy not in PARENT_CLOSE_POLICIES:
@@ -277,6 +282,8 @@ def _start_child(
             f"unknown parent_close_policy {parent_close_policy!r} "
             f"(known: {', '.join(PARENT_CLOSE_POLICIES)})"
         )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
     if isinstance(child, str):
         name, hint = child, Any
     else:
@@ -290,6 +297,7 @@ def _start_child(
         execution_timeout=_timeout("execution_timeout", execution_timeout),
         run_timeout=_timeout("run_timeout", run_timeout),
         parent_close_policy=parent_close_policy,
+        retry_policy=retry,
         return_hint=hint,
     )
 

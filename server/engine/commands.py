@@ -241,6 +241,7 @@ def to_events(
                     parent_close_policy=command.parent_close_policy,
                     execution_timeout=command.execution_timeout,
                     run_timeout=command.run_timeout,
+                    retry_policy=command.retry_policy,
                     workflow_task_completed_event_id=wtc,
                     call_site=command.call_site,
                 )

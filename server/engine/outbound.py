@@ -73,6 +73,7 @@ async def _start_child(
         workflow_task_timeout=config.default_workflow_task_timeout,
         execution_timeout=a.execution_timeout,
         run_timeout=a.run_timeout,
+        retry_policy=a.retry_policy,  # retried as a top-level start's (next_run.py)
         random_seed=random.getrandbits(63),
         parent=ev.ParentRef(
             namespace=parent.namespace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import grpc
@@ -416,6 +417,49 @@ async def test_durations_over_a_hundred_years_are_refused(stub, db) -> None:
     }
     await _each_refused(stub, task, bad, "is ")
     assert await _counts(db) == before
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"maximum_attempts": -1}, "maximum_attempts"),
+        ({"backoff_coefficient": "NaN"}, "backoff_coefficient"),
+        ({"backoff_coefficient": 0.5}, "backoff_coefficient"),
+        ({"initial_interval": 0}, "initial_interval"),
+        ({"initial_interval": 2, "maximum_interval": 1}, "maximum_interval"),
+        ({"maximum_interval": 40_000 * 86400}, "commands[0].retry_policy.maximum_interval"),
+    ],
+)
+async def test_a_child_start_with_an_invalid_retry_policy_is_refused_and_writes_nothing(
+    stub, db, policy: dict[str, object], field: str
+) -> None:
+    """A ``StartChildWorkflow`` whose ``retry_policy`` is invalid (the SDK's ``RetryPolicy``
+    refuses these itself, so the JSON is written by hand) is refused with INVALID_ARGUMENT
+    naming the field, as a top-level start's policy is; nothing is written, the task stays
+    valid. Before child retry policies the field was ignored and the child started."""
+    await stub.StartWorkflow(start_request("bad-child-policy"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w"), timeout=5
+    )
+    before = await _counts(db)
+    attributes = {"seq": 1, "workflow_id": "kid", "workflow_type": "t", "retry_policy": policy}
+    command = command_pb2.Command(
+        command_type="StartChildWorkflow", attributes=json.dumps(attributes).encode()
+    )
+    code, details = await _code(
+        stub.CompleteWorkflowTask(
+            pb.CompleteWorkflowTaskRequest(task_token=task.task_token, commands=[command])
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "retry_policy" in details, details
+    assert field in details, details
+    assert await _counts(db) == before
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, commands=command_protos(commands.CompleteWorkflow())
+        )
+    )
 
 
 async def _each_refused(
