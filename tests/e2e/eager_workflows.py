@@ -16,13 +16,17 @@ ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 """An attempt that timed out (or was counted in any way without running) fails the workflow."""
 
 
-@activity(start_to_close_timeout=timedelta(seconds=60), retry=ONE_ATTEMPT)
-async def counted_increment(x: int) -> int:
-    """x + 1; records each execution with its attempt."""
+def _record(line: str) -> None:
     path = os.environ.get("CHRONICLE_TEST_LOG")
     if path:
         with open(path, "a", encoding="utf-8") as log:
-            log.write(f"counted_increment {x} attempt {activity.info().attempt}\n")
+            log.write(line + "\n")
+
+
+@activity(start_to_close_timeout=timedelta(seconds=60), retry=ONE_ATTEMPT)
+async def counted_increment(x: int) -> int:
+    """x + 1; records each execution with its attempt."""
+    _record(f"counted_increment {x} attempt {activity.info().attempt}")
     return x + 1
 
 
