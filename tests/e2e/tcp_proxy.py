@@ -68,6 +68,7 @@ class TcpProxy:
                 lambda _: (writer.transport.abort(), up_writer.transport.abort())
             )
             pump.add_done_callback(self._pumps.discard)
+        await asyncio.gather(from_client, from_server, return_exceptions=True)
 
     @staticmethod
     async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -25,9 +25,11 @@ from tests.e2e.processes import ServerProcess, free_port
 from tests.e2e.tcp_proxy import TcpProxy
 
 PING_INTERVAL = 6.0
-"""The worker's keepalive interval: above what a Chronicle server accepts on a connection
-without data, so no ping earns a strike (GOAWAY ``too_many_pings`` would reconnect by itself)."""
+"""The worker's keepalive interval: longer than the shortest a Chronicle server accepts on a
+connection without data, so no ping earns a strike (GOAWAY ``too_many_pings`` would make the
+worker reconnect by itself)."""
 PING_TIMEOUT = 2.0
+"""How long the worker waits for a ping's answer."""
 NOTICE_SLACK = 7.0
 """On top of interval + timeout: the bound on the wait for the worker to give up (noise)."""
 
@@ -73,7 +75,9 @@ async def test_a_frozen_server_is_noticed_and_the_worker_moves_to_a_live_one(
             assert before
             assert {c.target for c in before} == {frozen.port}
             assert frozen.process is not None
-            await asyncio.sleep(1.0)  # let the connection go quiet: answered pings only
+            # Let the connection go quiet: the pings gRPC sends as results arrive are answered
+            # now, so from here on only the keepalive pings can find the server frozen.
+            await asyncio.sleep(1.0)
             proxy.target = live.port
             os.kill(frozen.process.pid, signal.SIGSTOP)
 
