@@ -25,6 +25,7 @@ anything else          :class:`RPCError`
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -41,12 +42,15 @@ from chronicle.sdk.errors import ChronicleError, WorkflowAlreadyStarted, Workflo
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "Connection",
     "InvalidArgumentError",
     "NotFoundError",
     "RPCError",
     "ServerUnavailableError",
     "UnimplementedError",
+    "channel_options",
     "default_address",
     "map_rpc_error",
 ]
@@ -59,23 +63,56 @@ DEFAULT_ADDRESS = "127.0.0.1:7070"
 _INITIAL_BACKOFF = 0.1
 _MAX_BACKOFF = 5.0
 
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+DEFAULT_KEEPALIVE_INTERVAL = 30.0
+"""Seconds between the SDK's HTTP/2 pings on its connection (``Client.connect``)."""
+
+DEFAULT_KEEPALIVE_TIMEOUT = 10.0
+"""Seconds the SDK waits for a ping's answer before it gives the connection up."""
+
+_BASE_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # Reconnect quickly after a server restart instead of gRPC's default 1 s → 120 s back-off.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    # Ping the server every 30 s, even on a connection without calls, and give up on it after
-    # 10 s without an answer: a server host that vanished without closing the connection is
-    # noticed (calls fail UNAVAILABLE and are retried on a new connection), and proxies see no
-    # idle stream. The server accepts pings every 5 s and more (server/app.py).
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.ping_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+def _milliseconds(name: str, seconds: float) -> int:
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"Client.connect({name}=...) must be a positive number of seconds, got {seconds!r}"
+        )
+    return max(1, round(seconds * 1000))
+
+
+def channel_options(
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+) -> list[tuple[str, Any]]:
+    """The options of the SDK's channel; ``ValueError`` unless both keepalive values are
+    positive finite seconds.
+
+    The SDK pings the server every ``keepalive_interval`` seconds, even on a connection without
+    calls, and gives up on it after ``keepalive_timeout`` seconds without an answer: a server
+    host that vanished without closing the connection (or a frozen server process) is noticed,
+    calls in flight fail ``UNAVAILABLE`` and are retried on a new connection, and proxies see no
+    idle stream. A Chronicle server accepts a ping every 5 s and less often (server/app.py); a
+    shorter interval earns ping strikes, and it closes the connection (GOAWAY
+    ``too_many_pings``).
+    """
+    timeout_ms = _milliseconds("keepalive_timeout", keepalive_timeout)
+    return [
+        *_BASE_CHANNEL_OPTIONS,
+        ("grpc.keepalive_time_ms", _milliseconds("keepalive_interval", keepalive_interval)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        # What closes the connection (gRPC 1.85): a ping unanswered this long.
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
 
 ResponseT = TypeVar("ResponseT")
 
@@ -172,13 +209,20 @@ class Connection:
     """
 
     def __init__(
-        self, address: str, *, retry_timeout: float = 60.0, call_stream: bool | None = None
+        self,
+        address: str,
+        *,
+        retry_timeout: float = 60.0,
+        call_stream: bool | None = None,
+        keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> None:
+        """Open a channel to ``address`` (lazily: nothing connects until the first call);
+        ``keepalive_interval`` and ``keepalive_timeout`` as in :func:`channel_options`."""
+        options = channel_options(keepalive_interval, keepalive_timeout)
         self.address = address
         self.retry_timeout = retry_timeout
-        self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(
-            address, options=_CHANNEL_OPTIONS
-        )
+        self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(address, options=options)
         self._stub: Any = service_pb2_grpc.WorkflowServiceStub(  # type: ignore[no-untyped-call]
             self._channel
         )  # generated code is untyped

@@ -104,15 +104,27 @@ class Client:
         connect_timeout: float = 10.0,
         retry_timeout: float = 60.0,
         lazy: bool = False,
+        keepalive_interval: float = _grpc.DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = _grpc.DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> Client:
         """Connect to the server at ``address`` (default ``$CHRONICLE_ADDRESS`` or 127.0.0.1:7070).
 
         Waits up to ``connect_timeout`` seconds for the connection unless ``lazy``
         (``ServerUnavailableError`` if it does not come up). Later calls retry for up to
         ``retry_timeout`` seconds while the server is unavailable.
+
+        The connection is pinged every ``keepalive_interval`` seconds (30) and given up when a
+        ping is unanswered for ``keepalive_timeout`` seconds (10): a server that froze or whose
+        host vanished without closing the connection is noticed within their sum, and calls go
+        to a new connection (a worker's too). A Chronicle server refuses pings more often than
+        every 5 s (it closes the connection: ``too_many_pings``). ``ValueError`` unless both
+        are positive.
         """
         connection = _grpc.Connection(
-            address or _grpc.default_address(), retry_timeout=retry_timeout
+            address or _grpc.default_address(),
+            retry_timeout=retry_timeout,
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
         )
         if not lazy:
             try:

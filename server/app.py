@@ -24,9 +24,10 @@ from chronicle.server.store.rate_limits import RateLimits
 from chronicle.server.timers.loop import TimerLoop
 
 _MiB = 1024 * 1024
-_MIN_CLIENT_PING_INTERVAL_MS = 5_000
-"""Clients (the SDK pings every 30 s) may ping this often on a connection without data; more
-often counts as a ping strike, and repeated strikes close the connection (gRPC's policy)."""
+MIN_CLIENT_PING_INTERVAL_MS = 5_000
+"""Clients (the SDK pings every 30 s by default, ``Client.connect(keepalive_interval=...)``) may
+ping this often on a connection without data; more often counts as a ping strike, and repeated
+strikes close the connection (gRPC's policy: GOAWAY ``too_many_pings``)."""
 
 
 def keepalive_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -43,7 +44,7 @@ def keepalive_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.http2.ping_timeout_ms", round(config.keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.min_ping_interval_without_data_ms", _MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
     ]
 
 

@@ -21,6 +21,10 @@ EAGER_WORKFLOW_TASK_COMMITTED: Final = "eager_workflow_task_committed"
 """A completion's commit started the run's next workflow task for the completing worker; the
 answer carrying that task is not sent yet."""
 
+EAGER_ACTIVITIES_COMMITTED: Final = "eager_activities_committed"
+"""A workflow-task completion's commit started activities for the completing worker (eager
+activity dispatch); the answer carrying their tasks is not sent yet."""
+
 _ARMED: Final = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
 
 

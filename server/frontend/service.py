@@ -371,6 +371,8 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             )
         if completion.workflow_task is not None:
             crash_points.reached(crash_points.EAGER_WORKFLOW_TASK_COMMITTED)
+        if completion.activity_tasks:
+            crash_points.reached(crash_points.EAGER_ACTIVITIES_COMMITTED)
         response = service_pb2.CompleteWorkflowTaskResponse(
             activity_tasks=[task_protos.activity_task(grant) for grant in completion.activity_tasks]
         )

@@ -4,6 +4,7 @@ and a server that is late or missing."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -199,3 +200,12 @@ async def test_a_call_to_nothing_gives_up_after_the_retry_timeout() -> None:
     finally:
         await client.close()
     assert 0.9 <= time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("keepalive_interval", 0.0), ("keepalive_timeout", -1.0), ("keepalive_interval", math.inf)],
+)
+async def test_keepalive_options_must_be_positive_seconds(option: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{option}=...\\) must be a positive number of seconds"):
+        await Client.connect("127.0.0.1:1", lazy=True, **{option: value})
