@@ -413,7 +413,7 @@ def main() -> None:
     )
     unknown = [w for w in selected if w not in {*WORKLOADS, "w5"}]
     if unknown:
-        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 w5 la")
+        parser.error(f"unknown workload(s) {unknown}; choose from all w0 w1 w2 w3 w4 w5 la")
     try:
         results = eventloop.run(
             main_async(

@@ -79,12 +79,24 @@ _BASE_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+_MAX_OPTION_MS = 2**31 - 1
+"""gRPC takes channel options as C ints: the longest keepalive value, in milliseconds."""
+
+
 def _milliseconds(name: str, seconds: float) -> int:
-    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+    # bool is an int to Python: True would mean a ping every second, not a mistake caught.
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not (number and math.isfinite(seconds) and seconds > 0):
         raise ValueError(
             f"Client.connect({name}=...) must be a positive number of seconds, got {seconds!r}"
         )
-    return max(1, round(seconds * 1000))
+    milliseconds = max(1, round(seconds * 1000))
+    if milliseconds > _MAX_OPTION_MS:
+        raise ValueError(
+            f"Client.connect({name}=...) must be a positive number of seconds, at most "
+            f"{_MAX_OPTION_MS // 1000} (gRPC's limit, about 24 days), got {seconds!r}"
+        )
+    return milliseconds
 
 
 def channel_options(
@@ -92,7 +104,7 @@ def channel_options(
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> list[tuple[str, Any]]:
     """The options of the SDK's channel; ``ValueError`` unless both keepalive values are
-    positive finite seconds.
+    positive finite seconds (a number, not a ``bool``), at most about 24 days (gRPC's limit).
 
     The SDK pings the server every ``keepalive_interval`` seconds, even on a connection without
     calls, and gives up on it after ``keepalive_timeout`` seconds without an answer: a server

@@ -118,7 +118,7 @@ class Client:
         host vanished without closing the connection is noticed within their sum, and calls go
         to a new connection (a worker's too). A Chronicle server refuses pings more often than
         every 5 s (it closes the connection: ``too_many_pings``). ``ValueError`` unless both
-        are positive.
+        are positive numbers of seconds (not ``bool``) of at most about 24 days (gRPC's limit).
         """
         connection = _grpc.Connection(
             address or _grpc.default_address(),

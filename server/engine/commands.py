@@ -73,6 +73,12 @@ def validate(commands: Sequence[cmd.Command]) -> None:
                     f"{', '.join(_PARENT_CLOSE_POLICIES)}",
                     field=f"{where}.parent_close_policy",
                 )
+            for name in ("execution_timeout", "run_timeout"):  # as a top-level start's
+                value = getattr(command, name)
+                if value is not None and value <= timedelta(0):
+                    raise errors.InvalidArgument(
+                        f"{where}.{name} must be positive", field=f"{where}.{name}"
+                    )
         if isinstance(command, cmd.SignalExternalWorkflow):
             _require(command, where, "workflow_id", "signal_name")
         if isinstance(command, cmd.RequestCancelExternalWorkflow):

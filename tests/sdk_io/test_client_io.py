@@ -209,3 +209,29 @@ async def test_a_call_to_nothing_gives_up_after_the_retry_timeout() -> None:
 async def test_keepalive_options_must_be_positive_seconds(option: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{option}=...\\) must be a positive number of seconds"):
         await Client.connect("127.0.0.1:1", lazy=True, **{option: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("keepalive_interval", True), ("keepalive_timeout", True), ("keepalive_timeout", 1)],
+)
+async def test_a_bool_is_not_a_keepalive_value_but_an_int_is(option: str, value: object) -> None:
+    """``True`` is an ``int`` to Python: accepted, it meant a ping every second (a Chronicle
+    server answers that with GOAWAY ``too_many_pings``). A real int is a number of seconds."""
+    if isinstance(value, bool):
+        with pytest.raises(ValueError, match=f"{option}=...\\) must be a positive number"):
+            await Client.connect("127.0.0.1:1", lazy=True, **{option: value})
+    else:
+        client = await Client.connect("127.0.0.1:1", lazy=True, **{option: value})
+        await client.close()
+
+
+@pytest.mark.parametrize("option", ["keepalive_interval", "keepalive_timeout"])
+async def test_a_keepalive_value_beyond_grpcs_limit_is_a_value_error(option: str) -> None:
+    """gRPC takes these as 32-bit milliseconds: 30 days (2.6e9 ms) raised gRPC's own
+    ``OverflowError`` from deep inside the channel; now the documented ``ValueError`` names
+    the option and the limit."""
+    with pytest.raises(ValueError, match=f"{option}=...\\) must be .* at most 2147483"):
+        await Client.connect("127.0.0.1:1", lazy=True, **{option: 30 * 86400.0})
+    client = await Client.connect("127.0.0.1:1", lazy=True, **{option: 2_147_483.0})
+    await client.close()

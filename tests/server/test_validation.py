@@ -508,3 +508,29 @@ async def test_a_nul_character_in_a_string_is_refused_as_invalid_argument(stub, 
     assert await _counts(db) == before
     eager.request_id = "r1"  # nothing was applied: the same task completes
     assert (await stub.CompleteWorkflowTask(eager)).workflow_task.task_token
+
+
+async def test_a_child_start_with_a_timeout_that_is_not_positive_is_refused(stub, db) -> None:
+    """A child's ``execution_timeout`` / ``run_timeout`` of zero or less is refused as a
+    top-level start's is (and as an activity's timeouts are), nothing written. It used to start
+    the child with a timer already due: the child timed out at once, retry policy or not."""
+    await stub.StartWorkflow(start_request("v-child-timeouts"))
+    task = await stub.PollWorkflowTask(
+        pb.PollWorkflowTaskRequest(task_queue="q", identity="w"), timeout=5
+    )
+    before = await _counts(db)
+    bad = {
+        "commands[0].execution_timeout": commands.StartChildWorkflow(
+            seq=1, workflow_id="kid", workflow_type="t", execution_timeout=timedelta(0)
+        ),
+        "commands[0].run_timeout": commands.StartChildWorkflow(
+            seq=1, workflow_id="kid", workflow_type="t", run_timeout=-timedelta(seconds=5)
+        ),
+    }
+    await _each_refused(stub, task, bad, "must be positive")
+    assert await _counts(db) == before
+    await stub.CompleteWorkflowTask(
+        pb.CompleteWorkflowTaskRequest(
+            task_token=task.task_token, commands=command_protos(commands.CompleteWorkflow())
+        )
+    )
