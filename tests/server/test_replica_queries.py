@@ -51,6 +51,11 @@ def _ask(stub: Any, workflow_id: str, name: str = "status", timeout: float = 20)
     )
 
 
+async def _taken(stub: Any, queue: str, identity: str) -> Any:
+    """The next query task a poll on ``stub`` gets (15 s at most)."""
+    return await asyncio.wait_for(_take_query(stub, queue=queue, identity=identity), 15)
+
+
 def _answer(task: Any, value: Any) -> pb.RespondQueryTaskRequest:
     request = pb.RespondQueryTaskRequest(task_token=task.task_token)
     request.result.CopyFrom(payload_proto(value))
@@ -68,7 +73,7 @@ async def test_a_query_asked_on_b_is_taken_on_a_and_answered_on_either(
     late one, after the query ended) is NOT_FOUND; the asking replica deletes the row."""
     await _started_and_idle(stub_b, "rq-1", "rq1")
     asked = _ask(stub_b, "rq-1")
-    task = await _take_query(stub, queue="rq1", identity="worker-a")
+    task = await _taken(stub, "rq1", "worker-a")
     assert json.loads(task.task_token) == {"t": "query", "id": task.query.query_id}
     assert task.workflow_type == "wf"
     await stub.RespondQueryTask(_answer(task, "from A"))
@@ -82,7 +87,7 @@ async def test_a_query_asked_on_b_is_taken_on_a_and_answered_on_either(
 
     # Answered on B, the replica that asked, for a query its poller did not take.
     asked = _ask(stub_b, "rq-1", "again")
-    task = await _take_query(stub, queue="rq1", identity="worker-a")
+    task = await _taken(stub, "rq1", "worker-a")
     await stub_b.RespondQueryTask(_answer(task, "via B"))
     response = await asyncio.wait_for(asked, 10)
     assert wire.payload_from_proto(response.result) == payload("via B")
@@ -133,7 +138,7 @@ async def test_a_lost_worker_on_a_gives_back_bs_query_to_a_poller_on_b(
     session = stub.WorkerSession(pb.WorkerSessionRequest(identity="doomed"))
     await session.read()
     asked = _ask(stub_b, "rq-lost", timeout=60)
-    taken = await _take_query(stub, queue="rql", identity="doomed")
+    taken = await _taken(stub, "rql", "doomed")
     rescue = asyncio.ensure_future(_take_query(stub_b, queue="rql", identity="rescuer"))
     session.cancel()
     second = await asyncio.wait_for(rescue, 15)
@@ -150,7 +155,7 @@ async def test_a_query_given_back_that_nobody_takes_fails_naming_the_lost_worker
     session = stub.WorkerSession(pb.WorkerSessionRequest(identity="gone"))
     await session.read()
     asked = _ask(stub_b, "rq-gone", timeout=3)
-    await _take_query(stub, queue="rqg", identity="gone")
+    await _taken(stub, "rqg", "gone")
     session.cancel()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await asked
