@@ -45,11 +45,11 @@ async def poll_workflow_task(
             query = services.queries.take(namespace, task_queue, identity)
             if query is not None:
                 return query
-            # Another replica's query: one statement, only after an offer was announced.
+            handoff.pause(namespace, task_queue, offered)  # a start must not hand it a task now
+            # A published query (asked on any replica): one statement, only after an offer.
             claimed = await services.queries.remote.claim(namespace, task_queue, identity)
             if claimed is not None:
                 return claimed
-            handoff.pause(namespace, task_queue, offered)
             granted = await dispatch.dispatch(services, namespace, task_queue, identity)
             if granted is None:
                 handoff.resume(namespace, task_queue, offered)

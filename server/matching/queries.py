@@ -40,7 +40,12 @@ from typing import TypeAlias
 from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import tasks as rows
-from chronicle.server.matching.remote_queries import ClaimedQuery, Published, RemoteQueries
+from chronicle.server.matching.remote_queries import (
+    ClaimedQuery,
+    Published,
+    QueryRow,
+    RemoteQueries,
+)
 from chronicle.server.store import notify
 from chronicle.server.store.rows import RunKey
 
@@ -137,8 +142,8 @@ class QueryRouter:
                 query.changed.clear()
                 now = loop.time()
                 if now >= until:
-                    if first_pickup and query.remote and not await self._withdraw_row(query):
-                        continue  # a poller claimed it meanwhile: read the row
+                    if first_pickup and query.remote and await self._claimed_at_pickup(query):
+                        continue  # a poll claimed it just in time: wait for its answer
                     raise self._timed_out(query, timeout, pickup, first_pickup)
                 if query.stale:
                     await self._read_row(query, until)
@@ -186,11 +191,12 @@ class QueryRouter:
                     )
                 )
         except Exception as exc:
-            query.remote = False
-            self._queue(query, first=True)
+            if await self._unpublished(query):
+                query.remote = False
+                self._queue(query, first=True)
             telemetry.run_logger(*query.key.params()).warning(
-                "query task not published for other replicas; only this process's pollers "
-                "can take it",
+                "query task not published for other replicas"
+                + ("; only this process's pollers can take it" if not query.remote else ""),
                 query=query.describe(),
                 error=repr(exc),
             )
@@ -202,6 +208,19 @@ class QueryRouter:
             )
         finally:
             query.published.set()
+
+    async def _unpublished(self, query: QueryTask) -> bool:
+        """After a failed publication: True when no row of the query exists (never written,
+        or deleted now before any claim), so it can go back to this process's list; False
+        when a row was written and a poll may hold it (the row keeps deciding)."""
+        try:
+            async with asyncio.timeout(5.0):
+                if await self.remote.withdraw_unclaimed(query.query_id, query.hand_offs):
+                    return True
+                query.stale = True
+                return await self.remote.read(query.query_id) is None
+        except Exception:
+            return False
 
     async def _read_row(self, query: QueryTask, until: float) -> None:
         """Bring the published query's state (taker, hand-offs, answer) up to its row's."""
@@ -220,29 +239,38 @@ class QueryRouter:
                 async with asyncio.timeout_at(until):
                     await asyncio.sleep(_RETRY_READ)
             return
-        if row is None or query.answer.done():
+        if row is not None:
+            self._apply(query, row)
+
+    @staticmethod
+    def _apply(query: QueryTask, row: QueryRow) -> None:
+        """Take the published query's state from its row."""
+        if query.answer.done():
             return
         query.taker, query.hand_offs, query.lost = row.taker, row.hand_offs, list(row.lost)
         if row.answered:
             query.answer.set_result((row.result, row.failure))
 
-    async def _withdraw_row(self, query: QueryTask) -> bool:
-        """At the pickup deadline: delete the row unless a poller took the query meanwhile
-        (False: it did, and the row is read again)."""
+    async def _claimed_at_pickup(self, query: QueryTask) -> bool:
+        """At the pickup deadline of a published query nobody took: delete its row, unless a
+        poll claimed it meanwhile (True: then its state is read from the row, and the query
+        waits for its answer up to the deadline)."""
         try:
             async with asyncio.timeout(5.0):
-                if await self.remote.withdraw_untaken(query.query_id):
+                if await self.remote.withdraw_unclaimed(query.query_id, 0):
                     query.remote = False
-                    return True
+                    return False
+                row = await self.remote.read(query.query_id)
         except Exception as exc:
             telemetry.run_logger(*query.key.params()).warning(
                 "could not withdraw a published query at its pickup deadline",
                 query=query.describe(),
                 error=repr(exc),
             )
-            return True
-        query.stale = True
-        return False
+            return False
+        if row is not None:
+            self._apply(query, row)
+        return query.hand_offs > 0 or query.answer.done()
 
     async def _delete_row(self, query: QueryTask) -> None:
         """The query ended: delete its row (else swept after its deadline)."""

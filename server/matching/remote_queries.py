@@ -261,9 +261,11 @@ class RemoteQueries:
         )
         return bool(notified)
 
-    async def withdraw_untaken(self, query_id: str) -> bool:
-        """Delete the row unless a poller took the query; True when deleted."""
-        return await self._pool.fetchval(sql.WITHDRAW_UNTAKEN_QUERY, query_id) is not None
+    async def withdraw_unclaimed(self, query_id: str, hand_offs: int) -> bool:
+        """Delete the row unless a poll claimed the query since it had ``hand_offs``
+        hand-offs; True when deleted."""
+        deleted = await self._pool.fetchval(sql.WITHDRAW_UNCLAIMED_QUERY, query_id, hand_offs)
+        return deleted is not None
 
     async def delete(self, query_id: str) -> None:
         """Delete the row (the query ended)."""

@@ -767,9 +767,11 @@ WITH answered AS (
 SELECT count(pg_notify('chronicle_query', query_id)) FROM answered"""
 """Record the first answer to query ``$1`` (0: it is gone, answered or past its deadline)."""
 
-WITHDRAW_UNTAKEN_QUERY: Final = """
-DELETE FROM pending_queries WHERE query_id = $1 AND hand_offs = 0 RETURNING query_id"""
-"""The asking process gives up a query nobody took (none: a claim came first)."""
+WITHDRAW_UNCLAIMED_QUERY: Final = """
+DELETE FROM pending_queries WHERE query_id = $1 AND taker IS NULL AND hand_offs = $2
+RETURNING query_id"""
+"""The asking process takes back query ``$1`` unless a poll claimed it since it had ``$2``
+hand-offs (none: a claim came first, or there is no row)."""
 
 DELETE_QUERY: Final = "DELETE FROM pending_queries WHERE query_id = $1"
 
