@@ -211,3 +211,19 @@ async def test_a_poll_claims_only_after_an_offer_and_never_an_expired_row(
             break
         await asyncio.sleep(0.02)
     assert await _rows(db) == 0
+
+
+async def test_a_query_for_a_poller_waiting_on_the_same_replica_stays_in_memory(
+    stub: Any, db: asyncpg.Connection
+) -> None:
+    """The fast path: a poll of A already waits on the queue when A is asked, so A hands the
+    query over in memory and writes no row (while the worker holds it, none exists)."""
+    await _started_and_idle(stub, "rq-local", "rqlocal")
+    poll = asyncio.ensure_future(_taken(stub, "rqlocal", "worker-a"))
+    await asyncio.sleep(0.5)  # the poll waits
+    asked = _ask(stub, "rq-local")
+    task = await poll
+    assert await _rows(db) == 0
+    await stub.RespondQueryTask(_answer(task, "local"))
+    response = await asyncio.wait_for(asked, 10)
+    assert wire.payload_from_proto(response.result) == payload("local")
