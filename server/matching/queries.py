@@ -166,7 +166,8 @@ class QueryRouter:
         self, query: QueryTask, pickup_left: float, deadline_left: float, until: float
     ) -> None:
         """Move the query from this process's list to ``pending_queries``. On failure (the
-        database is out of reach) it stays in this process, as before replicas."""
+        database is out of reach) it goes back to this process's list, for its pollers only,
+        unless a row may exist (the outcome is unknown): then the row keeps deciding."""
         query.publish_at = None
         if query.taker is not None or query.answer.done():
             return
@@ -194,9 +195,12 @@ class QueryRouter:
             if await self._unpublished(query):
                 query.remote = False
                 self._queue(query, first=True)
+                outcome = "only this process's pollers can take it"
+            else:
+                outcome = "its row may exist and decides who takes it"
             telemetry.run_logger(*query.key.params()).warning(
-                "query task not published for other replicas"
-                + ("; only this process's pollers can take it" if not query.remote else ""),
+                "query task publication failed",
+                outcome=outcome,
                 query=query.describe(),
                 error=repr(exc),
             )
@@ -217,10 +221,12 @@ class QueryRouter:
             async with asyncio.timeout(5.0):
                 if await self.remote.withdraw_unclaimed(query.query_id, query.hand_offs):
                     return True
-                query.stale = True
-                return await self.remote.read(query.query_id) is None
+                if await self.remote.read(query.query_id) is None:
+                    return True
         except Exception:
-            return False
+            pass
+        query.stale = True
+        return False
 
     async def _read_row(self, query: QueryTask, until: float) -> None:
         """Bring the published query's state (taker, hand-offs, answer) up to its row's."""
