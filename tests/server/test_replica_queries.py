@@ -227,3 +227,23 @@ async def test_a_query_for_a_poller_waiting_on_the_same_replica_stays_in_memory(
     await stub.RespondQueryTask(_answer(task, "local"))
     response = await asyncio.wait_for(asked, 10)
     assert wire.payload_from_proto(response.result) == payload("local")
+
+
+async def test_a_replica_started_after_the_offer_still_claims_it(
+    database_url: str, stub_b: Any
+) -> None:
+    """A replica that was not listening when the query was announced: its first poll of the
+    queue claims once anyway, and gets the query."""
+    await _started_and_idle(stub_b, "rq-late-replica", "rqlr")
+    asked = _ask(stub_b, "rq-late-replica")
+    await asyncio.sleep(0.3)  # published (nobody polls), announced to A and B only
+    async with running_server(database_url) as third:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{third.port}")
+        try:
+            stub_c = service_pb2_grpc.WorkflowServiceStub(channel)
+            task = await _taken(stub_c, "rqlr", "worker-c")
+            await stub_c.RespondQueryTask(_answer(task, "from C"))
+        finally:
+            await channel.close()
+    response = await asyncio.wait_for(asked, 10)
+    assert wire.payload_from_proto(response.result) == payload("from C")
