@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -16,6 +19,7 @@ from chronicle.server.config import ServerConfig
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
 from chronicle.server.matching.queries import QueryRouter
+from chronicle.server.matching.remote_queries import RemoteQueries
 from chronicle.server.store import durability
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
@@ -59,6 +63,8 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         self._background: asyncio.Task[None] | None = None
         self._port = 0
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This process among the replicas (``pending_queries`` rows name it)."""
         self._log = telemetry.logger(component="server")
 
     @property
@@ -92,7 +98,9 @@ class Server:
                 self._pool,
                 self.config,
                 self._notifier,
-                QueryRouter(self._notifier),
+                QueryRouter(
+                    self._notifier, RemoteQueries(self._pool, self._notifier, self.server_id)
+                ),
                 RateLimits(self._pool),
             )
             self._services = services

@@ -9,9 +9,10 @@ normal queue). Nothing new is decided here: the timer loop applies the usual tim
 transitions, with their checks against the run's state, so a late answer from a worker that
 was not dead after all is rejected as stale, exactly as after a real timeout. Runs and task
 rows sticky to the worker are released so their next workflow task goes to anyone at once.
-Queries (and update validations) handed to the worker and not answered yet go back to their
-queue in this process, for the next poller (``QueryRouter.release_worker``); an answer from
-the worker, if it comes after all, still counts while the query waits.
+Queries (and update validations) handed to the worker by this process and not answered yet
+go back for the next poller (``QueryRouter.release_worker``): to this process's lists, or,
+those its pollers claimed from ``pending_queries`` (asked on any replica), claimable again;
+an answer from the worker, if it comes after all, still counts while the query waits.
 
 An RPC of the worker that was in flight when its stream broke (a workflow-task completion with
 eager starts, an activity completion with an eager workflow task, a poll) can commit tasks for
@@ -41,20 +42,30 @@ async def worker_lost(
     settle time (for tasks its in-flight RPCs committed) unless ``reconnected()``."""
     if not identity:
         return
-    _release_queries(services, namespace, identity)
+    await _release_queries(services, namespace, identity)
     await _expire(services, namespace, identity)
     await asyncio.sleep(services.config.lost_worker_settle)
     if reconnected() or services.notifier.is_stopping():
         return
-    _release_queries(services, namespace, identity)
+    await _release_queries(services, namespace, identity)
     await _expire(services, namespace, identity)
 
 
-def _release_queries(services: Services, namespace: str, identity: str) -> None:
-    """Give back the queries handed to the worker (a poll in flight may have taken one)."""
-    released = services.queries.release_worker(
-        namespace, identity, "its session ended before it answered"
-    )
+async def _release_queries(services: Services, namespace: str, identity: str) -> None:
+    """Give back the queries handed to the worker by this process (a poll in flight may have
+    taken one): those in this process's lists, and those its pollers claimed from other
+    replicas (``pending_queries``)."""
+    try:
+        released = await services.queries.release_worker(
+            namespace, identity, "its session ended before it answered"
+        )
+    except Exception as exc:
+        telemetry.logger(namespace=namespace, identity=identity).warning(
+            "could not give back the queries claimed for a lost worker; they wait for "
+            "their deadline",
+            error=repr(exc),
+        )
+        return
     if released:
         telemetry.logger(namespace=namespace, identity=identity).info(
             "worker session lost; the queries handed to it go to the next poller",

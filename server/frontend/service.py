@@ -33,6 +33,7 @@ from chronicle.server.frontend._errors import rpc
 from chronicle.server.frontend._validate import check_message, check_values, namespace, require
 from chronicle.server.matching import poller
 from chronicle.server.matching.queries import QueryTask
+from chronicle.server.matching.remote_queries import ClaimedQuery
 from chronicle.server.store.rows import RunKey
 
 QUERY_TIMEOUT = 30.0
@@ -195,7 +196,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self._check(request)
         result = wire.optional_payload_from_proto(request, "result")
         failure = wire.failure_from_proto(request.failure) if request.HasField("failure") else None
-        self._services.queries.respond(request.task_token, result, failure)
+        await self._services.queries.respond(request.task_token, result, failure)
         return service_pb2.RespondQueryTaskResponse()
 
     @rpc
@@ -329,7 +330,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         )
         if grant is None:
             return service_pb2.PollWorkflowTaskResponse()
-        if isinstance(grant, QueryTask):
+        if isinstance(grant, QueryTask | ClaimedQuery):
             return task_protos.query_task(grant)
         return task_protos.workflow_task(grant)
 

@@ -6,10 +6,10 @@ from chronicle.history import wire
 from chronicle.protos.v1 import common_pb2, service_pb2
 from chronicle.server.engine import activity_task as activity_task_mod
 from chronicle.server.engine import grants, read
-from chronicle.server.matching.queries import QueryTask
+from chronicle.server.matching.queries import QueryGrant
 
 
-def query_task(grant: QueryTask) -> service_pb2.PollWorkflowTaskResponse:
+def query_task(grant: QueryGrant) -> service_pb2.PollWorkflowTaskResponse:
     """The poll response that carries a query (or an update's validation) to a worker."""
     return service_pb2.PollWorkflowTaskResponse(
         task_token=grant.token(),

@@ -15,7 +15,7 @@ from chronicle.server.engine import tasks as rows
 from chronicle.server.engine.services import Services
 from chronicle.server.matching import handoff as handoff_mod
 from chronicle.server.matching import rate_limit
-from chronicle.server.matching.queries import QueryTask
+from chronicle.server.matching.queries import QueryGrant
 from chronicle.server.store import notify
 
 
@@ -26,8 +26,11 @@ async def poll_workflow_task(
     identity: str,
     timeout: float,
     handoff_grace: float = handoff_mod.HANDOFF_WAIT,
-) -> grants.WorkflowTaskGrant | QueryTask | None:
+) -> grants.WorkflowTaskGrant | QueryGrant | None:
     """The next query or workflow task of the queue, or None after ``timeout`` seconds.
+
+    Queries first: this process's own (memory), then, when an offer was announced for the
+    queue, one claimed from ``pending_queries`` (``remote_queries.py``).
 
     While it waits, the poll is offered to starts on this server (``handoff.py``). Taken by a
     start when its time is up, it waits up to ``handoff_grace`` more seconds for the grant
@@ -36,20 +39,24 @@ async def poll_workflow_task(
     handoff = services.handoff
     with handoff.waiting(namespace, task_queue, identity, waiter) as offered:
 
-        async def attempt() -> grants.WorkflowTaskGrant | QueryTask | None:
+        async def attempt() -> grants.WorkflowTaskGrant | QueryGrant | None:
             if offered.taken or offered.grant is not None:
                 return offered.grant  # None while a start's commit is in flight
             query = services.queries.take(namespace, task_queue, identity)
             if query is not None:
                 return query
-            handoff.pause(namespace, task_queue, offered)
+            handoff.pause(namespace, task_queue, offered)  # a start must not hand it a task now
+            # A published query (asked on any replica): one statement, only after an offer.
+            claimed = await services.queries.remote.claim(namespace, task_queue, identity)
+            if claimed is not None:
+                return claimed
             granted = await dispatch.dispatch(services, namespace, task_queue, identity)
             if granted is None:
                 handoff.resume(namespace, task_queue, offered)
             return granted
 
         try:
-            result: grants.WorkflowTaskGrant | QueryTask | None
+            result: grants.WorkflowTaskGrant | QueryGrant | None
             result = await services.notifier.long_poll(
                 notify.TASK_CHANNEL,
                 notify.task_key(rows.WORKFLOW, namespace, task_queue),

@@ -1,19 +1,25 @@
-"""Queries: routed in memory from ``QueryWorkflow`` to a worker polling the run's task queue.
+"""Queries: routed from ``QueryWorkflow`` to a worker polling the run's task queue, on any replica.
 
-A query writes nothing. It waits in a per-queue list of this process until a workflow-task
+A query writes no history. It waits in a per-queue list of this process until a workflow-task
 poller takes it (as a query-only task: ``query`` set, no events; the worker answers from its
-cache or by replaying the history) and answers with ``RespondQueryTask``. Only pollers
-connected to the same server process see the query (a gap once several replicas run).
+cache or by replaying the history) and answers with ``RespondQueryTask``. That list is the
+fast path, for pollers of this process. A query that no poller here takes at once (none was
+waiting on its queue when it was offered, or one was but did not take it within
+``PUBLISH_DELAY``) is *published*: written to ``pending_queries`` and announced, so a poller
+on any replica claims it (``remote_queries.py``). From then on it leaves the list for good and
+its row decides who holds it (local and remote pollers alike claim it there, so no hand-off
+goes to two polls), and answers go through the row (the first one wins). This process, its
+origin, follows the row through ``chronicle_query`` notifications and deletes it at the end.
 
 The validation of an update (``validate_update``) travels the same way: it is a read-only
 question to the workflow's code, like a query.
 
 A query handed to a worker that is then lost (its ``WorkerSession`` ended: killed, cut off,
-stopped) goes back to the front of its queue at once (``release_worker``) and the next poller
-takes it, as a workflow task handed to a poll that ended is retried at once
-(docs/decisions.md §13). Any answer counts while the query waits, also a late one from the
-worker it was taken from. Each hand-off is numbered, so a release meant for one hand-off never
-undoes a later one.
+stopped) goes back at once (``release_worker``, on the process that holds the session: to the
+front of this process's list, or claimable again in its row) and the next poller takes it,
+as a workflow task handed to a poll that ended is retried at once (docs/decisions.md §13).
+Any answer counts while the query waits, also a late one from the worker it was taken from.
+Each hand-off is numbered, so a release meant for one hand-off never undoes a later one.
 
 Two bounded waits: a query no poller takes within ``pickup_timeout`` fails with
 ``FailedPrecondition`` ("no worker is polling task queue …"); one not answered within
@@ -24,16 +30,31 @@ Two bounded waits: a query no poller takes within ``pickup_timeout`` fails with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from chronicle.history.values import Failure, Payload
 from chronicle.server import errors, telemetry
 from chronicle.server.engine import tasks as rows
+from chronicle.server.matching.remote_queries import (
+    ClaimedQuery,
+    Published,
+    QueryRow,
+    RemoteQueries,
+)
 from chronicle.server.store import notify
 from chronicle.server.store.rows import RunKey
+
+PUBLISH_DELAY = 0.2
+"""Seconds a query offered while a poller of this process waited on its queue stays in this
+process only; not taken by then, it is published for every replica's pollers."""
+
+_RETRY_READ = 0.2
+"""Seconds before the origin reads its query's row again after a failed read."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -58,6 +79,14 @@ class QueryTask:
     """Why earlier hand-offs were undone, for the error when nobody answers."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever the query is taken, given back or answered."""
+    publish_at: float | None = None
+    """Loop time at which to publish the query if no poller of this process took it."""
+    remote: bool = False
+    """Published (or being published): its row in ``pending_queries`` decides who holds it."""
+    published: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the publication in progress ended (written, or failed: ``remote`` False)."""
+    stale: bool = False
+    """A notification said the row changed: the origin reads it again."""
 
     def describe(self) -> str:
         """``query 'x'`` or ``update 'x'`` of the workflow, for messages."""
@@ -69,14 +98,29 @@ class QueryTask:
         return json.dumps({"t": "query", "id": self.query_id}).encode()
 
 
-class QueryRouter:
-    """The in-process queues of pending queries."""
+QueryGrant: TypeAlias = QueryTask | ClaimedQuery
+"""What a workflow-task poll hands a worker as a query task: from this process's list, or
+claimed from ``pending_queries``."""
 
-    def __init__(self, notifier: notify.Notifier) -> None:
+
+class QueryRouter:
+    """The in-process queues of pending queries, and their way to other replicas."""
+
+    def __init__(self, notifier: notify.Notifier, remote: RemoteQueries) -> None:
         self._notifier = notifier
+        self.remote = remote
         self._queues: dict[tuple[str, str], deque[QueryTask]] = {}
         self._pending: dict[str, QueryTask] = {}
         """Every query asked and not finished, waiting or taken, by id."""
+        notifier.listen_channel(notify.QUERY_CHANNEL, self._on_row_changed)
+
+    def _on_row_changed(self, query_id: str) -> None:
+        """A published query's row changed (``""``: any may have: notifications were lost)."""
+        changed = self._pending.values() if not query_id else [self._pending.get(query_id)]
+        for query in changed:
+            if query is not None and query.remote:
+                query.stale = True
+                query.changed.set()
 
     async def ask(
         self, query: QueryTask, timeout: float, pickup_timeout: float | None = None
@@ -96,15 +140,157 @@ class QueryRouter:
                 first_pickup = query.hand_offs == 0
                 until = picked_up_by if first_pickup else deadline
                 query.changed.clear()
-                try:
-                    async with asyncio.timeout_at(until):
+                now = loop.time()
+                if now >= until:
+                    if first_pickup and query.remote and await self._claimed_at_pickup(query):
+                        continue  # a poll claimed it just in time: wait for its answer
+                    raise self._timed_out(query, timeout, pickup, first_pickup)
+                if query.stale:
+                    await self._read_row(query, until)
+                    continue
+                if query.publish_at is not None and now >= query.publish_at:
+                    await self._publish(query, picked_up_by - now, deadline - now, until)
+                    continue
+                wake = until if query.publish_at is None else min(until, query.publish_at)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(wake):
                         await query.changed.wait()
-                except TimeoutError:
-                    raise self._timed_out(query, timeout, pickup, first_pickup) from None
             return query.answer.result()
         finally:
             self._pending.pop(query.query_id, None)
             self._withdraw(query)
+            if query.remote:
+                await asyncio.shield(self._delete_row(query))
+
+    async def _publish(
+        self, query: QueryTask, pickup_left: float, deadline_left: float, until: float
+    ) -> None:
+        """Move the query from this process's list to ``pending_queries``. On failure (the
+        database is out of reach) it goes back to this process's list, for its pollers only,
+        unless a row may exist (the outcome is unknown): then the row keeps deciding."""
+        query.publish_at = None
+        if query.taker is not None or query.answer.done():
+            return
+        self._withdraw(query)  # from now on no poller of this process takes it from the list
+        query.remote = True
+        query.published = asyncio.Event()
+        try:
+            async with asyncio.timeout_at(until):
+                await self.remote.publish(
+                    Published(
+                        query_id=query.query_id,
+                        key=query.key,
+                        workflow_type=query.workflow_type,
+                        task_queue=query.task_queue,
+                        name=query.name,
+                        args=query.args,
+                        validate_update=query.validate_update,
+                        hand_offs=query.hand_offs,
+                        lost=tuple(query.lost),
+                        pickup_left=pickup_left,
+                        deadline_left=deadline_left,
+                    )
+                )
+        except Exception as exc:
+            if await self._unpublished(query):
+                query.remote = False
+                self._queue(query, first=True)
+                outcome = "only this process's pollers can take it"
+            else:
+                outcome = "its row may exist and decides who takes it"
+            telemetry.run_logger(*query.key.params()).warning(
+                "query task publication failed",
+                outcome=outcome,
+                query=query.describe(),
+                error=repr(exc),
+            )
+        else:
+            telemetry.run_logger(*query.key.params()).debug(
+                "query task published for every replica's pollers",
+                query=query.describe(),
+                query_id=query.query_id,
+            )
+        finally:
+            query.published.set()
+
+    async def _unpublished(self, query: QueryTask) -> bool:
+        """After a failed publication: True when no row of the query exists (never written,
+        or deleted now before any claim), so it can go back to this process's list; False
+        when a row was written and a poll may hold it (the row keeps deciding)."""
+        try:
+            async with asyncio.timeout(5.0):
+                if await self.remote.withdraw_unclaimed(query.query_id, query.hand_offs):
+                    return True
+                if await self.remote.read(query.query_id) is None:
+                    return True
+        except Exception:
+            pass
+        query.stale = True
+        return False
+
+    async def _read_row(self, query: QueryTask, until: float) -> None:
+        """Bring the published query's state (taker, hand-offs, answer) up to its row's."""
+        query.stale = False
+        try:
+            async with asyncio.timeout_at(until):
+                row = await self.remote.read(query.query_id)
+        except Exception as exc:
+            telemetry.run_logger(*query.key.params()).warning(
+                "could not read a published query's row; reading again",
+                query=query.describe(),
+                error=repr(exc),
+            )
+            query.stale = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):
+                    await asyncio.sleep(_RETRY_READ)
+            return
+        if row is not None:
+            self._apply(query, row)
+
+    @staticmethod
+    def _apply(query: QueryTask, row: QueryRow) -> None:
+        """Take the published query's state from its row."""
+        if query.answer.done():
+            return
+        query.taker, query.hand_offs, query.lost = row.taker, row.hand_offs, list(row.lost)
+        if row.answered:
+            query.answer.set_result((row.result, row.failure))
+
+    async def _claimed_at_pickup(self, query: QueryTask) -> bool:
+        """At the pickup deadline of a published query nobody took: delete its row, unless a
+        poll claimed it meanwhile (True: then its state is read from the row, and the query
+        waits for its answer up to the deadline)."""
+        try:
+            async with asyncio.timeout(5.0):
+                if await self.remote.withdraw_unclaimed(query.query_id, 0):
+                    query.remote = False
+                    return False
+                row = await self.remote.read(query.query_id)
+        except Exception as exc:
+            telemetry.run_logger(*query.key.params()).warning(
+                "could not withdraw a published query at its pickup deadline",
+                query=query.describe(),
+                error=repr(exc),
+            )
+            return False
+        if row is not None:
+            self._apply(query, row)
+        return query.hand_offs > 0 or query.answer.done()
+
+    async def _delete_row(self, query: QueryTask) -> None:
+        """The query ended: delete its row (else swept after its deadline)."""
+        try:
+            await query.published.wait()
+            if query.remote:
+                async with asyncio.timeout(5.0):
+                    await self.remote.delete(query.query_id)
+        except Exception as exc:
+            telemetry.run_logger(*query.key.params()).warning(
+                "could not delete a finished query's row; it is swept after its deadline",
+                query_id=query.query_id,
+                error=repr(exc),
+            )
 
     def take(self, namespace: str, task_queue: str, identity: str = "") -> QueryTask | None:
         """The oldest query waiting on the queue, now handed to the poller ``identity``."""
@@ -114,6 +300,7 @@ class QueryRouter:
             if not query.answer.done():
                 query.taker = identity
                 query.hand_offs += 1
+                query.publish_at = None
                 query.changed.set()
                 return query
         return None
@@ -124,6 +311,7 @@ class QueryRouter:
         nothing to undo (answered, finished, or taken again since)."""
         if (
             query.answer.done()
+            or query.remote
             or query.taker is None
             or query.hand_offs != hand_off
             or self._pending.get(query.query_id) is not query
@@ -142,33 +330,59 @@ class QueryRouter:
         )
         return True
 
-    def release_worker(self, namespace: str, identity: str, reason: str) -> int:
-        """Give back every query of ``namespace`` handed to the worker ``identity`` (its session
-        ended); how many."""
+    async def release_worker(self, namespace: str, identity: str, reason: str) -> int:
+        """Give back every query of ``namespace`` handed to the worker ``identity`` by this
+        process (its session here ended), from the list and from ``pending_queries``; how
+        many."""
         held = [
             query
             for query in self._pending.values()
-            if query.taker == identity and query.key.namespace == namespace
+            if query.taker == identity and query.key.namespace == namespace and not query.remote
         ]
-        return sum(self.release(query, query.hand_offs, reason) for query in held)
+        released = sum(self.release(query, query.hand_offs, reason) for query in held)
+        return released + await self.remote.release_worker(namespace, identity, reason)
 
-    def respond(self, token: bytes, result: Payload | None, failure: Failure | None) -> None:
+    async def respond(self, token: bytes, result: Payload | None, failure: Failure | None) -> None:
         """Deliver a worker's answer; ``NotFound`` when the query is gone (answered, timed
-        out). A query handed out again still takes the first answer, from either worker."""
+        out). A query handed out again still takes the first answer, from either worker. The
+        answer to a published query goes through its row, from whichever replica gets it."""
         try:
             data = json.loads(token)
         except ValueError:
             data = None
-        if not isinstance(data, dict) or data.get("t") != "query":
+        if not isinstance(data, dict) or data.get("t") != "query" or "id" not in data:
             raise errors.InvalidArgument("task_token is malformed", field="task_token")
-        query = self._pending.get(str(data.get("id")))
-        if query is None or query.answer.done():
+        query_id = str(data["id"])
+        query = self._pending.get(query_id)
+        if query is not None and query.remote:
+            await query.published.wait()
+        if query is not None and not query.remote:
+            if query.answer.done():
+                raise errors.NotFound("query task not found: it timed out or was already answered")
+            query.answer.set_result((result, failure))
+            query.changed.set()
+            return
+        if not await self.remote.answer(query_id, result, failure):
             raise errors.NotFound("query task not found: it timed out or was already answered")
-        query.answer.set_result((result, failure))
-        query.changed.set()
+        if query is not None and not query.answer.done():
+            query.answer.set_result((result, failure))
+            query.changed.set()
 
     def _offer(self, query: QueryTask, first: bool = False) -> None:
-        """Queue ``query`` (at the front when ``first``) and wake this process's pollers."""
+        """Offer ``query`` to this process's pollers (at the front when ``first``); publish it
+        for every replica at once when none waits on its queue, else after
+        ``PUBLISH_DELAY`` unless taken."""
+        waiting = self._notifier.has_waiters(
+            notify.TASK_CHANNEL,
+            notify.task_key(rows.WORKFLOW, query.key.namespace, query.task_queue),
+        )
+        now = asyncio.get_running_loop().time()
+        query.publish_at = now + PUBLISH_DELAY if waiting else now
+        self._queue(query, first)
+        query.changed.set()
+
+    def _queue(self, query: QueryTask, first: bool) -> None:
+        """Put ``query`` in this process's list of its queue and wake the queue's pollers."""
         waiting = self._queues.setdefault((query.key.namespace, query.task_queue), deque())
         if first:
             waiting.appendleft(query)

@@ -7,7 +7,12 @@ Channels and payloads (payloads are opaque keys compared as strings):
   (the timer loop wakes only when that is sooner than its current wake-up);
 - ``chronicle_run``   ``run_key(namespace, workflow_id, run_id)``: events were appended to a
   run that somebody watches (``engine/watch.py``); ``closed_key(…)`` when they closed the run,
-  watched or not (result waiters wake only then).
+  watched or not (result waiters wake only then);
+- ``chronicle_query_offer`` ``task_key(WORKFLOW, namespace, task_queue)``: a query row of that
+  queue became claimable (``matching/remote_queries.py``); the listener also wakes the queue's
+  pollers;
+- ``chronicle_query`` a query id: that query's row was claimed, given back or answered (its
+  asking process reads the row).
 
 A key longer than ``MAX_KEY_BYTES`` is sent as a digest of itself (``_key``): Postgres refuses
 payloads of 8,000 bytes or more, which would fail the transaction that sends it, and JSON
@@ -36,7 +41,9 @@ from chronicle.server import telemetry
 TASK_CHANNEL: Final = "chronicle_task"
 TIMER_CHANNEL: Final = "chronicle_timer"
 RUN_CHANNEL: Final = "chronicle_run"
-CHANNELS: Final = (TASK_CHANNEL, TIMER_CHANNEL, RUN_CHANNEL)
+QUERY_OFFER_CHANNEL: Final = "chronicle_query_offer"
+QUERY_CHANNEL: Final = "chronicle_query"
+CHANNELS: Final = (TASK_CHANNEL, TIMER_CHANNEL, RUN_CHANNEL, QUERY_OFFER_CHANNEL, QUERY_CHANNEL)
 MAX_KEY_BYTES: Final = 1000
 """Keys longer than this are sent as a digest (far below Postgres's 8,000-byte payload limit)."""
 
@@ -197,6 +204,10 @@ class Notifier:
         """Wake this process's waiters for ``(channel, key)`` (no database round trip)."""
         for waiter in self._waiters.get((channel, key), ()):
             waiter.set()
+
+    def has_waiters(self, channel: str, key: str) -> bool:
+        """Whether a long poll of this process waits on ``(channel, key)`` right now."""
+        return bool(self._waiters.get((channel, key)))
 
     def wake_all(self) -> None:
         """Wake every waiter (after a reconnect or at shutdown)."""

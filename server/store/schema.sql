@@ -116,3 +116,34 @@ CREATE TABLE task_queue_rate_limits (
     granted_at timestamptz,
     PRIMARY KEY (namespace, task_queue)
 );
+
+CREATE TABLE pending_queries (
+    query_id        text        PRIMARY KEY,
+    namespace       text        NOT NULL,
+    task_queue      text        NOT NULL,
+    workflow_id     text        NOT NULL,
+    run_id          text        NOT NULL,
+    workflow_type   text        NOT NULL,
+    name            text        NOT NULL,
+    args            jsonb       NOT NULL,
+    validate_update boolean     NOT NULL,
+    origin          text        NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    pickup_by       timestamptz NOT NULL,
+    deadline        timestamptz NOT NULL,
+    taker           text,
+    taker_server    text,
+    claim_id        text,
+    hand_offs       integer     NOT NULL DEFAULT 0,
+    lost            text[]      NOT NULL DEFAULT '{}',
+    answered        boolean     NOT NULL DEFAULT false,
+    result          jsonb,
+    failure         jsonb
+);
+
+CREATE INDEX pending_queries_queue ON pending_queries (namespace, task_queue, created_at)
+    WHERE taker IS NULL AND NOT answered;
+
+CREATE INDEX pending_queries_taker ON pending_queries (namespace, taker) WHERE taker IS NOT NULL;
+
+CREATE INDEX pending_queries_deadline ON pending_queries (deadline);

@@ -710,3 +710,95 @@ dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task: 
 disarmed, task rows queued again (the caller notifies ``queues``), the attempt not counted."""
 
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"
+
+# ---------------------------------------------------------------- pending queries
+# Queries handed out through Postgres, to a poller on any replica
+# (``matching/remote_queries.py``). ``chronicle_query_offer`` carries a queue's task key (a
+# query of that queue became claimable), ``chronicle_query`` a query id (its row changed).
+
+PUBLISH_QUERY: Final = """
+WITH swept AS (
+    DELETE FROM pending_queries WHERE query_id IN (
+        SELECT query_id FROM pending_queries WHERE deadline < now() FOR UPDATE SKIP LOCKED)
+),
+published AS (
+    INSERT INTO pending_queries (query_id, namespace, workflow_id, run_id, task_queue,
+        workflow_type, name, args, validate_update, origin, pickup_by, deadline, hand_offs, lost)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10,
+            now() + make_interval(secs => $11), now() + make_interval(secs => $12), $13, $14)
+    RETURNING query_id
+)
+SELECT count(pg_notify('chronicle_query_offer', $15)) FROM published"""
+"""Write query ``$1`` (claimable until ``$11`` s from now unless taken, answerable for ``$12``
+s) and announce its queue (``$15``); sweep rows past their deadline (of an asking process that
+died), skipping rows another statement holds."""
+
+CLAIM_QUERY: Final = """
+WITH picked AS (
+    SELECT query_id FROM pending_queries
+    WHERE namespace = $1 AND task_queue = $2 AND taker IS NULL AND NOT answered
+      AND deadline > now() AND (hand_offs > 0 OR pickup_by > now())
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE pending_queries q
+    SET taker = $3, taker_server = $4, claim_id = $5, hand_offs = q.hand_offs + 1
+    FROM picked WHERE q.query_id = picked.query_id
+    RETURNING q.query_id, q.workflow_id, q.run_id, q.workflow_type, q.name, q.args::text AS args,
+              q.validate_update, q.hand_offs
+)
+SELECT c.*, pg_notify('chronicle_query', c.query_id) AS notified FROM claimed c"""
+"""Hand the oldest claimable query of queue ``$1/$2`` to poller ``$3`` of server ``$4`` (claim
+``$5``). The row lock and the re-checked ``taker IS NULL`` make each hand-off exclusive; a
+row past its deadline (or never taken by its ``pickup_by``) is never claimed."""
+
+READ_QUERY: Final = """
+SELECT taker, hand_offs, lost, answered, result::text AS result, failure::text AS failure
+FROM pending_queries WHERE query_id = $1"""
+
+ANSWER_QUERY: Final = """
+WITH answered AS (
+    UPDATE pending_queries SET answered = true, result = $2::jsonb, failure = $3::jsonb
+    WHERE query_id = $1 AND NOT answered AND deadline > now()
+    RETURNING query_id
+)
+SELECT count(pg_notify('chronicle_query', query_id)) FROM answered"""
+"""Record the first answer to query ``$1`` (0: it is gone, answered or past its deadline)."""
+
+WITHDRAW_UNCLAIMED_QUERY: Final = """
+DELETE FROM pending_queries WHERE query_id = $1 AND taker IS NULL AND hand_offs = $2
+RETURNING query_id"""
+"""The asking process takes back query ``$1`` unless a poll claimed it since it had ``$2``
+hand-offs (none: a claim came first, or there is no row)."""
+
+DELETE_QUERY: Final = "DELETE FROM pending_queries WHERE query_id = $1"
+
+_RELEASED_QUERY = """
+    SET taker = NULL, taker_server = NULL, claim_id = NULL,
+        lost = array_append(lost, format('worker %L: %s', taker, $REASON::text))"""
+
+RELEASE_WORKER_QUERIES: Final = f"""
+WITH released AS (
+    UPDATE pending_queries{_RELEASED_QUERY.replace("$REASON", "$4")}
+    WHERE namespace = $1 AND taker = $2 AND taker_server = $3 AND NOT answered
+      AND deadline > now()
+    RETURNING query_id, namespace, task_queue, workflow_id, run_id, hand_offs
+)
+SELECT r.*, pg_notify('chronicle_query', r.query_id) AS notified FROM released r"""
+"""Give back the queries that pollers of server ``$3`` claimed for worker ``$2`` of namespace
+``$1`` (its session ended: ``$4``); the caller announces their queues."""
+
+RELEASE_CLAIM: Final = f"""
+WITH released AS (
+    UPDATE pending_queries{_RELEASED_QUERY.replace("$REASON", "$2")}
+    WHERE claim_id = $1 AND NOT answered AND deadline > now()
+    RETURNING query_id, namespace, task_queue, workflow_id, run_id, hand_offs
+)
+SELECT r.*, pg_notify('chronicle_query', r.query_id) AS notified FROM released r"""
+"""Give back what claim ``$1`` took: its poll ended before it returned it (``$2``)."""
+
+NOTIFY_QUERY_OFFERS: Final = (
+    "SELECT count(pg_notify('chronicle_query_offer', k)) FROM unnest($1::text[]) AS k"
+)

@@ -21,6 +21,28 @@ def server(database_url: str) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+def replica(database_url: str, server: ServerProcess) -> Iterator[ServerProcess]:
+    """A second server subprocess on the ``server`` fixture's database (another replica)."""
+    proc = ServerProcess(database_url, free_port()).start_listening()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+async def replica_client(replica: ServerProcess) -> AsyncIterator[Any]:
+    """A Client connected to the ``replica`` fixture."""
+    from chronicle import Client
+
+    connected = await Client.connect(replica.address)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture
 async def client(server: ServerProcess) -> AsyncIterator[Any]:
     """A Client connected to the ``server`` fixture."""
     from chronicle import Client
