@@ -16,6 +16,7 @@ import grpc
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server import telemetry
 from chronicle.server.config import ServerConfig
+from chronicle.server.engine import worker_sessions
 from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
 from chronicle.server.matching.queries import QueryRouter
@@ -64,7 +65,8 @@ class Server:
         self._background: asyncio.Task[None] | None = None
         self._port = 0
         self.server_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        """This process among the replicas (``pending_queries`` rows name it)."""
+        """This process among the replicas (``pending_queries`` and ``worker_sessions`` rows
+        name it); one id per process, new at every start."""
         self._log = telemetry.logger(component="server")
 
     @property
@@ -102,6 +104,7 @@ class Server:
                     self._notifier, RemoteQueries(self._pool, self._notifier, self.server_id)
                 ),
                 RateLimits(self._pool),
+                self.server_id,
             )
             self._services = services
             limit = max(64 * _MiB, 8 * self.config.max_payload_bytes)
@@ -170,10 +173,22 @@ class Server:
             await self._notifier.close()
             self._notifier = None
         if self._pool is not None:
+            await self._close_sessions(self._pool, grace)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pool.close(), timeout=max(grace, 1.0))
         self._pool = None
         self._services = None
+
+    async def _close_sessions(self, pool: Pool, grace: float) -> None:
+        """Delete the ``worker_sessions`` rows of this process's sessions (they ended with the
+        stop, which treats no worker as lost). A failure is logged: the rows stay until their
+        workers open sessions again (docs/decisions.md §8)."""
+        try:
+            await asyncio.wait_for(
+                worker_sessions.close_server(pool, self.server_id), timeout=max(grace, 1.0)
+            )
+        except Exception as exc:
+            self._log.warning("could not delete this server's worker session rows", error=repr(exc))
 
 
 async def serve(config: ServerConfig) -> None:

@@ -30,6 +30,9 @@ class Services:
     notifier: Notifier
     queries: QueryRouter
     rate_limits: RateLimits
+    server_id: str
+    """This process among the replicas: the one id its ``pending_queries`` claims and its
+    ``worker_sessions`` rows name (``Server.server_id``)."""
     handoff: Handoff = field(default_factory=Handoff)
     """Workflow-task polls waiting on this server, for starts to hand their first task to."""
     known_rows: KnownRows = field(default_factory=KnownRows)

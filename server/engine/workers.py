@@ -19,6 +19,12 @@ eager starts, an activity completion with an eager workflow task, a poll) can co
 it just after that first pass. So the pass runs again ``ServerConfig.lost_worker_settle`` later,
 unless the worker has opened a new session meanwhile (it was only cut off, and what it started
 since is its own).
+
+A worker that gave this server up (it froze, or the path to it broke) and opened a newer session
+on another replica is alive: when this server sees the old session end, possibly long after,
+neither pass times anything out (``worker_sessions.moved_to``, checked in each pass's
+transaction); the queries this process handed it still go back, since only this process can
+give them back. Its tasks are the newer session's server's to time out if that one breaks.
 """
 
 from __future__ import annotations
@@ -29,26 +35,41 @@ from collections.abc import Callable
 from chronicle.server import telemetry
 from chronicle.server.engine import tasks as rows
 from chronicle.server.engine import transition as tr
+from chronicle.server.engine import worker_sessions
 from chronicle.server.engine.services import Services
+from chronicle.server.engine.worker_sessions import WorkerSession
 from chronicle.server.store import notify, sql
 from chronicle.server.store import pool as db
 from chronicle.server.store.pool import Conn
 
 
-async def worker_lost(
-    services: Services, namespace: str, identity: str, reconnected: Callable[[], bool]
+async def session_ended(
+    services: Services, session: WorkerSession, *, lost: bool, reconnected: Callable[[], bool]
 ) -> None:
-    """Time out everything worker ``identity`` had started, now; and once more after the
-    settle time (for tasks its in-flight RPCs committed) unless ``reconnected()``."""
+    """A session ended on this server (not by its stop): delete its row, then, when its stream
+    broke (``lost``), treat its worker as lost (``worker_lost``)."""
+    await worker_sessions.record_close(services, session)
+    if lost:
+        await worker_lost(services, session, reconnected)
+
+
+async def worker_lost(
+    services: Services, session: WorkerSession, reconnected: Callable[[], bool]
+) -> None:
+    """Time out everything the session's worker had started, now; and once more after the
+    settle time (for tasks its in-flight RPCs committed) unless ``reconnected()`` (a session
+    of it open on this server). Neither pass times out anything while a newer session of the
+    worker is open on any replica."""
+    namespace, identity = session.namespace, session.identity
     if not identity:
         return
     await _release_queries(services, namespace, identity)
-    await _expire(services, namespace, identity)
+    await _expire(services, session)
     await asyncio.sleep(services.config.lost_worker_settle)
     if reconnected() or services.notifier.is_stopping():
         return
     await _release_queries(services, namespace, identity)
-    await _expire(services, namespace, identity)
+    await _expire(services, session)
 
 
 async def _release_queries(services: Services, namespace: str, identity: str) -> None:
@@ -73,11 +94,16 @@ async def _release_queries(services: Services, namespace: str, identity: str) ->
         )
 
 
-async def _expire(services: Services, namespace: str, identity: str) -> None:
-    """One pass: time out the worker's started tasks now and release what is sticky to it."""
+async def _expire(services: Services, session: WorkerSession) -> None:
+    """One pass: time out the worker's started tasks now and release what is sticky to it,
+    unless a newer session of the worker is open (on any replica)."""
+    namespace, identity = session.namespace, session.identity
     now = tr.utcnow()
 
-    async def body(conn: Conn) -> tuple[int, int]:
+    async def body(conn: Conn) -> tuple[int, int] | str:
+        moved = await worker_sessions.moved_to(conn, session)
+        if moved is not None:
+            return moved
         await conn.execute(sql.UNSTICK_RUNS, namespace, identity)
         row = await conn.fetchrow(
             sql.EXPIRE_WORKER_TASKS, namespace, identity, now, notify.timer_payload(now)
@@ -89,9 +115,19 @@ async def _expire(services: Services, namespace: str, identity: str) -> None:
             await conn.execute(sql.NOTIFY_TASKS, keys)
         return int(row["activities"]), int(row["workflow_tasks"])
 
-    activities, workflow_tasks = await db.in_transaction(services.pool, body)
-    telemetry.logger(namespace=namespace, identity=identity).info(
+    outcome = await db.in_transaction(services.pool, body)
+    log = telemetry.logger(namespace=namespace, identity=identity)
+    if isinstance(outcome, str):
+        log.info(
+            "worker session ended, but the worker holds a newer session; its tasks stay",
+            session_id=session.session_id,
+            newer_session_server=outcome,
+        )
+        return
+    activities, workflow_tasks = outcome
+    log.info(
         "worker session lost; its tasks time out now",
+        session_id=session.session_id,
         activities=activities,
         workflow_tasks=workflow_tasks,
         kinds=(rows.ACT_START_TO_CLOSE, rows.WFT_TIMEOUT),

@@ -24,6 +24,7 @@ from chronicle.server.engine import (
     reset,
     start,
     update,
+    worker_sessions,
     workers,
     workflow_task,
 )
@@ -54,6 +55,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         self._services = services
         self._limit = services.config.max_payload_bytes
         self._lost: set[asyncio.Task[None]] = set()
+        """Background work of ended sessions (row deletion, lost-worker passes)."""
         self._sessions: dict[tuple[str, str], int] = {}
         """Open WorkerSession streams on this server, by (namespace, identity)."""
 
@@ -501,32 +503,42 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     async def WorkerSession(self, request: service_pb2.WorkerSessionRequest, context: Any) -> None:
         """Held open by a running worker; its break (not a server stop) means the worker is lost.
 
-        Answers one message when established, then waits. If the stream is cancelled (the
-        worker's connection closed) while the server is not stopping, ``workers.worker_lost``
-        runs in the background: the worker's started tasks time out now (docs/performance.md).
+        Records the session in ``worker_sessions`` (so other replicas know the worker is alive
+        here), answers one message when established, then waits. When it ends while the server
+        is not stopping, its row is deleted in the background, and if the stream was cancelled
+        (the worker's connection closed) ``workers.worker_lost`` runs: the worker's started
+        tasks time out now (docs/performance.md), unless a newer session of the worker is open
+        on any replica (docs/decisions.md §8).
         """
         require(request, "identity")
         notifier = self._services.notifier
         ns, identity = namespace(request), request.identity
         key = (ns, identity)
+        session = worker_sessions.WorkerSession(ns, identity)
+        lost = False
         self._sessions[key] = self._sessions.get(key, 0) + 1
         try:
+            await worker_sessions.record_open(self._services, session)
             await context.write(service_pb2.WorkerSessionResponse())
             with notifier.subscribe("session", identity) as waiter:
                 while not notifier.is_stopping():
                     waiter.clear()
                     await waiter.wait(3600.0)
         except asyncio.CancelledError:
-            if not notifier.is_stopping():
-                lost = asyncio.create_task(
-                    workers.worker_lost(
-                        self._services, ns, identity, lambda: self._sessions.get(key, 0) > 0
-                    )
-                )
-                self._lost.add(lost)
-                lost.add_done_callback(self._lost.discard)
+            lost = True
             raise
         finally:
             self._sessions[key] -= 1
             if not self._sessions[key]:
                 del self._sessions[key]
+            if not notifier.is_stopping():
+                ended = asyncio.create_task(
+                    workers.session_ended(
+                        self._services,
+                        session,
+                        lost=lost,
+                        reconnected=lambda: self._sessions.get(key, 0) > 0,
+                    )
+                )
+                self._lost.add(ended)
+                ended.add_done_callback(self._lost.discard)

@@ -147,3 +147,15 @@ CREATE INDEX pending_queries_queue ON pending_queries (namespace, task_queue, cr
 CREATE INDEX pending_queries_taker ON pending_queries (namespace, taker) WHERE taker IS NOT NULL;
 
 CREATE INDEX pending_queries_deadline ON pending_queries (deadline);
+
+CREATE TABLE worker_sessions (
+    session_id  text        PRIMARY KEY,
+    namespace   text        NOT NULL,
+    identity    text        NOT NULL,
+    server_id   text        NOT NULL,
+    opened_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX worker_sessions_worker ON worker_sessions (namespace, identity, opened_at);
+
+CREATE INDEX worker_sessions_server ON worker_sessions (server_id);

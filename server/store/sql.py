@@ -630,6 +630,33 @@ UPDATE executions SET sticky_identity = ''
 WHERE namespace = $1 AND status = 'running' AND sticky_identity = $2"""
 """Runs sticky to a lost worker: their next workflow tasks go to any worker."""
 
+OPEN_WORKER_SESSION: Final = """
+WITH swept AS (
+    DELETE FROM worker_sessions
+    WHERE namespace = $2 AND identity = $3 AND opened_at < now()
+)
+INSERT INTO worker_sessions (session_id, namespace, identity, server_id)
+VALUES ($1, $2, $3, $4)
+RETURNING opened_at"""
+"""A worker session opened on this server (``$4``): its row, opened at the database's ``now()``.
+The same statement deletes the worker's older rows: a worker holds one session at a time, so
+an older one is over for it (its server, frozen or killed, may not know yet)."""
+
+CLOSE_WORKER_SESSION: Final = """
+DELETE FROM worker_sessions WHERE session_id = $1 RETURNING opened_at"""
+"""A worker session ended on its server: its row goes (``opened_at``, or no row when the open
+never committed or a newer session of the worker swept it)."""
+
+NEWER_WORKER_SESSION: Final = """
+SELECT server_id FROM worker_sessions
+WHERE namespace = $1 AND identity = $2 AND session_id <> $3 AND opened_at > $4
+ORDER BY opened_at DESC LIMIT 1"""
+"""The server holding the worker's newest session opened after ``$4`` (none: no such session
+is open on any replica)."""
+
+CLOSE_SERVER_SESSIONS: Final = "DELETE FROM worker_sessions WHERE server_id = $1"
+"""A stopping server's worker sessions end with it."""
+
 EXPIRE_WORKER_TASKS: Final = """
 WITH
 acts AS (
