@@ -302,3 +302,34 @@ async def test_a_claim_that_fails_leaves_the_offer_for_the_next_poll(
     await stub.RespondQueryTask(_answer(task, "claimed at last"))
     response = await asyncio.wait_for(asked, 10)
     assert wire.payload_from_proto(response.result) == payload("claimed at last")
+
+
+@pytest.mark.parametrize("failed", ["publication", "publication and its withdrawal"])
+async def test_a_query_whose_publication_failed_is_published_again(
+    database_url: str, stub: Any, stub_b: Any, db: asyncpg.Connection, failed: str
+) -> None:
+    """B's statement publishing the query fails (its connection to Postgres is killed), and
+    so, maybe, does the one that then makes sure no row exists: B publishes it again once
+    the database answers, and a poller on A claims it (it used to stay in B's memory, or
+    nowhere, and B failed with "no worker is polling" after its pickup time)."""
+    await _started_and_idle(stub_b, "rq-republish", "rqrp")
+    lock = await asyncpg.connect(database_url)
+    try:
+        transaction = lock.transaction()
+        await transaction.start()
+        await lock.execute("LOCK TABLE pending_queries IN ACCESS EXCLUSIVE MODE")
+        asked = _ask(stub_b, "rq-republish", timeout=30)
+        pid = await _blocked_backend(db, "WITH swept AS")
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+        if failed == "publication and its withdrawal":
+            pid = await _blocked_backend(db, "AND taker IS NULL AND hand_offs = $2")
+            await db.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+    finally:
+        await lock.close()
+    task = await _taken(stub, "rqrp", "worker-a")
+    await stub.RespondQueryTask(_answer(task, "published again"))
+    response = await asyncio.wait_for(asked, 10)
+    assert wire.payload_from_proto(response.result) == payload("published again")
+    assert await _rows(db) == 0
