@@ -56,6 +56,9 @@ process only; not taken by then, it is published for every replica's pollers."""
 _RETRY_READ = 0.2
 """Seconds before the origin reads its query's row again after a failed read."""
 
+_RETRY_PUBLISH = 0.5
+"""Seconds before the origin publishes a query again whose publication failed."""
+
 
 @dataclass(slots=True, kw_only=True)
 class QueryTask:
@@ -166,8 +169,10 @@ class QueryRouter:
         self, query: QueryTask, pickup_left: float, deadline_left: float, until: float
     ) -> None:
         """Move the query from this process's list to ``pending_queries``. On failure (the
-        database is out of reach) it goes back to this process's list, for its pollers only,
-        unless a row may exist (the outcome is unknown): then the row keeps deciding."""
+        database is out of reach) it goes back to this process's list, for its pollers, and
+        is published again after ``_RETRY_PUBLISH`` unless taken, unless a row may exist (the
+        outcome is unknown): then the row keeps deciding, and a read finding none publishes
+        it again (``_read_row``)."""
         query.publish_at = None
         if query.taker is not None or query.answer.done():
             return
@@ -195,7 +200,8 @@ class QueryRouter:
             if await self._unpublished(query):
                 query.remote = False
                 self._queue(query, first=True)
-                outcome = "only this process's pollers can take it"
+                query.publish_at = asyncio.get_running_loop().time() + _RETRY_PUBLISH
+                outcome = "only this process's pollers can take it until it is published again"
             else:
                 outcome = "its row may exist and decides who takes it"
             telemetry.run_logger(*query.key.params()).warning(
@@ -247,6 +253,11 @@ class QueryRouter:
             return
         if row is not None:
             self._apply(query, row)
+        elif query.remote and not query.answer.done():
+            # Only this process deletes its row before the deadline: a publication that failed
+            # never wrote it, and nobody can hold the query. Publish it again (a statement of
+            # the failed one that commits late writes the same row: publishing is idempotent).
+            query.publish_at = asyncio.get_running_loop().time() + _RETRY_PUBLISH
 
     @staticmethod
     def _apply(query: QueryTask, row: QueryRow) -> None:

@@ -12,7 +12,8 @@ ends. Rows of an origin that died are swept once past their deadline by the next
 
 Pollers claim only when a notification said a query may be waiting on their queue
 (``may_be_pending``: an in-memory flag per queue, set by ``chronicle_query_offer``, cleared
-before each claim and set again after a successful one), so a poll runs no extra statement
+before each claim and set again after a successful one, or one whose outcome is unknown: its
+statement failed or its poll was cancelled), so a poll runs no extra statement
 while no query is pending anywhere. After a reconnect of the notifier (notifications may have
 been missed) and once after start, every queue's next poll claims once.
 """
@@ -141,7 +142,10 @@ class RemoteQueries:
             )
         except BaseException:
             # The claim's outcome is unknown (the pool released its connection after the
-            # statement ended): give back whatever it took, for the next poller.
+            # statement ended): give back whatever it took, for the next poller. The offer
+            # it was looking for is not used up: the next poll of the queue looks again.
+            self._hinted.add(key)
+            self._notifier.wake(notify.TASK_CHANNEL, key)
             await asyncio.shield(self._release_claim(claim_id))
             raise
         if row is None:

@@ -753,12 +753,14 @@ published AS (
         workflow_type, name, args, validate_update, origin, pickup_by, deadline, hand_offs, lost)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10,
             now() + make_interval(secs => $11), now() + make_interval(secs => $12), $13, $14)
+    ON CONFLICT (query_id) DO NOTHING
     RETURNING query_id
 )
 SELECT count(pg_notify('chronicle_query_offer', $15)) FROM published"""
 """Write query ``$1`` (claimable until ``$11`` s from now unless taken, answerable for ``$12``
 s) and announce its queue (``$15``); sweep rows past their deadline (of an asking process that
-died), skipping rows another statement holds."""
+died), skipping rows another statement holds. A row of ``$1`` already there (an earlier
+attempt whose failure hid its commit) stays as it is, and nothing is announced again."""
 
 CLAIM_QUERY: Final = """
 WITH picked AS (

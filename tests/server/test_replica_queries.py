@@ -8,6 +8,7 @@ otherwise (docs/decisions.md §20).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -247,3 +248,88 @@ async def test_a_replica_started_after_the_offer_still_claims_it(
             await channel.close()
     response = await asyncio.wait_for(asked, 10)
     assert wire.payload_from_proto(response.result) == payload("from C")
+
+
+async def _blocked_backend(db: asyncpg.Connection, statement: str) -> int:
+    """The pid of the server backend whose ``statement`` waits on a lock (5 s at most)."""
+    for _ in range(250):
+        pid = await db.fetchval(
+            """SELECT pid FROM pg_stat_activity
+               WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                 AND position($1 IN query) > 0""",
+            statement,
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no backend waits on a lock in {statement!r}")
+
+
+@pytest.mark.parametrize("ending", ["poll cancelled", "connection killed"])
+async def test_a_claim_that_fails_leaves_the_offer_for_the_next_poll(
+    database_url: str, stub: Any, stub_b: Any, db: asyncpg.Connection, ending: str
+) -> None:
+    """A's poll claims B's published query, but its statement never completes (the poll is
+    cancelled, or its connection to Postgres is killed): the offer it was claiming is not
+    used up, so A's next poll claims the query (it used to wait for another announcement
+    that never came, and B failed with "no worker is polling" after its pickup time)."""
+    await _started_and_idle(stub_b, "rq-claim-fails", "rqcf")
+    asked = _ask(stub_b, "rq-claim-fails", timeout=30)
+    for _ in range(250):  # published: nobody polls
+        if await _rows(db) == 1:
+            break
+        await asyncio.sleep(0.02)
+    lock = await asyncpg.connect(database_url)
+    try:
+        transaction = lock.transaction()
+        await transaction.start()
+        await lock.execute("LOCK TABLE pending_queries IN ACCESS EXCLUSIVE MODE")
+        poll = stub.PollWorkflowTask(
+            pb.PollWorkflowTaskRequest(task_queue="rqcf", identity="worker-a"), timeout=10
+        )
+        pid = await _blocked_backend(db, "WITH picked AS")
+        if ending == "poll cancelled":
+            poll.cancel()
+        else:
+            await db.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.3)  # the claim's give-back waits on the lock too
+        await transaction.rollback()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            await poll
+    finally:
+        await lock.close()
+    task = await _taken(stub, "rqcf", "worker-a")
+    await stub.RespondQueryTask(_answer(task, "claimed at last"))
+    response = await asyncio.wait_for(asked, 10)
+    assert wire.payload_from_proto(response.result) == payload("claimed at last")
+
+
+@pytest.mark.parametrize("failed", ["publication", "publication and its withdrawal"])
+async def test_a_query_whose_publication_failed_is_published_again(
+    database_url: str, stub: Any, stub_b: Any, db: asyncpg.Connection, failed: str
+) -> None:
+    """B's statement publishing the query fails (its connection to Postgres is killed), and
+    so, maybe, does the one that then makes sure no row exists: B publishes it again once
+    the database answers, and a poller on A claims it (it used to stay in B's memory, or
+    nowhere, and B failed with "no worker is polling" after its pickup time)."""
+    await _started_and_idle(stub_b, "rq-republish", "rqrp")
+    lock = await asyncpg.connect(database_url)
+    try:
+        transaction = lock.transaction()
+        await transaction.start()
+        await lock.execute("LOCK TABLE pending_queries IN ACCESS EXCLUSIVE MODE")
+        asked = _ask(stub_b, "rq-republish", timeout=30)
+        pid = await _blocked_backend(db, "WITH swept AS")
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+        if failed == "publication and its withdrawal":
+            pid = await _blocked_backend(db, "AND taker IS NULL AND hand_offs = $2")
+            await db.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+    finally:
+        await lock.close()
+    task = await _taken(stub, "rqrp", "worker-a")
+    await stub.RespondQueryTask(_answer(task, "published again"))
+    response = await asyncio.wait_for(asked, 10)
+    assert wire.payload_from_proto(response.result) == payload("published again")
+    assert await _rows(db) == 0
