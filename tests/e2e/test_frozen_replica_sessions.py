@@ -13,32 +13,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
-import pytest
-
-from chronicle import Client, Worker
+from chronicle import Worker
 from tests.e2e import held_workflows as held
 from tests.e2e import workflows as wf
-from tests.e2e.processes import ServerProcess, free_port
+from tests.e2e.frozen_replicas import freeze_and_move, replicas_behind
+from tests.e2e.processes import ServerProcess
 from tests.e2e.tcp_proxy import TcpProxy
-from tests.e2e.test_frozen_server import NOTICE_SLACK, PING_INTERVAL, PING_TIMEOUT
 
 SETTLE = 2.0
 """``ServerConfig.lost_worker_settle``'s default: the lost-worker pass runs again after it."""
 SKIPPED = "holds a newer session"
 """In the resumed server's log when it leaves a moved worker's tasks alone."""
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    """A TCP proxy, started with no useful target yet."""
-    started = await TcpProxy(target=0).start()
-    try:
-        yield started
-    finally:
-        await started.close()
 
 
 async def _until(check: Callable[[], bool], bound: float) -> bool:
@@ -63,67 +51,48 @@ async def test_a_resumed_replica_leaves_the_moved_worker_s_activity_running(
     worker ran the activity a second time (attempt 2)."""
     held.RUNS.clear()
     held.RELEASE = asyncio.Event()
-    frozen = ServerProcess(database_url, free_port()).start_listening()
-    live = ServerProcess(database_url, free_port()).start_listening()
-    proxy.target = frozen.port
-    worker_client = await Client.connect(
-        proxy.address, keepalive_interval=PING_INTERVAL, keepalive_timeout=PING_TIMEOUT
-    )
-    client = await Client.connect(live.address)
-    worker = Worker(
-        worker_client,
-        task_queue="moving-worker",
-        workflows=[held.one_held_step, wf.add_steps],
-        activities=[held.held, wf.increment],
-    )
-    try:
-        async with worker:
-            handle = await client.start(
-                held.one_held_step,
-                1,
-                id="held-across-freeze",
-                task_queue="moving-worker",
-                task_timeout=timedelta(seconds=60),
-            )
-            assert await _until(lambda: held.RUNS == [1], 20), "the activity never started"
-            assert frozen.process is not None
-            await asyncio.sleep(1.0)  # the connection goes quiet (see test_frozen_server.py)
-            before = list(proxy.connections)
-            proxy.target = live.port
-            os.kill(frozen.process.pid, signal.SIGSTOP)
-            bound = PING_INTERVAL + PING_TIMEOUT + NOTICE_SLACK
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(c.client_closed.wait() for c in before)), bound
+    async with replicas_behind(database_url, proxy) as replicas:
+        client, frozen = replicas.client, replicas.frozen
+        worker = Worker(
+            replicas.worker_client,
+            task_queue="moving-worker",
+            workflows=[held.one_held_step, wf.add_steps],
+            activities=[held.held, wf.increment],
+        )
+        try:
+            async with worker:
+                handle = await client.start(
+                    held.one_held_step,
+                    1,
+                    id="held-across-freeze",
+                    task_queue="moving-worker",
+                    task_timeout=timedelta(seconds=60),
                 )
-            except TimeoutError:
-                pytest.fail(f"the worker kept its connection to the frozen server for {bound} s")
-            # The worker works through the live replica now (and reopened its session there,
-            # 0.1 s after the old one's call failed).
-            moved = await client.start(
-                wf.add_steps,
-                0,
-                1,
-                id="after-move",
-                task_queue="moving-worker",
-                task_timeout=timedelta(seconds=60),
-            )
-            assert await asyncio.wait_for(moved.result(), 15) == 1
-            await asyncio.sleep(1.0)
+                assert await _until(lambda: held.RUNS == [1], 20), "the activity never started"
+                await freeze_and_move(replicas, proxy)
+                # The worker works through the live replica now (and reopened its session
+                # there, 0.1 s after the old one's call failed).
+                moved = await client.start(
+                    wf.add_steps,
+                    0,
+                    1,
+                    id="after-move",
+                    task_queue="moving-worker",
+                    task_timeout=timedelta(seconds=60),
+                )
+                assert await asyncio.wait_for(moved.result(), 15) == 1
+                await asyncio.sleep(1.0)
 
-            os.kill(frozen.process.pid, signal.SIGCONT)
-            # The resumed server handles the old session's end: it leaves the tasks alone (its
-            # log says so) or, as before, times the attempt out (attempt 2 runs).
-            handled = await _until(lambda: _skipped(frozen) or len(held.RUNS) > 1, 20)
-            assert handled, "the resumed server never handled the worker's old session"
-            await asyncio.sleep(SETTLE + 1.0)  # its second pass, too
-            assert held.RUNS == [1], "the resumed server timed the moved worker's activity out"
+                assert frozen.process is not None
+                os.kill(frozen.process.pid, signal.SIGCONT)
+                # The resumed server handles the old session's end: it leaves the tasks alone
+                # (its log says so) or, as before, times the attempt out (attempt 2 runs).
+                handled = await _until(lambda: _skipped(frozen) or len(held.RUNS) > 1, 20)
+                assert handled, "the resumed server never handled the worker's old session"
+                await asyncio.sleep(SETTLE + 1.0)  # its second pass, too
+                assert held.RUNS == [1], "the resumed server timed the moved worker's activity out"
+                held.RELEASE.set()
+                assert await asyncio.wait_for(handle.result(), 15) == 2
+                assert held.RUNS == [1]
+        finally:
             held.RELEASE.set()
-            assert await asyncio.wait_for(handle.result(), 15) == 2
-            assert held.RUNS == [1]
-    finally:
-        held.RELEASE.set()
-        await client.close()
-        await worker_client.close()
-        frozen.kill()  # SIGKILL ends a stopped process too
-        live.kill()

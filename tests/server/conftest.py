@@ -42,14 +42,35 @@ async def server(database_url: str) -> AsyncIterator[Server]:
         yield instance
 
 
-@pytest.fixture
-async def stub(server: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
-    """A gRPC stub connected to ``server``."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+@contextlib.asynccontextmanager
+async def stub_of(instance: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A gRPC stub connected to ``instance``, its channel closed afterwards."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{instance.port}")
     try:
         yield service_pb2_grpc.WorkflowServiceStub(channel)
     finally:
         await channel.close()
+
+
+@pytest.fixture
+async def stub(server: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A gRPC stub connected to ``server``."""
+    async with stub_of(server) as connected:
+        yield connected
+
+
+@pytest.fixture
+async def other(database_url: str, server: Server) -> AsyncIterator[Server]:
+    """A second server (replica) on the ``server`` fixture's database."""
+    async with running_server(database_url) as instance:
+        yield instance
+
+
+@pytest.fixture
+async def stub_b(other: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
+    """A gRPC stub connected to the second server (``other``)."""
+    async with stub_of(other) as connected:
+        yield connected
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -25,23 +24,6 @@ from chronicle.server.engine import tasks as rows
 from chronicle.server.store import notify
 from tests.server.conftest import payload, payload_proto, running_server
 from tests.server.test_queries import _started_and_idle, _take_query
-
-
-@pytest.fixture
-async def other(database_url: str, server: Server) -> AsyncIterator[Server]:
-    """A second server (replica) on the ``server`` fixture's database."""
-    async with running_server(database_url) as instance:
-        yield instance
-
-
-@pytest.fixture
-async def stub_b(other: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
-    """A gRPC stub connected to the second server."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{other.port}")
-    try:
-        yield service_pb2_grpc.WorkflowServiceStub(channel)
-    finally:
-        await channel.close()
 
 
 def _ask(stub: Any, workflow_id: str, name: str = "status", timeout: float = 20) -> Any:

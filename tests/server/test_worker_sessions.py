@@ -9,7 +9,6 @@ A worker whose session on replica A ends while it holds a newer session on repli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,23 +28,6 @@ FAST = RetryPolicy(initial_interval=timedelta(milliseconds=10))
 TASK_TIMEOUT = duration_pb2.Duration(seconds=60)
 """Workflow-task timeout of the tests' runs: far beyond any wait here, so only a lost-worker
 pass can time a started workflow task out."""
-
-
-@pytest.fixture
-async def other(database_url: str, server: Server) -> AsyncIterator[Server]:
-    """A second server (replica) on the ``server`` fixture's database."""
-    async with running_server(database_url) as instance:
-        yield instance
-
-
-@pytest.fixture
-async def stub_b(other: Server) -> AsyncIterator[service_pb2_grpc.WorkflowServiceStub]:
-    """A gRPC stub connected to the second server."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{other.port}")
-    try:
-        yield service_pb2_grpc.WorkflowServiceStub(channel)
-    finally:
-        await channel.close()
 
 
 async def _session(stub: Any, identity: str) -> Any:
