@@ -25,6 +25,8 @@ on another replica is alive: when this server sees the old session end, possibly
 neither pass times anything out (``worker_sessions.moved_to``, checked in each pass's
 transaction); the queries this process handed it still go back, since only this process can
 give them back. Its tasks are the newer session's server's to time out if that one breaks.
+Among them may be a task whose poll answer died with the old connection: that one waits for its
+own timeout (docs/decisions.md §8).
 """
 
 from __future__ import annotations
