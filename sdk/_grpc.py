@@ -302,8 +302,11 @@ class Connection:
                 )
                 await asyncio.sleep(delay)
 
-    async def hold(self, method: str, request: Any) -> None:
-        """Open the server-streaming ``method`` and read it until the server ends it.
+    async def hold(
+        self, method: str, request: Any, on_message: Callable[[], None] | None = None
+    ) -> None:
+        """Open the server-streaming ``method`` and read it until the server ends it, calling
+        ``on_message()`` for each message it sends.
 
         Cancelling the caller cancels the stream. Failures are raised as :func:`map_rpc_error`
         picks (no retries: the caller decides when to open it again).
@@ -313,7 +316,8 @@ class Connection:
         call = getattr(self._stub, method)(request)
         try:
             async for _ in call:
-                pass
+                if on_message is not None:
+                    on_message()
         except grpc.aio.AioRpcError as error:
             raise map_rpc_error(error, address=self.address, method=method) from None
         finally:

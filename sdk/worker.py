@@ -45,6 +45,11 @@ __all__ = ["Worker"]
 
 _log = structlog.get_logger("chronicle.sdk.worker")
 
+_SESSION_REOPEN_FIRST = 0.1
+"""Seconds before the first attempt to reopen a broken ``WorkerSession``; each failed attempt
+doubles the wait, up to ``_SESSION_REOPEN_MAX``, and a session that was open resets it."""
+_SESSION_REOPEN_MAX = 5.0
+
 
 def _definitions(items: Sequence[Any], kind: str, get: Callable[[Any], Any]) -> list[Any]:
     definitions: list[Any] = []
@@ -238,17 +243,21 @@ class Worker:
         request = service_pb2.WorkerSessionRequest(
             namespace=self.client.namespace, task_queue=self.task_queue, identity=self.identity
         )
-        delay = 0.1
+        delay = _SESSION_REOPEN_FIRST
         while True:
+            established = asyncio.Event()  # the server's one message: the session is open
             try:
-                await self.client.connection.hold("WorkerSession", request)
-                delay = 0.1
+                await self.client.connection.hold("WorkerSession", request, established.set)
             except UnimplementedError:
                 return  # an older server: timeouts alone detect lost workers
             except RPCError as exc:
                 self._log.debug("worker session broke; reopening", error=str(exc))
+            if established.is_set():
+                # Only failed attempts back off: after a session that was open, the worker
+                # must not stay without one (the server could not tell it died meanwhile).
+                delay = _SESSION_REOPEN_FIRST
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _SESSION_REOPEN_MAX)
 
     async def _drain(self) -> None:
         self._log.info("worker shutting down")

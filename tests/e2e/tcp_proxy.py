@@ -77,6 +77,12 @@ class TcpProxy:
                 sink.write(data)
                 await sink.drain()
 
+    def cut(self) -> None:
+        """Cut every forwarded connection (abort both sides); new ones are still accepted."""
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
     async def close(self) -> None:
         """Stop listening and cut every forwarded connection."""
         if self._server is not None:
