@@ -45,6 +45,7 @@ from chronicle.server.matching.remote_queries import (
     Published,
     QueryRow,
     RemoteQueries,
+    query_token,
 )
 from chronicle.server.store import notify
 from chronicle.server.store.rows import RunKey
@@ -97,8 +98,8 @@ class QueryTask:
         return f"{what} '{self.name}' of workflow '{self.key.workflow_id}'"
 
     def token(self) -> bytes:
-        """The opaque task token of this query task."""
-        return json.dumps({"t": "query", "id": self.query_id}).encode()
+        """The opaque task token of this query task (``query_token``)."""
+        return query_token(self.query_id)
 
 
 QueryGrant: TypeAlias = QueryTask | ClaimedQuery

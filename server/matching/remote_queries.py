@@ -26,7 +26,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
-from chronicle.history import codec
 from chronicle.history.values import Failure, Payload
 from chronicle.server import telemetry
 from chronicle.server.engine import tasks as rows
@@ -36,6 +35,8 @@ from chronicle.server.store.rows import (
     RunKey,
     failure_from_json,
     failure_to_json,
+    payload_from_json,
+    payload_to_json,
     payloads_from_json,
     payloads_to_json,
 )
@@ -57,8 +58,8 @@ class ClaimedQuery:
     hand_off: int
 
     def token(self) -> bytes:
-        """The opaque task token: the same form as a query handed out in memory."""
-        return json.dumps({"t": "query", "id": self.query_id}).encode()
+        """The opaque task token (``query_token``)."""
+        return query_token(self.query_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,14 +91,10 @@ class Published:
     deadline_left: float
 
 
-def _payload_to_json(payload: Payload | None) -> str | None:
-    return None if payload is None else codec.to_json(payload).decode()
-
-
-def _payload_from_json(text: str | None) -> Payload | None:
-    if not text:
-        return None
-    return codec.adapter(Payload).validate_json(text)  # type: ignore[no-any-return]
+def query_token(query_id: str) -> bytes:
+    """The opaque task token of query ``query_id``, handed out in memory or claimed from a row
+    (``QueryRouter.respond`` reads it back)."""
+    return json.dumps({"t": "query", "id": query_id}).encode()
 
 
 class RemoteQueries:
@@ -254,14 +251,14 @@ class RemoteQueries:
             hand_offs=row["hand_offs"],
             lost=tuple(row["lost"]),
             answered=row["answered"],
-            result=_payload_from_json(row["result"]),
+            result=payload_from_json(row["result"]),
             failure=failure_from_json(row["failure"]),
         )
 
     async def answer(self, query_id: str, result: Payload | None, failure: Failure | None) -> bool:
         """Record a worker's answer; False when the query is gone or answered already."""
         notified = await self._pool.fetchval(
-            sql.ANSWER_QUERY, query_id, _payload_to_json(result), failure_to_json(failure)
+            sql.ANSWER_QUERY, query_id, payload_to_json(result), failure_to_json(failure)
         )
         return bool(notified)
 

@@ -37,6 +37,18 @@ def payloads_from_json(text: str | None) -> tuple[Payload, ...]:
     return codec.adapter(tuple[Payload, ...]).validate_json(text)  # type: ignore[no-any-return]
 
 
+def payload_to_json(payload: Payload | None) -> str | None:
+    """One payload as a jsonb column value (NULL for None)."""
+    return None if payload is None else codec.to_json(payload).decode()
+
+
+def payload_from_json(text: str | None) -> Payload | None:
+    """Read back ``payload_to_json``."""
+    if not text:
+        return None
+    return codec.adapter(Payload).validate_json(text)  # type: ignore[no-any-return]
+
+
 def failure_to_json(failure: Failure | None) -> str | None:
     """A failure as a jsonb column value (NULL for None)."""
     return None if failure is None else codec.to_json(failure).decode()
