@@ -31,13 +31,25 @@ NOT_FOUND shows that the first attempt's commit came before the retry, so before
 A completion cancelled on this server may still be writing: the release waits for it to end
 (``Answering``). A completion still writing on another server when the release runs is not
 waited for; its task then times out when its timeout falls due, as before.
+
+Polls (docs/decisions.md §8). A poll's answer can be lost the same way (the connection broke
+after the server started the task, before the reply arrived); when the worker opened its next
+session before the server saw the break, nothing else ends that task before its timeout. Each
+poll carries a request id, fresh for each attempt, which the task it starts records (the
+``WorkflowTaskStarted``, or the attempt's row). A worker whose poll failed without a definite
+refusal names it in a release (``release_polls``, on the same RPC; the worker does not know the
+run): what it started is released as above, found through the namespace's armed timers. A poll
+still running then, on any server (one that has not seen the break yet is still waiting, and may
+start a task for it later), is ended: the release announces its request id
+(``notify.POLL_RELEASED_CHANNEL``) and the server running it cancels it (``Polling``), as it
+would had it seen the break, so what it started goes back (docs/decisions.md §13).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -98,6 +110,50 @@ class Answering:
         return True
 
 
+class Polling:
+    """The polls running on this server, by ``notify.poll_key``, so that a release naming one
+    ends it (``on_released``): a worker released the poll because its call failed, so nobody
+    would get what it returns."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Task[object]] = {}
+        self._ended: set[asyncio.Task[object]] = set()
+
+    @contextlib.contextmanager
+    def running(self, namespace: str, request_id: str) -> Iterator[None]:
+        """Mark the current task as running the poll ``request_id`` while the body runs (the
+        poll itself, not the writing of its reply, which a cancel must not cut off). A poll
+        ended by a release raises ``errors.Cancelled`` once the body has unwound (its
+        cancellation put back what it started)."""
+        task = asyncio.current_task() if request_id else None
+        if task is None:
+            yield
+            return
+        key = notify.poll_key(namespace, request_id)
+        self._running[key] = task
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task not in self._ended or task.uncancel():
+                raise  # cancelled for another reason too (its caller went away)
+            raise errors.Cancelled(
+                "the worker released this poll (its call failed on the worker's side)"
+            ) from None
+        finally:
+            self._ended.discard(task)
+            if self._running.get(key) is task:
+                del self._running[key]
+
+    def on_released(self, payload: str) -> None:
+        """A ``chronicle_poll_released`` notification: cancel the poll it names if it runs
+        here (a cancelled poll puts back what it started, docs/decisions.md §13)."""
+        task = self._running.pop(payload, None) if payload else None
+        if task is not None and task not in self._ended:
+            telemetry.logger().info("a poll its worker released is ended")
+            self._ended.add(task)
+            task.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class Released:
     """What a release ended: the workflow task timed out, the activity attempts put back."""
@@ -152,3 +208,55 @@ async def release(
             activities=released.activities,
         )
     return released
+
+
+MAX_POLL_REQUEST_IDS: Final = 1000
+"""The most poll request ids one release may name."""
+
+
+async def release_polls(
+    pool: Pool, namespace: str, *, identity: str, request_ids: Sequence[str]
+) -> tuple[int, int]:
+    """Release what the polls ``request_ids`` of worker ``identity`` started for it on any run
+    of ``namespace`` and the worker never got: the workflow tasks time out now, the activity
+    attempts go back to their queue uncounted; a poll of those still running on any server is
+    ended (``Polling``). Returns (workflow tasks, activity attempts) released. Ids that name
+    nothing (the poll returned no task, or it was answered since) change nothing."""
+    if not identity:
+        raise errors.InvalidArgument(
+            "identity is required: the worker that sent the polls", field="identity"
+        )
+    if not all(request_ids):
+        raise errors.InvalidArgument(
+            "an empty poll request id would name every task a poll without one started",
+            field="poll_request_ids",
+        )
+    ids = sorted(set(request_ids))
+    if len(ids) > MAX_POLL_REQUEST_IDS:
+        raise errors.InvalidArgument(
+            f"at most {MAX_POLL_REQUEST_IDS} poll_request_ids per release, got {len(ids)}",
+            field="poll_request_ids",
+        )
+    log = telemetry.logger(namespace=namespace, identity=identity)
+    now = tr.utcnow()
+    keys = [notify.poll_key(namespace, i) for i in ids]
+
+    async def body(conn: Conn) -> tuple[int, int]:
+        row = await conn.fetchrow(
+            sql.RELEASE_POLLED_TASKS, namespace, identity, ids, now, notify.timer_payload(now),
+            keys,
+        )  # fmt: skip
+        assert row is not None
+        queues = [notify.task_key(rows.ACTIVITY, namespace, q) for q in row["queues"] or []]
+        if queues:
+            await conn.execute(sql.NOTIFY_TASKS, queues)
+        return int(row["workflow_tasks"]), int(row["activities"])
+
+    workflow_tasks, activities = await db.in_transaction(pool, body)
+    if workflow_tasks or activities:
+        log.info(
+            "tasks started for polls whose worker lost the answer are released",
+            workflow_tasks=workflow_tasks,
+            activities=activities,
+        )
+    return workflow_tasks, activities
