@@ -68,9 +68,7 @@ class TcpProxy:
         self._writers += [writer, up_writer]
         connection.client_writer = writer
         from_client = asyncio.create_task(self._pump(reader, up_writer))
-        from_server = asyncio.create_task(
-            self._pump(up_reader, writer, lambda: connection.held)
-        )
+        from_server = asyncio.create_task(self._pump(up_reader, writer, lambda: connection.held))
         self._pumps |= {from_client, from_server}
         from_client.add_done_callback(lambda _: connection.client_closed.set())
 

@@ -127,9 +127,7 @@ async def test_what_a_lost_poll_started_goes_back_at_once_through_any_replica(
     assert late.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_release_naming_nothing_changes_nothing(
-    stub: Stub, db: asyncpg.Connection
-) -> None:
+async def test_a_release_naming_nothing_changes_nothing(stub: Stub, db: asyncpg.Connection) -> None:
     """Ids of a poll that returned no task, of a task already completed, of another worker's
     poll, and never used: nothing is released, no timer moves, no attempt changes hands."""
     empty = await stub.PollWorkflowTask(
