@@ -55,23 +55,25 @@ async def dispatch(
     Its ``WorkflowTaskStarted`` records ``request_id``, the poll's, so that a worker that lost
     the poll's answer can release the task (``lost_answers.py``, docs/decisions.md §8)."""
     limited = await services.rate_limits.limited_queues(namespace)
-    poll = tr.EagerStart(identity, request_id)
     if services.config.fast_path:
         try:
-            return await _dispatch_alone(services, namespace, task_queue, poll, limited)
+            return await _dispatch_alone(
+                services, namespace, task_queue, identity, limited, request_id
+            )
         except _Locked:
             pass
-    return await _dispatch_locked(services, namespace, task_queue, poll, limited)
+    return await _dispatch_locked(services, namespace, task_queue, identity, limited, request_id)
 
 
 async def _dispatch_alone(
     services: Services,
     namespace: str,
     task_queue: str,
-    poll: tr.EagerStart,
+    identity: str,
     limited: frozenset[str],
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | None:
-    identity = poll.identity
+    poll = tr.EagerStart(identity, request_id)
     lock = services.dispatch_locks.get((namespace, task_queue))
     if lock is None:
         lock = services.dispatch_locks[(namespace, task_queue)] = asyncio.Lock()
@@ -150,10 +152,11 @@ async def _dispatch_locked(
     services: Services,
     namespace: str,
     task_queue: str,
-    poll: tr.EagerStart,
+    identity: str,
     limited: frozenset[str],
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | None:
-    identity = poll.identity
+    poll = tr.EagerStart(identity, request_id)
     sticky_timeout = services.config.sticky_timeout
 
     async with grants.unclaimed(services, "dispatch") as started:
