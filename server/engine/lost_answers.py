@@ -19,7 +19,7 @@ never got them, so they never ran), as a poll's unclaimed attempt does (docs/dec
 What matches: the run's armed workflow-task timeout whose ``WorkflowTaskStarted`` names this
 worker and this request id, and the run's started activity attempts whose rows name both. A
 task or attempt someone else holds names another identity; a later one the worker did get was
-started by another call (a poll records no request id and clears an attempt's; another
+started by another call (a poll records its own request id, replacing an attempt's; another
 completion records its own; an inline start none, as the worker runs it and reports anyway).
 One that was answered, failed or timed out has no armed timer or is no longer started. The
 timer loop applies the usual timeout transition with its checks against the run's state, so a

@@ -733,9 +733,10 @@ SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM queue
 never received (``lost_answers.release``). The workflow task whose ``WorkflowTaskStarted``
 records both times out now (``$6``): its timer falls due, the timer loop is told (``$7``). The
 activity attempts that commit started for that worker (their rows record both:
-``eager_request_id``, which a poll's start clears) go back to ``scheduled`` as if never
-dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task: timers
-disarmed, task rows queued again (the caller notifies ``queues``), the attempt not counted."""
+``eager_request_id``, which a poll's start replaces with its own) go back to ``scheduled`` as
+if never dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task:
+timers disarmed, task rows queued again (the caller notifies ``queues``), the attempt not
+counted."""
 
 RELEASE_POLLED_TASKS: Final = f"""
 WITH
