@@ -1,26 +1,36 @@
-"""A run's outcome, and the closes this server is writing, so its result waiters need no read.
+"""A run's outcome, and the closes this server wrote, so its result waiters need no read.
 
 A completion that closes its run registers the close here before its write (``closing``) and
 publishes the run's outcome once the write has committed. A ``GetWorkflowResult`` long poll on
-this server that is woken for that run (by the completion itself, or by Postgres's NOTIFY, which
-often arrives in the same loop turn as the write's own answer, before the completion resumes)
-first waits for the close in flight, and reads the run only when the close did not happen here
-or did not close the run (a stale task, unhandled events: the completion publishes nothing).
+this server asks here before it reads the run: a close in flight is waited for (Postgres's
+NOTIFY often arrives in the same loop turn as the write's own answer, before the completion
+resumes), a close published lately is answered at once (the completion's own wake runs its
+waiters after it has left ``closing``). The waiter reads the run only when no close of it is
+known here, or the one in flight did not close it (a stale task, unhandled events: nothing is
+published).
 
 Safe because a closed run never changes: its close event and status, once committed, are the
-answer every later read would give. The registration lasts only while its completion runs.
+answer every later read would give. Published outcomes are kept ``MAX_AGE`` seconds, at most
+``MAX_ENTRIES`` of them (the oldest go first): long enough for the waiters already woken, and no
+memory a result asked for later needs (it reads the run).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from chronicle.history import events as ev
 from chronicle.history.state import RunStatus
 from chronicle.server.store.rows import RunKey
+
+MAX_AGE: Final = 10.0
+MAX_ENTRIES: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +48,13 @@ class RunOutcome:
         return self.status == RunStatus.RUNNING.value
 
 
-class ClosesInFlight:
-    """The closing completions this server is writing, by run (one process's memory)."""
+class Closes:
+    """The closing completions this server is writing or wrote lately, by run (one process's
+    memory)."""
 
     def __init__(self) -> None:
         self._pending: dict[RunKey, asyncio.Future[RunOutcome | None]] = {}
+        self._closed: OrderedDict[RunKey, tuple[RunOutcome, float]] = OrderedDict()
 
     @contextlib.contextmanager
     def closing(self, key: RunKey) -> Iterator[Callable[[RunOutcome], None]]:
@@ -58,6 +70,7 @@ class ClosesInFlight:
         def publish(outcome: RunOutcome) -> None:
             if not future.done():
                 future.set_result(outcome)
+                self._remember(key, outcome)
 
         try:
             yield publish
@@ -68,9 +81,18 @@ class ClosesInFlight:
                 future.set_result(None)
 
     async def outcome(self, key: RunKey) -> RunOutcome | None:
-        """The outcome of a close of ``key`` in flight here, once it has committed; None when
-        no close is in flight or it did not close the run."""
+        """The outcome of a close of ``key`` published lately, or in flight here once it has
+        committed; None when no close is known here or it did not close the run."""
         future = self._pending.get(key)
-        if future is None:
+        if future is not None:
+            return await asyncio.shield(future)
+        closed = self._closed.get(key)
+        if closed is None or time.monotonic() - closed[1] > MAX_AGE:
             return None
-        return await asyncio.shield(future)
+        return closed[0]
+
+    def _remember(self, key: RunKey, outcome: RunOutcome) -> None:
+        self._closed[key] = (outcome, time.monotonic())
+        self._closed.move_to_end(key)
+        while len(self._closed) > MAX_ENTRIES:
+            self._closed.popitem(last=False)

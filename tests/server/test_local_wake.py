@@ -13,7 +13,7 @@ from chronicle.history import commands, wire
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.server.app import Server
 from chronicle.server.engine import read
-from chronicle.server.engine.closes import ClosesInFlight, RunOutcome
+from chronicle.server.engine.closes import Closes, RunOutcome
 from chronicle.server.store import notify
 from chronicle.server.store.rows import RunKey
 from tests.server.conftest import command_protos, payload
@@ -84,7 +84,7 @@ async def test_a_result_waiter_on_this_server_takes_the_outcome_from_the_close(
 
 
 async def test_a_close_that_did_not_happen_sends_the_waiter_to_the_database() -> None:
-    closes = ClosesInFlight()
+    closes = Closes()
     key = RunKey("default", "wf", "run")
     assert await closes.outcome(key) is None  # nothing in flight
     with closes.closing(key):
@@ -92,10 +92,11 @@ async def test_a_close_that_did_not_happen_sends_the_waiter_to_the_database() ->
         await asyncio.sleep(0)
         assert not waiting.done()  # it waits for the write's end
     assert await waiting is None  # left without publishing (a stale task, unhandled events)
+    assert await closes.outcome(key) is None
 
 
-async def test_a_published_close_answers_its_waiters_and_then_is_forgotten() -> None:
-    closes = ClosesInFlight()
+async def test_a_published_close_answers_its_waiters_and_the_waiters_woken_after_it() -> None:
+    closes = Closes()
     key = RunKey("default", "wf", "run")
     done = RunOutcome("completed", None, None)
     with closes.closing(key) as publish:
@@ -104,4 +105,4 @@ async def test_a_published_close_answers_its_waiters_and_then_is_forgotten() -> 
             second(RunOutcome("failed", None, None))  # answers nobody: the first one does
         publish(done)
         assert await waiting is done
-    assert await closes.outcome(key) is None
+    assert await closes.outcome(key) is done  # the completion's own wake runs waiters later
