@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from chronicle.history.values import Failure, FailureKind
 from chronicle.protos.v1 import history_pb2, service_pb2
 from chronicle.server import errors
 from chronicle.server.engine import list_query, watch
+from chronicle.server.engine.closes import RunOutcome
 from chronicle.server.engine.services import Services
 from chronicle.server.store import notify, sql
 from chronicle.server.store.pool import Conn, Pool
@@ -220,7 +220,8 @@ async def get_result(
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
 
         async def attempt(current: RunKey = current) -> RunOutcome | None:
-            outcome = await run_outcome(pool, current)
+            # a close being written here answers without a read (closes.py)
+            outcome = await services.closes.outcome(current) or await run_outcome(pool, current)
             if outcome is None:
                 raise not_found(current.workflow_id, current.run_id)
             return None if outcome.running else outcome
@@ -251,21 +252,6 @@ def close_failure(attributes: ev.EventAttributes) -> Failure | None:
     if isinstance(attributes, ev.WorkflowTimedOut):
         return Failure(message=f"workflow {attributes.timeout} timeout", kind=FailureKind.TIMEOUT)
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """A run's status and, once it is closed, its close event's attributes."""
-
-    status: str
-    new_run_id: str | None
-    """The next run of a run that continued as new (or is retried)."""
-    close: ev.EventAttributes | None
-
-    @property
-    def running(self) -> bool:
-        """Whether the run is still open."""
-        return self.status == RunStatus.RUNNING.value
 
 
 async def run_outcome(db: Conn | Pool, key: RunKey) -> RunOutcome | None:

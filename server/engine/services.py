@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from chronicle.server.config import ServerConfig
+from chronicle.server.engine.closes import Closes
 from chronicle.server.engine.known_rows import KnownRows
 from chronicle.server.engine.lost_answers import Answering, Polling
 from chronicle.server.engine.reclaim import Reclaims
@@ -49,3 +50,5 @@ class Services:
     reclaims: Reclaims = field(default_factory=Reclaims)
     """Tasks started for callers that never got them, to take back once the database answers
     (``reclaim.py``)."""
+    closes: Closes = field(default_factory=Closes)
+    """Completions closing their run on this server, for result waiters (``closes.py``)."""

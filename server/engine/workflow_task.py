@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from chronicle.server.engine import (
 )
 from chronicle.server.engine import commands as commands_mod
 from chronicle.server.engine import transition as tr
+from chronicle.server.engine.closes import RunOutcome
 from chronicle.server.engine.services import Services
 from chronicle.server.engine.tokens import WorkflowTaskToken, decode_workflow_token
 from chronicle.server.store import notify
@@ -172,7 +174,10 @@ async def complete(
             and any(e.id == next_task.started_event_id for e in outcome.events)
         )
 
+    written: list[tr.Outcome] = []  # the outcome of the attempt whose write applied
+
     async def after(conn: Conn, outcome: tr.Outcome) -> Completion:
+        written[:] = [outcome]
         if outcome.state.status is RunStatus.CONTINUED_AS_NEW:
             await _continue_as_new(conn, token.key, outcome)
         elif outcome.state.status is RunStatus.FAILED and outcome.state.new_run_id:
@@ -217,33 +222,47 @@ async def complete(
     # The tasks this completion starts for its caller (an eager workflow task, eager
     # activities) are taken back if the call raises: its commit's outcome unknown, or the
     # caller gone (docs/decisions.md 13 and 18).
-    async with (
-        grants.unclaimed(services, "a completion's answer") as started_task,
-        activity_task.unclaimed_eager(services) as started_activities,
-    ):
-        completion: Completion | None = None
-        if services.config.fast_path:
-            async with services.pool.acquire() as conn:
-                outcome = await fastpath.try_transition(
-                    conn,
-                    token.key,
-                    callback,
-                    activity_ids=cancel_targets,
-                    finish=finish,
-                    start_workflow_task_for=start_for,
-                    eligible=fast,
-                    known=services.known_rows,
-                )
-                if outcome is not None:
-                    completion = await after(conn, outcome)
-        if completion is None:
-            completion = await db.in_transaction(services.pool, body)
+    with contextlib.ExitStack() as close_in_flight:
+        publish = (
+            close_in_flight.enter_context(services.closes.closing(token.key)) if closes else None
+        )
+        async with (
+            grants.unclaimed(services, "a completion's answer") as started_task,
+            activity_task.unclaimed_eager(services) as started_activities,
+        ):
+            completion: Completion | None = None
+            if services.config.fast_path:
+                async with services.pool.acquire() as conn:
+                    outcome = await fastpath.try_transition(
+                        conn,
+                        token.key,
+                        callback,
+                        activity_ids=cancel_targets,
+                        finish=finish,
+                        start_workflow_task_for=start_for,
+                        eligible=fast,
+                        known=services.known_rows,
+                    )
+                    if outcome is not None:
+                        completion = await after(conn, outcome)
+            if completion is None:
+                completion = await db.in_transaction(services.pool, body)
+        if publish is not None and not written[0].state.is_open:
+            # committed: result waiters here take the outcome from memory (closes.py)
+            publish(_closed_outcome(written[0]))
     if closes:
         # Result waiters on this server learn at once; Postgres's NOTIFY, delivered on the
         # listening connection a little later, still tells the other servers.
         services.notifier.wake(notify.RUN_CHANNEL, notify.closed_key(*token.key.params()))
         telemetry.run_logger(*token.key.params()).info("workflow closed")
     return completion
+
+
+def _closed_outcome(outcome: tr.Outcome) -> RunOutcome:
+    """What a result waiter reads of a run that ``outcome`` closed: its last event closes it."""
+    return RunOutcome(
+        outcome.state.status.value, outcome.state.new_run_id or None, outcome.events[-1].attributes
+    )
 
 
 async def _continue_as_new(conn: Conn, key: RunKey, outcome: tr.Outcome) -> None:
