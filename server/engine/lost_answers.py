@@ -120,16 +120,18 @@ class Polling:
         self._ended: set[asyncio.Task[object]] = set()
 
     @contextlib.contextmanager
-    def running(self, namespace: str, request_id: str) -> Iterator[None]:
-        """Mark the current task as running the poll ``request_id`` while the body runs (the
-        poll itself, not the writing of its reply, which a cancel must not cut off). A poll
-        ended by a release raises ``errors.Cancelled`` once the body has unwound (its
-        cancellation put back what it started)."""
+    def running(self, namespace: str, identity: str, request_id: str) -> Iterator[None]:
+        """Mark the current task as running worker ``identity``'s poll ``request_id`` while
+        the body runs (the poll itself, not the writing of its reply, which a cancel must not
+        cut off). The key holds the identity: a release ends only its own worker's polls, as
+        it matches what they started by identity, never another worker's poll that happens to
+        carry the same id. A poll ended by a release raises ``errors.Cancelled`` once the body
+        has unwound (its cancellation put back what it started)."""
         task = asyncio.current_task() if request_id else None
         if task is None:
             yield
             return
-        key = notify.poll_key(namespace, request_id)
+        key = notify.poll_key(namespace, identity, request_id)
         self._running[key] = task
         try:
             yield
@@ -239,7 +241,7 @@ async def release_polls(
         )
     log = telemetry.logger(namespace=namespace, identity=identity)
     now = tr.utcnow()
-    keys = [notify.poll_key(namespace, i) for i in ids]
+    keys = [notify.poll_key(namespace, identity, i) for i in ids]
 
     async def body(conn: Conn) -> tuple[int, int]:
         row = await conn.fetchrow(

@@ -321,7 +321,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         require(request, "task_queue")
         wait = self._wait(context)
         remaining = context.time_remaining()
-        with self._services.polling.running(namespace(request), request.request_id):
+        with self._services.polling.running(
+            namespace(request), request.identity, request.request_id
+        ):
             grant = await poller.poll_workflow_task(
                 self._services,
                 namespace(request),
@@ -416,7 +418,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 f"max_activities_per_second must be a finite number >= 0, got {rate}",
                 field="max_activities_per_second",
             )
-        with self._services.polling.running(namespace(request), request.request_id):
+        with self._services.polling.running(
+            namespace(request), request.identity, request.request_id
+        ):
             grant = await poller.poll_activity_task(
                 self._services,
                 namespace(request),

@@ -13,8 +13,8 @@ Channels and payloads (payloads are opaque keys compared as strings):
   pollers;
 - ``chronicle_query`` a query id: that query's row was claimed, given back or answered (its
   asking process reads the row);
-- ``chronicle_poll_released`` ``poll_key(namespace, request_id)``: a worker released a poll
-  whose answer it lost; a server still running that poll ends it
+- ``chronicle_poll_released`` ``poll_key(namespace, identity, request_id)``: a worker
+  released a poll whose answer it lost; a server still running that worker's poll ends it
   (``engine/lost_answers.py``).
 
 A key longer than ``MAX_KEY_BYTES`` is sent as a digest of itself (``_key``): Postgres refuses
@@ -105,9 +105,9 @@ def run_key(namespace: str, workflow_id: str, run_id: str) -> str:
     return _key(namespace, workflow_id, run_id)
 
 
-def poll_key(namespace: str, request_id: str) -> str:
-    """The ``chronicle_poll_released`` payload for a poll."""
-    return _key(namespace, request_id)
+def poll_key(namespace: str, identity: str, request_id: str) -> str:
+    """The ``chronicle_poll_released`` payload for worker ``identity``'s poll ``request_id``."""
+    return _key(namespace, identity, request_id)
 
 
 def closed_key(namespace: str, workflow_id: str, run_id: str) -> str:

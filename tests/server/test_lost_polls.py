@@ -200,3 +200,23 @@ async def test_a_malformed_poll_release_is_refused(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.ReleaseEagerWorkflowTask(request_)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_release_never_ends_another_workers_poll(stub: Stub, stub_b: Stub) -> None:
+    """A release names the polls of its own worker: like what they started (matched by
+    identity), a poll of another worker with the same request id keeps waiting and takes the
+    next task (the cancel once matched the namespace and id only)."""
+    waiting = asyncio.ensure_future(
+        stub.PollWorkflowTask(
+            pb.PollWorkflowTaskRequest(task_queue="q", identity="w1", request_id="p-same"),
+            timeout=30,
+        )
+    )
+    await asyncio.sleep(0.5)  # the poll waits on the first server
+    released = await stub_b.ReleaseEagerWorkflowTask(_release("w2", "p-same"))
+    assert released.workflow_tasks_released == 0
+    await asyncio.sleep(1.0)  # a notification is delivered within milliseconds
+    assert not waiting.done()
+    await stub.StartWorkflow(start_request("w1-still-polls", workflow_task_timeout=LONG))
+    task = await asyncio.wait_for(waiting, 10)
+    assert (task.workflow_execution.workflow_id, task.attempt) == ("w1-still-polls", 1)
