@@ -110,14 +110,29 @@ class Answering:
         return True
 
 
+RELEASED_MEMORY: Final = 120.0
+"""Seconds a server remembers a released poll it was not running (``Polling``), counted from
+when the release reached it: a request still unread then (the server was frozen) is read as
+soon as the server runs again, well within this."""
+
+MAX_RELEASED: Final = 10_000
+"""The most released polls a server remembers (the oldest are forgotten first)."""
+
+
 class Polling:
     """The polls running on this server, by ``notify.poll_key``, so that a release naming one
     ends it (``on_released``): a worker released the poll because its call failed, so nobody
-    would get what it returns."""
+    would get what it returns.
+
+    A release naming a poll that does not run here is remembered for ``RELEASED_MEMORY``
+    seconds: the poll's request may still be unread (this server was frozen, behind a proxy
+    that kept its side of the connection open), and when it comes it ends at once, before it
+    can take a task. Ids are fresh per attempt, so no live poll ever carries a released id."""
 
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Task[object]] = {}
         self._ended: set[asyncio.Task[object]] = set()
+        self._released: dict[str, float] = {}  # key -> forgotten at (loop time), oldest first
 
     @contextlib.contextmanager
     def running(self, namespace: str, identity: str, request_id: str) -> Iterator[None]:
@@ -132,6 +147,12 @@ class Polling:
             yield
             return
         key = notify.poll_key(namespace, identity, request_id)
+        forget_at = self._released.get(key)
+        if forget_at is not None and forget_at > asyncio.get_running_loop().time():
+            raise errors.Cancelled(
+                "the worker released this poll before it arrived (its call failed on the "
+                "worker's side)"
+            )
         self._running[key] = task
         try:
             yield
@@ -149,11 +170,28 @@ class Polling:
     def on_released(self, payload: str) -> None:
         """A ``chronicle_poll_released`` notification: cancel the poll it names if it runs
         here (a cancelled poll puts back what it started, docs/decisions.md §13)."""
-        task = self._running.pop(payload, None) if payload else None
-        if task is not None and task not in self._ended:
+        if not payload:
+            return
+        task = self._running.pop(payload, None)
+        if task is None:
+            self._remember(payload)
+        elif task not in self._ended:
             telemetry.logger().info("a poll its worker released is ended")
             self._ended.add(task)
             task.cancel()
+
+    @property
+    def remembered(self) -> int:
+        """How many releases of polls that did not run here this server remembers."""
+        return len(self._released)
+
+    def _remember(self, key: str) -> None:
+        now = asyncio.get_running_loop().time()
+        released = self._released
+        while released and (len(released) >= MAX_RELEASED or next(iter(released.values())) <= now):
+            del released[next(iter(released))]
+        released.pop(key, None)  # re-inserted last: the order stays the order of expiry
+        released[key] = now + RELEASED_MEMORY
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,17 +266,19 @@ async def release_polls(
         raise errors.InvalidArgument(
             "identity is required: the worker that sent the polls", field="identity"
         )
-    if not all(request_ids):
+    if len(request_ids) > MAX_POLL_REQUEST_IDS:
         raise errors.InvalidArgument(
-            "an empty poll request id would name every task a poll without one started",
+            f"at most {MAX_POLL_REQUEST_IDS} poll_request_ids per release, got {len(request_ids)}",
             field="poll_request_ids",
         )
+    for index, request_id in enumerate(request_ids):
+        if not request_id:
+            raise errors.InvalidArgument(
+                f"poll_request_ids[{index}] is empty: an empty id would name every task "
+                "started by a poll that carried none (an older SDK's)",
+                field=f"poll_request_ids[{index}]",
+            )
     ids = sorted(set(request_ids))
-    if len(ids) > MAX_POLL_REQUEST_IDS:
-        raise errors.InvalidArgument(
-            f"at most {MAX_POLL_REQUEST_IDS} poll_request_ids per release, got {len(ids)}",
-            field="poll_request_ids",
-        )
     log = telemetry.logger(namespace=namespace, identity=identity)
     now = tr.utcnow()
     keys = [notify.poll_key(namespace, identity, i) for i in ids]

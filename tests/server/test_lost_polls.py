@@ -21,6 +21,9 @@ from chronicle.history import events as ev
 from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import common_pb2, service_pb2_grpc
 from chronicle.protos.v1 import service_pb2 as pb
+from chronicle.server import errors
+from chronicle.server.engine import lost_answers
+from chronicle.server.store import notify
 from tests.server.conftest import attributes, command_protos, start_request
 
 Stub = service_pb2_grpc.WorkflowServiceStub
@@ -173,33 +176,45 @@ async def test_a_release_ends_the_poll_still_waiting_on_another_replica(
     await asyncio.sleep(0.5)  # the poll waits on the first server
     assert not waiting.done()
     await stub_b.ReleaseEagerWorkflowTask(_release("w1", "p-waiting"))
-    with pytest.raises(grpc.aio.AioRpcError):
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
         await asyncio.wait_for(waiting, 5)
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
     await stub.StartWorkflow(start_request("after", workflow_task_timeout=LONG))
     task = await _poll(stub_b, "w2")
     assert (task.workflow_execution.workflow_id, task.attempt) == ("after", 1)
 
 
 @pytest.mark.parametrize(
-    "request_",
+    ("request_", "field"),
     [
-        _release("w1", "p1", ""),
-        _release("", "p1"),
-        pb.ReleaseEagerWorkflowTaskRequest(
-            workflow_execution=common_pb2.WorkflowExecution(workflow_id="x", run_id="y"),
-            identity="w1",
-            request_id="r1",
-            poll_request_ids=["p1"],
+        (_release("w1", "p-held", ""), "poll_request_ids[1]"),
+        (_release("", "p-held"), "identity"),
+        (_release("w1", "p-held", *(f"p{i}" for i in range(1000))), "poll_request_ids"),
+        (_release("w1", "p-held", "p" * 2000), "poll_request_ids[1]"),
+        (
+            pb.ReleaseEagerWorkflowTaskRequest(
+                workflow_execution=common_pb2.WorkflowExecution(workflow_id="x", run_id="y"),
+                identity="w1",
+                request_id="r1",
+                poll_request_ids=["p-held"],
+            ),
+            "poll_request_ids",
         ),
     ],
-    ids=["an empty id", "no identity", "a completion and polls"],
+    ids=["an empty id", "no identity", "too many ids", "an id too long", "a completion and polls"],
 )
-async def test_a_malformed_poll_release_is_refused(
-    stub: Stub, request_: pb.ReleaseEagerWorkflowTaskRequest
+async def test_a_malformed_poll_release_is_refused_naming_the_field_and_changes_nothing(
+    stub: Stub, db: asyncpg.Connection, request_: pb.ReleaseEagerWorkflowTaskRequest, field: str
 ) -> None:
+    """The task the release also names (``p-held``) stays started: its timer does not move."""
+    await stub.StartWorkflow(start_request("held", workflow_task_timeout=LONG))
+    await _poll(stub, "w1", request_id="p-held")
+    timers = await _timers(db)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.ReleaseEagerWorkflowTask(request_)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (refused.value.details() or "")
+    assert await _timers(db) == timers
 
 
 async def test_a_release_never_ends_another_workers_poll(stub: Stub, stub_b: Stub) -> None:
@@ -220,3 +235,53 @@ async def test_a_release_never_ends_another_workers_poll(stub: Stub, stub_b: Stu
     await stub.StartWorkflow(start_request("w1-still-polls", workflow_task_timeout=LONG))
     task = await asyncio.wait_for(waiting, 10)
     assert (task.workflow_execution.workflow_id, task.attempt) == ("w1-still-polls", 1)
+
+
+async def test_a_poll_that_arrives_after_its_release_takes_nothing(
+    stub: Stub, stub_b: Stub
+) -> None:
+    """A poll's request can reach its server after the worker released it (the server was
+    frozen with the request unread, behind a proxy that keeps its side of the connection
+    open): the notification found no such poll running, but the server remembers the release,
+    so the late poll ends at once instead of taking a task whose answer nobody reads."""
+    await stub_b.ReleaseEagerWorkflowTask(_release("w1", "p-late"))
+    await stub.StartWorkflow(start_request("late", workflow_task_timeout=LONG))
+    await asyncio.sleep(1.0)  # the notification reached the first server
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await stub.PollWorkflowTask(
+            pb.PollWorkflowTaskRequest(task_queue="q", identity="w1", request_id="p-late"),
+            timeout=10,
+        )
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    task = await _poll(stub_b, "w2")
+    assert (task.workflow_execution.workflow_id, task.attempt) == ("late", 1)
+
+
+async def test_released_polls_are_remembered_within_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The releases a server was not running a poll for are kept at most ``MAX_RELEASED`` at a
+    time and ``RELEASED_MEMORY`` seconds each; a poll with a forgotten id runs."""
+
+    def ends_at_once(polling: lost_answers.Polling, request_id: str) -> bool:
+        try:
+            with polling.running("ns", "w1", request_id):
+                return False
+        except errors.Cancelled:
+            return True
+
+    monkeypatch.setattr(lost_answers, "MAX_RELEASED", 3)
+    polling = lost_answers.Polling()
+    for i in range(5):
+        polling.on_released(notify.poll_key("ns", "w1", f"p{i}"))
+    assert [ends_at_once(polling, f"p{i}") for i in range(5)] == [False, False, True, True, True]
+    assert not ends_at_once(polling, "p-other")
+    assert not ends_at_once(polling, "")
+    assert polling.remembered == 3
+
+    monkeypatch.setattr(lost_answers, "RELEASED_MEMORY", 0.0)
+    short = lost_answers.Polling()
+    short.on_released(notify.poll_key("ns", "w1", "p-old"))
+    assert not ends_at_once(short, "p-old")  # its time is up
+    short.on_released(notify.poll_key("ns", "w1", "p-new"))
+    assert short.remembered == 1  # the expired one was dropped as the next came
