@@ -136,8 +136,9 @@ class WorkflowTaskStarted:
     scheduled_event_id: int
     identity: str = ""
     request_id: str = ""
-    """For a task a completion started for its worker (eager), that completion's request id
-    (a worker that lost the answer releases the task by it); empty when a poll took it."""
+    """The request id of the call that started the task for its worker: the completion that
+    started it eagerly, or the poll that took it (a worker that lost that call's answer
+    releases the task by it); empty when the call named none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from chronicle.sdk._heartbeater import Heartbeater, heartbeat_interval
 from chronicle.sdk._info import ActivityInfo
 from chronicle.sdk._inline import InlineRun
 from chronicle.sdk._lost_answers import (
+    LostPolls,
     definite_refusal,
     new_request_id,
     release_eager_tasks,
@@ -102,6 +103,9 @@ class ActivityWorker:
         self._draining = False
         self._shutting_down = False
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+        self._lost_polls = LostPolls(
+            connection, namespace=namespace, identity=identity, log=self._log
+        )
         self.eager_workflow_tasks: EagerWorkflowTasks | None = None
 
     @property
@@ -149,7 +153,13 @@ class ActivityWorker:
             max_activities_per_second=self._max_per_second,
         )
         await poll_into_slots(
-            self._slots, self.connection, "PollActivityTask", request, self._log, self._start
+            self._slots,
+            self.connection,
+            "PollActivityTask",
+            request,
+            self._log,
+            self._start,
+            self._lost_polls,
         )
 
     def _start(
@@ -196,6 +206,7 @@ class ActivityWorker:
 
     def close(self) -> None:
         """Release the thread pool (without waiting for threads stuck in user code)."""
+        self._lost_polls.close()
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -262,12 +262,15 @@ class Connection:
         timeout: float | None = 30.0,
         retry_timeout: float | None = None,
         workflow_id: str | None = None,
+        before_retry: Callable[[], None] | None = None,
     ) -> Any:
         """Call ``method`` (a ``WorkflowService`` RPC name) and return its response message.
 
         ``timeout`` is the deadline of each attempt; ``retry_timeout`` (default: the
         connection's) bounds the total time spent retrying ``UNAVAILABLE``. Any failure is raised
         as the exception :func:`map_rpc_error` picks; ``workflow_id`` is passed on to it.
+        ``before_retry`` is called after each failed attempt that is retried (before the
+        back-off), and may change ``request`` for the next attempt.
         """
         if self._closed:
             raise RPCError(f"the connection to {self.address} is closed", code="CANCELLED")
@@ -292,6 +295,8 @@ class Connection:
                     if attempt > 1 and isinstance(mapped, RPCError):
                         mapped.retried = True
                     raise mapped from None
+                if before_retry is not None:
+                    before_retry()
                 delay = min(_backoff(attempt), max(0.0, budget - elapsed))
                 _log.debug(
                     "rpc unavailable, retrying",

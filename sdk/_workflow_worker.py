@@ -44,6 +44,7 @@ from chronicle.sdk._instance import WorkflowInstance
 from chronicle.sdk._instance_lookup import InstanceLookup
 from chronicle.sdk._local import LocalActivityRequest, LocalOutcome, run_local_activities
 from chronicle.sdk._lost_answers import (
+    LostPolls,
     definite_refusal,
     new_request_id,
     release_eager_tasks,
@@ -95,6 +96,9 @@ class WorkflowWorker:
         self._running: set[asyncio.Task[None]] = set()
         self._executor = WorkflowThreads(max_concurrent)
         self._log = _log.bind(namespace=namespace, task_queue=task_queue, identity=identity)
+        self._lost_polls = LostPolls(
+            connection, namespace=namespace, identity=identity, log=self._log
+        )
         self._cache = StickyCache(max_cached, self._executor, deadlock_timeout or 10.0, self._log)
         self._activator = Activator(self._executor, deadlock_timeout, self._stuck)
         self._instances = InstanceLookup(self._cache, namespace, task_queue, guard_mode)
@@ -134,6 +138,7 @@ class WorkflowWorker:
             request,
             self._log,
             self.start_reserved,
+            self._lost_polls,
         )
 
     async def reserve(self) -> bool:
@@ -177,6 +182,7 @@ class WorkflowWorker:
 
     def close(self) -> None:
         """Release the thread pool (without waiting for threads stuck in workflow code)."""
+        self._lost_polls.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._local_executor is not None:
             self._local_executor.shutdown(wait=False, cancel_futures=True)

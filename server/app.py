@@ -21,7 +21,7 @@ from chronicle.server.engine.services import Services
 from chronicle.server.frontend.service import WorkflowService
 from chronicle.server.matching.queries import QueryRouter
 from chronicle.server.matching.remote_queries import RemoteQueries
-from chronicle.server.store import durability
+from chronicle.server.store import durability, notify
 from chronicle.server.store.migrate import run_migrations
 from chronicle.server.store.notify import Notifier
 from chronicle.server.store.pool import Pool, create_pool
@@ -105,6 +105,9 @@ class Server:
                 ),
                 RateLimits(self._pool),
                 self.server_id,
+            )
+            self._notifier.listen_channel(
+                notify.POLL_RELEASED_CHANNEL, services.polling.on_released
             )
             self._services = services
             limit = max(64 * _MiB, 8 * self.config.max_payload_bytes)

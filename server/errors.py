@@ -6,6 +6,7 @@ ServerError
 ├── AlreadyExists        a workflow id that is already running
 ├── FailedPrecondition   a request the run's current state does not allow
 ├── DeadlineExceeded     nobody answered in time (a query with no worker polling)
+├── Cancelled            the caller gave the call up (a poll its worker released)
 └── Unimplemented        a feature this server does not offer yet
 """
 
@@ -38,6 +39,11 @@ class FailedPrecondition(ServerError):
 
 class DeadlineExceeded(ServerError):
     """Nobody answered in time (e.g. no worker polls the queue a query was sent to)."""
+
+
+class Cancelled(ServerError):
+    """The caller gave the call up: a poll its worker released after the call failed on the
+    worker's side (``engine/lost_answers.py``)."""
 
 
 class Unimplemented(ServerError):

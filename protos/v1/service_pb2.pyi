@@ -968,20 +968,27 @@ class PollWorkflowTaskRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     TASK_QUEUE_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_queue: _builtins.str
     identity: _builtins.str
     """Unique per worker process; also names its sticky cache."""
+    request_id: _builtins.str
+    """Fresh for each attempt of the call. The WorkflowTaskStarted of the task this poll gets
+    records it, so that a worker whose poll failed without an answer can release that task
+    (ReleaseEagerWorkflowTask, poll_request_ids; docs/decisions.md §8, §17).
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         task_queue: _builtins.str = ...,
         identity: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "task_queue", b"task_queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "request_id", b"request_id", "task_queue", b"task_queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1301,12 +1308,18 @@ class PollActivityTaskRequest(_message.Message):
     TASK_QUEUE_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     MAX_ACTIVITIES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     task_queue: _builtins.str
     identity: _builtins.str
     max_activities_per_second: _builtins.float
     """Activities per second the server hands out on this task queue across all workers
     (0: unlimited). The latest poll's value applies to the queue.
+    """
+    request_id: _builtins.str
+    """Fresh for each attempt of the call; the attempt this poll starts records it, so that a
+    worker whose poll failed without an answer can release it (ReleaseEagerWorkflowTask,
+    poll_request_ids; docs/decisions.md §8, §17).
     """
     def __init__(
         self,
@@ -1315,10 +1328,11 @@ class PollActivityTaskRequest(_message.Message):
         task_queue: _builtins.str = ...,
         identity: _builtins.str = ...,
         max_activities_per_second: _builtins.float = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "max_activities_per_second", b"max_activities_per_second", "namespace", b"namespace", "task_queue", b"task_queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "max_activities_per_second", b"max_activities_per_second", "namespace", b"namespace", "request_id", b"request_id", "task_queue", b"task_queue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1558,14 +1572,27 @@ class ReleaseEagerWorkflowTaskRequest(_message.Message):
     WORKFLOW_EXECUTION_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    POLL_REQUEST_IDS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     identity: _builtins.str
-    """The completing worker; only tasks started for it are released."""
+    """The completing (or polling) worker; only tasks started for it are released."""
     request_id: _builtins.str
-    """The request_id of the completion whose answer was lost (required)."""
+    """The request_id of the completion whose answer was lost (required unless poll_request_ids
+    is set, and then empty).
+    """
     @_builtins.property
     def workflow_execution(self) -> _common_pb2.WorkflowExecution:
-        """The run the lost completion was about (for an activity completion, the activity's run)."""
+        """The run the lost completion was about (for an activity completion, the activity's run).
+        Unset when the release names polls only.
+        """
+
+    @_builtins.property
+    def poll_request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The request_ids of polls (PollWorkflowTask, PollActivityTask) that failed without an
+        answer: the workflow task or activity attempt each started for this worker, on any run,
+        is released like a completion's eager tasks, and a poll still running is ended (its task
+        goes back as a cancelled poll's does). A request id that names nothing changes nothing.
+        """
 
     def __init__(
         self,
@@ -1574,10 +1601,11 @@ class ReleaseEagerWorkflowTaskRequest(_message.Message):
         workflow_execution: _common_pb2.WorkflowExecution | None = ...,
         identity: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        poll_request_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_execution", b"workflow_execution"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "request_id", b"request_id", "workflow_execution", b"workflow_execution"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "poll_request_ids", b"poll_request_ids", "request_id", b"request_id", "workflow_execution", b"workflow_execution"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1589,23 +1617,28 @@ class ReleaseEagerWorkflowTaskResponse(_message.Message):
 
     RELEASED_FIELD_NUMBER: _builtins.int
     ACTIVITIES_RELEASED_FIELD_NUMBER: _builtins.int
+    WORKFLOW_TASKS_RELEASED_FIELD_NUMBER: _builtins.int
     released: _builtins.bool
-    """A workflow task that completion started for the worker was still outstanding and now
-    times out.
+    """A workflow task that completion (or one of the polls) started for the worker was still
+    outstanding and now times out.
     """
     activities_released: _builtins.int
-    """How many activity attempts that completion started eagerly for the worker were still
-    outstanding; they are queued again as if never dispatched (the attempt is not counted).
+    """How many activity attempts that completion started eagerly (or the polls started) for the
+    worker were still outstanding; they are queued again as if never dispatched (the attempt
+    is not counted).
     """
+    workflow_tasks_released: _builtins.int
+    """How many workflow tasks were released (at most one for a completion; one per poll)."""
     def __init__(
         self,
         *,
         released: _builtins.bool = ...,
         activities_released: _builtins.int = ...,
+        workflow_tasks_released: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities_released", b"activities_released", "released", b"released"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activities_released", b"activities_released", "released", b"released", "workflow_tasks_released", b"workflow_tasks_released"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -277,7 +277,9 @@ class WorkflowServiceServicer:
         and is still outstanding is released now rather than when its timeout falls due: the
         workflow task times out (retried at once) and the activity attempts go back to their queue
         as if never dispatched (the attempt not counted): the worker never saw them
-        (docs/decisions.md §17).
+        (docs/decisions.md §17). The same for polls that failed without an answer
+        (poll_request_ids): the task or attempt each started for this worker is released, and a
+        poll still running on any server is ended (docs/decisions.md §8).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,20 +54,25 @@ async def dispatch(
     task_queue: str,
     identity: str,
     sent: list[datetime] | None = None,
+    request_id: str = "",
 ) -> ActivityTaskGrant | None:
     """Lease the next activity task of the queue and mark the attempt started (no event).
 
     One statement (its own transaction): delete the task row, start the attempt, insert its
     start-to-close (and heartbeat) timers and notify the timer loop. The start time of each
     statement sent goes into ``sent`` (``unclaimed``) before it is sent, once a connection to
-    send it on is there (a poll that could not connect started nothing).
+    send it on is there (a poll that could not connect started nothing). The attempt's row
+    records ``request_id``, the poll's, for a worker that lost the poll's answer to release it
+    (``lost_answers.release_polls``).
     """
     while True:
         now = tr.utcnow()
         async with services.pool.acquire() as conn:
             if sent is not None:
                 sent.append(now)
-            row = await conn.fetchrow(sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity)
+            row = await conn.fetchrow(
+                sql.DISPATCH_ACTIVITY, namespace, task_queue, now, identity, request_id
+            )
         if row is None:
             return None
         if row["attempt"] is None:

@@ -48,16 +48,21 @@ class _Locked(Exception):
 
 
 async def dispatch(
-    services: Services, namespace: str, task_queue: str, identity: str
+    services: Services, namespace: str, task_queue: str, identity: str, request_id: str = ""
 ) -> grants.WorkflowTaskGrant | None:
-    """Start the queue's next workflow task for ``identity``; None when the queue is empty."""
+    """Start the queue's next workflow task for ``identity``; None when the queue is empty.
+
+    Its ``WorkflowTaskStarted`` records ``request_id``, the poll's, so that a worker that lost
+    the poll's answer can release the task (``lost_answers.py``, docs/decisions.md §8)."""
     limited = await services.rate_limits.limited_queues(namespace)
     if services.config.fast_path:
         try:
-            return await _dispatch_alone(services, namespace, task_queue, identity, limited)
+            return await _dispatch_alone(
+                services, namespace, task_queue, identity, limited, request_id
+            )
         except _Locked:
             pass
-    return await _dispatch_locked(services, namespace, task_queue, identity, limited)
+    return await _dispatch_locked(services, namespace, task_queue, identity, limited, request_id)
 
 
 async def _dispatch_alone(
@@ -66,7 +71,9 @@ async def _dispatch_alone(
     task_queue: str,
     identity: str,
     limited: frozenset[str],
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | None:
+    poll = tr.EagerStart(identity, request_id)
     lock = services.dispatch_locks.get((namespace, task_queue))
     if lock is None:
         lock = services.dispatch_locks[(namespace, task_queue)] = asyncio.Lock()
@@ -91,9 +98,7 @@ async def _dispatch_alone(
         for row in candidates:
             if row["version"] is None:
                 raise _Locked  # a task row of a run that is not there: the locked path drops it
-            granted = await _start_guarded(
-                services, conn, namespace, row, identity, limited, started
-            )
+            granted = await _start_guarded(services, conn, namespace, row, poll, limited, started)
             if granted is not None:
                 break
     if granted is None:
@@ -106,7 +111,7 @@ async def _start_guarded(
     conn: Conn,
     namespace: str,
     row: Any,
-    identity: str,
+    poll: tr.EagerStart,
     limited: frozenset[str],
     started: list[grants.StartedTask],
 ) -> grants.WorkflowTaskGrant | None:
@@ -118,12 +123,12 @@ async def _start_guarded(
     scheduled = row["scheduled_event_id"]
     state = codec.state_from_json(row["state"])
     try:
-        step = tr.decide(key, row, state, {}, _start_callback(scheduled, identity), now=tr.utcnow())
+        step = tr.decide(key, row, state, {}, _start_callback(scheduled, poll), now=tr.utcnow())
     except (_Stale, errors.ServerError):
         raise _Locked from None
     step.planned.changes.remove_task(task_rows.WORKFLOW, scheduled)
     outcome = step.outcome
-    after = _granted_after(outcome, identity)
+    after = _granted_after(outcome, poll.identity)
     # Read before the write, so that nothing can fail after its commit (stored events do not
     # change; a lost guard wastes this read).
     older = await grants.older_events(conn, key, after, outcome.previous.next_event_id)
@@ -149,7 +154,9 @@ async def _dispatch_locked(
     task_queue: str,
     identity: str,
     limited: frozenset[str],
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | None:
+    poll = tr.EagerStart(identity, request_id)
     sticky_timeout = services.config.sticky_timeout
 
     async with grants.unclaimed(services, "dispatch") as started:
@@ -166,7 +173,7 @@ async def _dispatch_locked(
                 key = RunKey(namespace, row["workflow_id"], row["run_id"])
                 try:
                     outcome = await tr.transition(
-                        conn, key, _start_callback(row["scheduled_event_id"], identity)
+                        conn, key, _start_callback(row["scheduled_event_id"], poll)
                     )
                 except (_Stale, errors.NotFound):
                     continue  # the row is deleted with this transaction: it was stale
@@ -189,7 +196,7 @@ def _granted_after(outcome: tr.Outcome, identity: str) -> int:
     return outcome.previous.last_completed_started_event_id if sticky else 0
 
 
-def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
+def _start_callback(scheduled_event_id: int, poll: tr.EagerStart) -> tr.Callback:
     def callback(ctx: tr.Context) -> tr.Decision:
         task = ctx.state.workflow_task
         if (
@@ -201,7 +208,11 @@ def _start_callback(scheduled_event_id: int, identity: str) -> tr.Callback:
             raise _Stale
         return tr.Decision(
             events=[
-                ev.WorkflowTaskStarted(scheduled_event_id=scheduled_event_id, identity=identity)
+                ev.WorkflowTaskStarted(
+                    scheduled_event_id=scheduled_event_id,
+                    identity=poll.identity,
+                    request_id=poll.request_id,
+                )
             ],
             result=ctx.sticky_identity,
         )

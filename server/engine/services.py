@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from chronicle.server.config import ServerConfig
 from chronicle.server.engine.closes import Closes
 from chronicle.server.engine.known_rows import KnownRows
-from chronicle.server.engine.lost_answers import Answering
+from chronicle.server.engine.lost_answers import Answering, Polling
 from chronicle.server.engine.reclaim import Reclaims
 from chronicle.server.matching.handoff import Handoff
 from chronicle.server.matching.queries import QueryRouter
@@ -44,6 +44,9 @@ class Services:
     answering: Answering = field(default_factory=Answering)
     """Completions running on this server, for releases of lost answers to wait for
     (``lost_answers.py``)."""
+    polling: Polling = field(default_factory=Polling)
+    """Polls running on this server, for releases of lost poll answers to end
+    (``lost_answers.py``; ``app.py`` subscribes it to ``chronicle_poll_released``)."""
     reclaims: Reclaims = field(default_factory=Reclaims)
     """Tasks started for callers that never got them, to take back once the database answers
     (``reclaim.py``)."""

@@ -100,7 +100,7 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
     poller = services.handoff.take(ns, queue)
     handed: list[grants.WorkflowTaskGrant] = []
 
-    hand_to = poller.identity if poller is not None else ""
+    hand_to = tr.EagerStart(poller.identity, poller.request_id) if poller is not None else None
 
     async def body(conn: Conn) -> tuple[str, bool]:
         handed.clear()
@@ -122,7 +122,7 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
                 # Started for a poll that ended, or the commit's outcome is unknown (this call
                 # was cancelled or failed during COMMIT): time the task out so it is retried.
                 # Harmless when the transaction rolled back (no such timer).
-                task = grants.StartedTask.of_grant(handed[0], hand_to)
+                task = grants.StartedTask.of_grant(handed[0], poller.identity)
                 await asyncio.shield(grants.expire_unclaimed(services, task, "start handed it"))
     return result
 
@@ -131,7 +131,7 @@ async def _start(
     conn: Conn,
     services: Services,
     request: StartRequest,
-    hand_to: str,
+    hand_to: tr.EagerStart | None,
     limited: frozenset[str],
     handed: list[grants.WorkflowTaskGrant],
 ) -> tuple[str, bool]:
@@ -181,7 +181,7 @@ async def _start(
 async def _create_alone(
     services: Services,
     request: StartRequest,
-    hand_to: str,
+    hand_to: tr.EagerStart | None,
     limited: frozenset[str],
     handed: list[grants.WorkflowTaskGrant],
 ) -> tuple[str, bool] | None:
@@ -227,7 +227,7 @@ async def _create_alone(
 
 
 def _first_transition(
-    services: Services, request: StartRequest, hand_to: str
+    services: Services, request: StartRequest, hand_to: tr.EagerStart | None
 ) -> tuple[RunKey, ev.WorkflowStarted, list[ev.EventAttributes], tr.Planned]:
     """A new run of ``request``: its key, ``WorkflowStarted``, the events beside it (a
     signal-with-start's signal) and their planned transition."""

@@ -90,10 +90,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class EagerStart:
-    """A completion asks for the run's next workflow task (eager workflow task): started for
-    worker ``identity`` when due and the run is sticky to it. Its ``WorkflowTaskStarted``
-    records ``request_id``, the completion's, so that a worker that never got the answer can
-    release that one task (``lost_answers.py``)."""
+    """A call that may start the run's next workflow task for worker ``identity``: a
+    completion asking for it (eager workflow task: when due and the run is sticky to the
+    worker), or a poll waiting on this server (sync match, ``plan``'s ``hand_to``). Its
+    ``WorkflowTaskStarted`` records ``request_id``, the call's, so that a worker that never got
+    the answer can release that one task (``lost_answers.py``)."""
 
     identity: str
     request_id: str = ""
@@ -106,14 +107,14 @@ def plan(
     *,
     sticky_identity: str,
     start_for: EagerStart | None = None,
-    hand_to: str = "",
+    hand_to: EagerStart | None = None,
 ) -> Planned:
     """Number and fold ``new`` onto ``state``, apply the generic rule and derive the rows. Pure.
 
     ``start_for``: when the generic rule schedules a workflow task and the run is sticky to that
     worker identity, the task is started for it at once (eager workflow task): no task row.
-    ``hand_to``: the same for a waiting poll with that identity, sticky or not (sync match of a
-    new run's first task, ``matching/handoff.py``).
+    ``hand_to``: the same for a waiting poll (its identity and request id), sticky or not
+    (sync match of a new run's first task, ``matching/handoff.py``).
     """
     eager = 0
     steps: list[tuple[ev.Event, WorkflowState]] = []
@@ -131,16 +132,18 @@ def plan(
         )
         state = fold_event(state, event)
         steps.append((event, state))
-        starter, request_id = hand_to, ""
-        if not starter and start_for is not None and start_for.identity == sticky_identity:
-            starter, request_id = start_for.identity, start_for.request_id
-        if starter:
+        starter = hand_to if hand_to is not None and hand_to.identity else None
+        if starter is None and start_for is not None and start_for.identity == sticky_identity:
+            starter = start_for
+        if starter is not None:
             eager = event.id
             started = ev.Event(
                 id=state.next_event_id,
                 time=now,
                 attributes=ev.WorkflowTaskStarted(
-                    scheduled_event_id=eager, identity=starter, request_id=request_id
+                    scheduled_event_id=eager,
+                    identity=starter.identity,
+                    request_id=starter.request_id,
                 ),
             )
             state = fold_event(state, started)

@@ -33,6 +33,7 @@ _IDENTIFIERS: Final = frozenset(
         "update_name",
         "update_id",
         "request_id",
+        "poll_request_ids",
         "query_id",
         "identity",
         "last_worker_identity",

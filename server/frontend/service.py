@@ -321,15 +321,21 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         require(request, "task_queue")
         wait = self._wait(context)
         remaining = context.time_remaining()
-        grant = await poller.poll_workflow_task(
-            self._services,
-            namespace(request),
-            request.task_queue,
-            request.identity,
-            wait,
-            # a grant handed after the caller's deadline would reach nobody
-            handoff_grace=math.inf if remaining is None else remaining - DEADLINE_MARGIN - wait,
-        )
+        with self._services.polling.running(
+            namespace(request), request.identity, request.request_id
+        ):
+            grant = await poller.poll_workflow_task(
+                self._services,
+                namespace(request),
+                request.task_queue,
+                request.identity,
+                wait,
+                # a grant handed after the caller's deadline would reach nobody
+                handoff_grace=(
+                    math.inf if remaining is None else remaining - DEADLINE_MARGIN - wait
+                ),
+                request_id=request.request_id,
+            )
         if grant is None:
             return service_pb2.PollWorkflowTaskResponse()
         if isinstance(grant, QueryTask | ClaimedQuery):
@@ -412,14 +418,18 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 f"max_activities_per_second must be a finite number >= 0, got {rate}",
                 field="max_activities_per_second",
             )
-        grant = await poller.poll_activity_task(
-            self._services,
-            namespace(request),
-            request.task_queue,
-            request.identity,
-            self._wait(context),
-            rate,
-        )
+        with self._services.polling.running(
+            namespace(request), request.identity, request.request_id
+        ):
+            grant = await poller.poll_activity_task(
+                self._services,
+                namespace(request),
+                request.task_queue,
+                request.identity,
+                self._wait(context),
+                rate,
+                request_id=request.request_id,
+            )
         if grant is None:
             return service_pb2.PollActivityTaskResponse()
         return task_protos.activity_task(grant)
@@ -481,7 +491,24 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
     ) -> service_pb2.ReleaseEagerWorkflowTaskResponse:
         """A worker lost the answer to a completion that asked for eager tasks: the workflow
         task it started for the worker, if still outstanding, times out now, and the activity
-        attempts go back to their queue uncounted (``lost_answers.py``)."""
+        attempts go back to their queue uncounted (``lost_answers.py``). The same for the polls
+        ``poll_request_ids`` (on any run), which are also ended where they still run."""
+        if request.poll_request_ids:
+            if request.request_id or request.HasField("workflow_execution"):
+                raise errors.InvalidArgument(
+                    "a release names either polls (poll_request_ids) or one completion "
+                    "(workflow_execution and request_id), not both",
+                    field="poll_request_ids",
+                )
+            tasks, activities = await lost_answers.release_polls(
+                self._services.pool,
+                namespace(request),
+                identity=request.identity,
+                request_ids=list(request.poll_request_ids),
+            )
+            return service_pb2.ReleaseEagerWorkflowTaskResponse(
+                released=bool(tasks), activities_released=activities, workflow_tasks_released=tasks
+            )
         require(request.workflow_execution, "workflow_id", "run_id")
         execution = request.workflow_execution
         released = await lost_answers.release(
@@ -492,7 +519,9 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request_id=request.request_id,
         )
         return service_pb2.ReleaseEagerWorkflowTaskResponse(
-            released=released.workflow_task, activities_released=released.activities
+            released=released.workflow_task,
+            activities_released=released.activities,
+            workflow_tasks_released=int(released.workflow_task),
         )
 
     async def CallStream(self, request_iterator: Any, context: Any) -> None:

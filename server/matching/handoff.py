@@ -45,6 +45,8 @@ class WaitingPoller:
 
     identity: str
     waiter: Waiter
+    request_id: str = ""
+    """The poll's request id, recorded by the ``WorkflowTaskStarted`` a start hands it."""
     taken: bool = False
     """Reserved by a start whose commit is in flight."""
     grant: WorkflowTaskGrant | None = None
@@ -72,10 +74,10 @@ class Handoff:
 
     @contextlib.contextmanager
     def waiting(
-        self, namespace: str, task_queue: str, identity: str, waiter: Waiter
+        self, namespace: str, task_queue: str, identity: str, waiter: Waiter, request_id: str = ""
     ) -> Iterator[WaitingPoller]:
         """Offer a poll for hand-offs while the ``with`` block runs."""
-        poller = WaitingPoller(identity, waiter)
+        poller = WaitingPoller(identity, waiter, request_id)
         self._offer(namespace, task_queue, poller)
         try:
             yield poller

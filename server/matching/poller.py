@@ -26,6 +26,7 @@ async def poll_workflow_task(
     identity: str,
     timeout: float,
     handoff_grace: float = handoff_mod.HANDOFF_WAIT,
+    request_id: str = "",
 ) -> grants.WorkflowTaskGrant | QueryGrant | None:
     """The next query or workflow task of the queue, or None after ``timeout`` seconds.
 
@@ -34,10 +35,12 @@ async def poll_workflow_task(
 
     While it waits, the poll is offered to starts on this server (``handoff.py``). Taken by a
     start when its time is up, it waits up to ``handoff_grace`` more seconds for the grant
-    (at most what is left before the caller's deadline)."""
+    (at most what is left before the caller's deadline).
+
+    A workflow task started for the poll records ``request_id`` (``dispatch.dispatch``)."""
     waiter = notify.Waiter()
     handoff = services.handoff
-    with handoff.waiting(namespace, task_queue, identity, waiter) as offered:
+    with handoff.waiting(namespace, task_queue, identity, waiter, request_id) as offered:
 
         async def attempt() -> grants.WorkflowTaskGrant | QueryGrant | None:
             if offered.taken or offered.grant is not None:
@@ -50,7 +53,7 @@ async def poll_workflow_task(
             claimed = await services.queries.remote.claim(namespace, task_queue, identity)
             if claimed is not None:
                 return claimed
-            granted = await dispatch.dispatch(services, namespace, task_queue, identity)
+            granted = await dispatch.dispatch(services, namespace, task_queue, identity, request_id)
             if granted is None:
                 handoff.resume(namespace, task_queue, offered)
             return granted
@@ -86,12 +89,14 @@ async def poll_activity_task(
     identity: str,
     timeout: float,
     max_per_second: float = 0.0,
+    request_id: str = "",
 ) -> activity_task.ActivityTaskGrant | None:
     """The next activity task of the queue, or None after ``timeout`` seconds.
 
     ``max_per_second > 0`` limits the whole queue to that many dispatches per second; without
     it the queue's configured limit, if any, applies (``rate_limit.py``), looked up at each
-    attempt: a limit set while the poll waits applies to it."""
+    attempt: a limit set while the poll waits applies to it. The attempt started for the poll
+    records ``request_id`` (``activity_task.dispatch``)."""
     deadline = asyncio.get_running_loop().time() + timeout
     if max_per_second > 0:
         services.rate_limits.invalidate(namespace)  # this poll sets the queue's limit
@@ -104,7 +109,9 @@ async def poll_activity_task(
     async with activity_task.unclaimed(services, namespace, task_queue, identity) as sent:
 
         async def dispatch() -> activity_task.ActivityTaskGrant | None:
-            return await activity_task.dispatch(services, namespace, task_queue, identity, sent)
+            return await activity_task.dispatch(
+                services, namespace, task_queue, identity, sent, request_id
+            )
 
         async def attempt() -> activity_task.ActivityTaskGrant | None:
             rate = await current_rate()

@@ -12,7 +12,10 @@ Channels and payloads (payloads are opaque keys compared as strings):
   queue became claimable (``matching/remote_queries.py``); the listener also wakes the queue's
   pollers;
 - ``chronicle_query`` a query id: that query's row was claimed, given back or answered (its
-  asking process reads the row).
+  asking process reads the row);
+- ``chronicle_poll_released`` ``poll_key(namespace, identity, request_id)``: a worker
+  released a poll whose answer it lost; a server still running that worker's poll ends it
+  (``engine/lost_answers.py``).
 
 A key longer than ``MAX_KEY_BYTES`` is sent as a digest of itself (``_key``): Postgres refuses
 payloads of 8,000 bytes or more, which would fail the transaction that sends it, and JSON
@@ -43,7 +46,15 @@ TIMER_CHANNEL: Final = "chronicle_timer"
 RUN_CHANNEL: Final = "chronicle_run"
 QUERY_OFFER_CHANNEL: Final = "chronicle_query_offer"
 QUERY_CHANNEL: Final = "chronicle_query"
-CHANNELS: Final = (TASK_CHANNEL, TIMER_CHANNEL, RUN_CHANNEL, QUERY_OFFER_CHANNEL, QUERY_CHANNEL)
+POLL_RELEASED_CHANNEL: Final = "chronicle_poll_released"
+CHANNELS: Final = (
+    TASK_CHANNEL,
+    TIMER_CHANNEL,
+    RUN_CHANNEL,
+    QUERY_OFFER_CHANNEL,
+    QUERY_CHANNEL,
+    POLL_RELEASED_CHANNEL,
+)
 MAX_KEY_BYTES: Final = 1000
 """Keys longer than this are sent as a digest (far below Postgres's 8,000-byte payload limit)."""
 
@@ -92,6 +103,11 @@ def timer_needs_notify(fire_at: datetime, now: datetime) -> bool:
 def run_key(namespace: str, workflow_id: str, run_id: str) -> str:
     """The ``chronicle_run`` payload for a run."""
     return _key(namespace, workflow_id, run_id)
+
+
+def poll_key(namespace: str, identity: str, request_id: str) -> str:
+    """The ``chronicle_poll_released`` payload for worker ``identity``'s poll ``request_id``."""
+    return _key(namespace, identity, request_id)
 
 
 def closed_key(namespace: str, workflow_id: str, run_id: str) -> str:

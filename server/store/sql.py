@@ -493,7 +493,7 @@ WITH task AS (
 started AS (
     UPDATE activities a
     SET state = 'started', started_time = $3::timestamptz, last_worker_identity = $4::text,
-        eager_request_id = ''
+        eager_request_id = $5::text
     FROM task t
     WHERE a.namespace = $1 AND a.workflow_id = t.workflow_id AND a.run_id = t.run_id
       AND a.scheduled_event_id = t.scheduled_event_id AND a.state = 'scheduled'
@@ -524,9 +524,10 @@ FROM task t
 LEFT JOIN started s ON true
 LEFT JOIN executions e
   ON e.namespace = $1 AND e.workflow_id = t.workflow_id AND e.run_id = t.run_id"""
-"""Lease the next activity task, start its attempt and arm its timeouts: one statement. A
-poll's start records no request id (``eager_request_id``: only an eager start, whose answer
-alone carries the attempt, is released after a lost answer; ``RELEASE_EAGER_TASKS``)."""
+"""Lease the next activity task, start its attempt and arm its timeouts: one statement. The
+attempt records the poll's request id ``$5`` (``eager_request_id``, named for its first use: the
+request id of the call whose answer alone carries the attempt), replacing any earlier call's, so
+that a worker that lost the poll's answer can release it (``RELEASE_POLLED_TASKS``)."""
 
 _PUT_BACK_SET: Final = (
     "state = 'scheduled', started_time = NULL, last_worker_identity = '', eager_request_id = ''"
@@ -732,9 +733,46 @@ SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM queue
 never received (``lost_answers.release``). The workflow task whose ``WorkflowTaskStarted``
 records both times out now (``$6``): its timer falls due, the timer loop is told (``$7``). The
 activity attempts that commit started for that worker (their rows record both:
-``eager_request_id``, which a poll's start clears) go back to ``scheduled`` as if never
-dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task: timers
-disarmed, task rows queued again (the caller notifies ``queues``), the attempt not counted."""
+``eager_request_id``, which a poll's start replaces with its own) go back to ``scheduled`` as
+if never dispatched, as ``UNDISPATCH_ACTIVITY`` does for a poll that never got its task:
+timers disarmed, task rows queued again (the caller notifies ``queues``), the attempt not
+counted."""
+
+RELEASE_POLLED_TASKS: Final = f"""
+WITH
+wft AS (
+    UPDATE timers t SET fire_at = $4
+    FROM history_events h
+    WHERE t.namespace = $1 AND t.kind = 'workflow_task_timeout' AND t.fire_at > $4
+      AND h.namespace = $1 AND h.workflow_id = t.workflow_id AND h.run_id = t.run_id
+      AND h.event_id = t.ref_id AND h.event_type = 'WorkflowTaskStarted'
+      AND h.attributes->>'identity' = $2 AND h.attributes->>'request_id' = ANY($3::text[])
+    RETURNING t.id
+),
+back AS (
+    UPDATE activities a
+    SET {_PUT_BACK_SET}
+    FROM timers s
+    WHERE s.namespace = $1 AND s.kind = 'activity_start_to_close'
+      AND a.namespace = $1 AND a.workflow_id = s.workflow_id AND a.run_id = s.run_id
+      AND a.scheduled_event_id = s.ref_id AND a.attempt = s.attempt AND a.state = 'started'
+      AND a.last_worker_identity = $2 AND a.eager_request_id = ANY($3::text[])
+    RETURNING a.workflow_id, a.run_id, a.scheduled_event_id, a.attempt,
+              a.attributes->>'task_queue' AS task_queue
+),{_PUT_BACK}
+SELECT (SELECT count(*) FROM wft) AS workflow_tasks, (SELECT count(*) FROM queued) AS activities,
+       (SELECT array_agg(DISTINCT task_queue) FROM queued) AS queues,
+       (SELECT count(pg_notify('chronicle_timer', $5)) FROM wft) AS notified,
+       (SELECT count(pg_notify('chronicle_poll_released', k)) FROM unnest($6::text[]) AS k)
+           AS ended"""
+"""What the polls ``$3`` (their request ids) of worker ``$2`` in namespace ``$1`` started and
+the worker never received (``lost_answers.release_polls``), on any run: the workflow tasks whose
+``WorkflowTaskStarted`` records the worker and one of the ids time out now (``$4``; the timer
+loop is told, ``$5``), the activity attempts whose rows record both go back to ``scheduled`` as
+``RELEASE_EAGER_TASKS`` puts them back. Both are found through their armed timers (a workflow
+task's timeout, an attempt's start-to-close), the namespace's few rows of ``timers``, as
+``EXPIRE_WORKER_TASKS`` finds a lost worker's. ``$6``: the polls' ``notify.poll_key``s, announced
+so that a server still running one of the polls ends it (``lost_answers.Polling``)."""
 
 NOTIFY_TASKS: Final = "SELECT count(pg_notify('chronicle_task', k)) FROM unnest($1::text[]) AS k"
 
