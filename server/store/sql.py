@@ -96,17 +96,29 @@ GET_CURRENT: Final = """
 SELECT run_id, status, start_request_id FROM current_executions
 WHERE namespace = $1 AND workflow_id = $2"""
 
+GET_RUN_CHAIN: Final = """
+SELECT e.run_id, e.first_run_id, e.status
+FROM executions e
+WHERE e.namespace = $1 AND e.workflow_id = $2
+  AND e.run_id = COALESCE(
+      NULLIF($3, ''),
+      (SELECT c.run_id FROM current_executions c WHERE c.namespace = $1 AND c.workflow_id = $2))"""
+"""The run ``$3`` (or, when it is empty, the workflow id's current run) with the first run of
+its chain, in one round trip, without locks: ``first_run_id`` never changes (docs/decisions.md
+§22). No row when there is no such run."""
+
 LOCK_CURRENT_RUN: Final = """
 WITH
 seen AS MATERIALIZED (
     SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2
 ),
 run AS MATERIALIZED (
-    SELECT e.run_id FROM executions e
+    SELECT e.run_id, e.first_run_id FROM executions e
     WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = (SELECT run_id FROM seen)
     FOR UPDATE OF e
 )
-SELECT c.run_id, c.status, c.start_request_id, (SELECT run_id FROM run) AS locked_run_id
+SELECT c.run_id, c.status, c.start_request_id, (SELECT run_id FROM run) AS locked_run_id,
+       (SELECT first_run_id FROM run) AS first_run_id
 FROM current_executions c
 WHERE c.namespace = $1 AND c.workflow_id = $2
   AND (EXISTS (SELECT FROM run) OR EXISTS (SELECT FROM seen))
@@ -115,7 +127,8 @@ FOR UPDATE OF c"""
 execution row of the run the current row names, then the current row itself. The condition
 on ``run`` is a one-time filter, evaluated (and so the execution row locked) before the
 current row is read, as in ``LOCK_EXECUTION_AND_ACTIVITIES``. No row when the id has none.
-``locked_run_id`` is the run whose execution row was locked; the current row is the newest
+``locked_run_id`` is the run whose execution row was locked (``first_run_id``: the first run
+of its chain); the current row is the newest
 version (READ COMMITTED re-reads a row it waited for), so it may name another run when a
 continue-as-new, reset or start replaced it meanwhile: then the caller must not wait for that
 run's row while it holds the current row, and reruns its transaction instead
