@@ -99,7 +99,7 @@ def closed_run(
     if first_run_id:
         return errors.NotFound(
             f"workflow '{workflow_id}' not found: the chain of runs started by run "
-            f"'{first_run_id}' has ended (its last run {run_id} is already closed: {status})"
+            f"'{first_run_id}' has ended: its last run {run_id} is already closed ({status})"
         )
     return errors.NotFound(
         f"workflow '{workflow_id}' not found: run {run_id} is already closed ({status})"

@@ -119,7 +119,7 @@ async def test_an_ended_chain_is_not_found_and_a_later_workflow_is_left_alone(st
     )
     assert "'ch-ended'" in ended
     assert f"chain of runs started by run '{first}' has ended" in ended
-    assert f"its last run {second} is already closed: completed" in ended
+    assert f"its last run {second} is already closed (completed)" in ended
 
     later = (await stub.StartWorkflow(start_request("ch-ended"))).run_id
     before = await _history(stub, "ch-ended", later)
@@ -200,7 +200,7 @@ async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chai
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await signal
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert f"its last run {first} is already closed: terminated" in (caught.value.details() or "")
+    assert f"its last run {first} is already closed (terminated)" in (caught.value.details() or "")
     assert "SignalReceived" not in await _history(stub, "ch-race", later)
     assert "SignalReceived" not in await _history(stub, "ch-race", first)
 
