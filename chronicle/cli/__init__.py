@@ -12,7 +12,9 @@ chronicle replay [HISTORY.json ...] MODULE | MODULE --workflow-id ID | MODULE --
 chronicle debug ID|HISTORY.json MODULE
 ```
 
-Every failure prints one line on stderr (``error: ...``) and exits non-zero; no tracebacks.
+Every failure prints one line on stderr (``error: ...``) and exits non-zero; no tracebacks. A
+reader that goes away (``chronicle workflow history ID | head``) ends the command quietly with
+status 141, as a Unix tool killed by ``SIGPIPE`` would.
 The CLI is the one place that sees both the SDK and the server.
 """
 
@@ -38,6 +40,8 @@ __all__ = ["build_parser", "main"]
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a tool whose reader went away."""
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
@@ -119,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (ChronicleError, HistoryError, ValueError, TypeError, OSError, ImportError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
@@ -128,6 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail on the
+    closed pipe again (and print "Exception ignored")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 LONG_RUNNING_COMMANDS = ("server", "worker")

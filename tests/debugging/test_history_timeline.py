@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from chronicle.sdk.testing import load_history
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from chronicle.server.app import Server
-from tests.debugging.cli_process import run_cli, start_cli
+from tests.debugging.cli_process import REPO, run_cli, start_cli
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
@@ -161,3 +163,36 @@ async def test_history_command_prints_the_timeline(server: Server, client: Clien
     )
     assert status == 1
     assert "--follow" in err
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    server: Server, client: Client
+) -> None:
+    """``chronicle workflow history ID | head``: no ``error:`` line, SIGPIPE's status."""
+    async with Worker(
+        client, task_queue="tl-pipe", workflows=[stamps_after_signal], activities=[stamp]
+    ):
+        handle = await client.start(stamps_after_signal, id="tl-pipe", task_queue="tl-pipe")
+        await handle.signal("go", "x")
+        await handle.result()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes a line
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chronicle",
+            "--address",
+            f"127.0.0.1:{server.port}",
+            "workflow",
+            "history",
+            "tl-pipe",
+            cwd=REPO,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert err.decode() == ""
+    assert process.returncode == 141
