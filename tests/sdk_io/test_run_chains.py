@@ -89,6 +89,21 @@ async def test_a_use_existing_handle_follows_the_existing_runs_chain(client: Cli
         assert await existing.result() == "finished in run 2"
 
 
+async def test_a_signal_retried_after_continue_as_new_is_recorded_once(client: Client) -> None:
+    """The SDK sends a signal again, with the same request id, when its answer was lost; if the
+    run continued as new meanwhile the retry reaches the next run, which must not get it."""
+    async with worker(client):
+        handle = await client.start(cw.hops, id="chain-retried", task_queue=QUEUE)
+        assert handle.run_id is not None
+        await handle.signal("hop", request_id="hop-once")  # run 0 continues as new
+        second = await _running_run(client, "chain-retried", after=handle.run_id)
+        await handle.signal("hop", request_id="hop-once")  # the retry
+        pinned = client.get_handle("chain-retried", run_id=second)
+        assert not of_type(await pinned.history(), "SignalReceived")
+        await handle.signal("finish")
+        assert await handle.result() == "finished in run 1"
+
+
 async def _all_refused(handle: Any) -> list[str]:
     """Every call of ``handle`` but ``result``: each must raise ``WorkflowNotFound``."""
     messages = []

@@ -170,6 +170,51 @@ async def test_start_answers_the_first_run_of_the_returned_runs_chain(stub) -> N
     assert existing.first_execution_run_id == started.run_id
 
 
+def _signal_with_start(workflow_id: str, first: str) -> Any:
+    return start_request(
+        workflow_id, id_conflict_policy="use_existing", signal_name="s", request_id="once"
+    )
+
+
+def _signal(workflow_id: str, first: str) -> Any:
+    return pb.SignalWorkflowRequest(workflow_id=workflow_id, signal_name="s", request_id="once")
+
+
+def _chain_signal(workflow_id: str, first: str) -> Any:
+    return pb.SignalWorkflowRequest(
+        workflow_id=workflow_id, first_execution_run_id=first, signal_name="s", request_id="once"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "make"),
+    [
+        ("SignalWorkflow", _chain_signal),  # a start handle's signal
+        ("SignalWorkflow", _signal),  # get_handle(id)'s
+        ("StartWorkflow", _signal_with_start),
+    ],
+    ids=["start-handle", "current-run", "signal-with-start"],
+)
+async def test_a_signal_retried_after_a_continue_as_new_is_recorded_once(
+    stub, method: str, make: Any
+) -> None:
+    """The retry of a signal recorded just before its run continued as new (the answer was
+    lost: the SDK sends the same request again) reaches the chain's next run, which must not
+    record it a second time: request ids are unique per chain, not per run."""
+    first = (await stub.StartWorkflow(start_request(f"ch-dup-{method}"))).run_id
+    request = make(f"ch-dup-{method}", first)
+    await getattr(stub, method)(request)
+    await _complete(stub, commands.ContinueAsNew())
+    described = await stub.DescribeWorkflow(
+        pb.DescribeWorkflowRequest(workflow_id=f"ch-dup-{method}")
+    )
+    second = described.info.run_id
+    assert second != first
+    await getattr(stub, method)(request)  # the retry
+    assert (await _history(stub, f"ch-dup-{method}", first)).count("SignalReceived") == 1
+    assert "SignalReceived" not in await _history(stub, f"ch-dup-{method}", second)
+
+
 async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chain_alone(
     stub, db
 ) -> None:
