@@ -215,12 +215,22 @@ async def test_a_signal_retried_after_a_continue_as_new_is_recorded_once(
     assert "SignalReceived" not in await _history(stub, f"ch-dup-{method}", second)
 
 
+@pytest.mark.parametrize(
+    ("method", "says"),
+    [
+        ("SignalWorkflow", "its last run {first} is already closed (terminated)"),
+        ("RequestCancelWorkflow", "its last run {first} is already closed (terminated)"),
+        ("TerminateWorkflow", "its last run {first} is already closed (terminated)"),
+        ("ResetWorkflow", "its current run {later} started a chain of its own"),
+    ],
+)
 async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chain_alone(
-    stub, db
+    stub, db, method: str, says: str
 ) -> None:
-    """The signal resolves the chain's open run, then waits for its lock behind a start with
-    ``terminate_existing`` that closes that run and starts a new chain: once it has the lock
-    it finds the chain ended, and the new chain's run gets nothing."""
+    """The call checks the chain's open run, then waits for that run's lock behind a start
+    with ``terminate_existing`` that closes it and starts a new chain: once it has the lock it
+    finds the chain ended (a reset, which locks the id's current run, reruns and finds the new
+    chain's run there), and the new chain's run is left as the start made it."""
     first = (await stub.StartWorkflow(start_request("ch-race"))).run_id
     held = db.transaction()
     await held.start()
@@ -229,24 +239,19 @@ async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chai
         stub.StartWorkflow(start_request("ch-race", id_conflict_policy="terminate_existing"))
     )
     await _lock_waiters(db, 1)
-    signal = asyncio.ensure_future(
-        stub.SignalWorkflow(
-            pb.SignalWorkflowRequest(
-                workflow_id="ch-race",
-                first_execution_run_id=first,
-                signal_name="s",
-                request_id="late",
-            )
-        )
-    )
+    call = asyncio.ensure_future(getattr(stub, method)(_refusals("ch-race", first)[method]))
     await _lock_waiters(db, 2)
     await held.rollback()
     later = (await replacing).run_id
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await signal
+        await call
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert f"its last run {first} is already closed (terminated)" in (caught.value.details() or "")
-    assert "SignalReceived" not in await _history(stub, "ch-race", later)
+    details = caught.value.details() or ""
+    assert f"the chain of runs started by run '{first}' has ended" in details
+    assert says.format(first=first, later=later) in details
+    assert await _history(stub, "ch-race", later) == ["WorkflowStarted", "WorkflowTaskScheduled"]
+    described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="ch-race"))
+    assert (described.info.run_id, described.info.status) == (later, "running")
     assert "SignalReceived" not in await _history(stub, "ch-race", first)
 
 
