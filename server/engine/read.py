@@ -73,11 +73,13 @@ def not_in_chain(
     workflow_id: str, run_id: str, first_run_id: str, found_run_id: str, found_first_run_id: str
 ) -> errors.NotFound:
     """The NotFound error for a run (``found_run_id``, the named or current one) that is not of
-    the chain of runs ``first_run_id`` started."""
+    the chain of runs ``first_run_id`` started; it names the request's field, whose value may be
+    no run at all (garbage, a NUL: compared, never stored)."""
     if run_id:
         return errors.NotFound(
             f"workflow '{workflow_id}' run '{run_id}' not found in the chain of runs started by "
-            f"run '{first_run_id}' (its chain was started by run {found_first_run_id})"
+            f"run '{first_run_id}' (first_execution_run_id; its chain was started by run "
+            f"{found_first_run_id})"
         )
     now = (
         f"its current run {found_run_id} started a chain of its own"
@@ -85,8 +87,9 @@ def not_in_chain(
         else f"its current run {found_run_id} is of the chain started by run {found_first_run_id}"
     )
     return errors.NotFound(
-        f"workflow '{workflow_id}' not found: the chain of runs started by run "
-        f"'{first_run_id}' has ended (or never existed), and the id now names another workflow "
+        f"workflow '{workflow_id}' not found for first_execution_run_id: the chain of runs "
+        f"started by run '{first_run_id}' has ended (or never existed), and the id now names "
+        "another workflow "
         f"({now})"
     )
 

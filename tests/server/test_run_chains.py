@@ -141,6 +141,8 @@ async def test_an_ended_chain_is_not_found_and_a_later_workflow_is_left_alone(st
     ("first", "code", "says"),
     [
         ("not-a-run-id", grpc.StatusCode.NOT_FOUND, "started by run 'not-a-run-id' has ended"),
+        ("not-a-run-id", grpc.StatusCode.NOT_FOUND, "not found for first_execution_run_id"),
+        ("nul\x00run", grpc.StatusCode.NOT_FOUND, "not found for first_execution_run_id"),
         (
             "r" * (limits.MAX_ID_BYTES + 1),
             grpc.StatusCode.INVALID_ARGUMENT,
