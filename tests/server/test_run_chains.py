@@ -120,6 +120,9 @@ async def test_an_ended_chain_is_not_found_and_a_later_workflow_is_left_alone(st
     assert "'ch-ended'" in ended
     assert f"chain of runs started by run '{first}' has ended" in ended
     assert f"its last run {second} is already closed (completed)" in ended
+    chain = {"workflow_id": "ch-ended", "first_execution_run_id": first}
+    last = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(**chain))
+    assert (last.info.run_id, last.info.status) == (second, "completed")  # still described
 
     later = (await stub.StartWorkflow(start_request("ch-ended"))).run_id
     before = await _history(stub, "ch-ended", later)
