@@ -1,6 +1,12 @@
 """``WorkflowHandle``: one workflow id (or one run of it) to wait on, signal, query, update,
 describe, reset, cancel or terminate; made by ``Client.start`` and ``Client.get_handle``.
 
+A handle from ``Client.start`` follows its workflow's chain of runs (continue-as-new, retries,
+resets): its calls other than ``result`` name no run but the chain's first run
+(``first_execution_run_id``), so the server acts on the chain's current run, and answers
+NOT_FOUND once the chain has ended, never touching a later workflow of the same id
+(docs/decisions.md §22).
+
 Long polls (``result``, ``follow_history``, ``update``) ask the server to wait up to
 ``_RESULT_POLL`` and ask again until the answer is there.
 """
@@ -54,7 +60,10 @@ class WorkflowHandle(Generic[ResultT]):
     """A workflow id (and optionally one run of it) to wait on, signal, query or cancel.
 
     Made by :meth:`Client.start` (``run_id`` is the started run) or :meth:`Client.get_handle`.
-    When ``run_id`` is None, calls address the current (latest) run of the id.
+    When ``run_id`` is None, calls address the current (latest) run of the id. With
+    ``first_execution_run_id`` (a handle from ``start``), calls other than ``result`` address
+    the current run of the chain that run started, wherever it has got to; ``result``
+    follows the chain from ``run_id``.
     """
 
     def __init__(
@@ -65,10 +74,12 @@ class WorkflowHandle(Generic[ResultT]):
         run_id: str | None = None,
         result_type: Any = Any,
         started: bool = True,
+        first_execution_run_id: str | None = None,
     ) -> None:
         self._client = client
         self._id = workflow_id
         self._run_id = run_id
+        self._first_execution_run_id = first_execution_run_id or ""
         self._result_type = result_type
         self.started = started
         """False when ``start`` returned an existing run (``id_conflict_policy="use_existing"``)."""
@@ -83,8 +94,19 @@ class WorkflowHandle(Generic[ResultT]):
         """The run this handle follows, or None for "the current run"."""
         return self._run_id
 
+    @property
+    def first_execution_run_id(self) -> str | None:
+        """The first run of the chain this handle follows (a handle from ``start``), or None."""
+        return self._first_execution_run_id or None
+
     def __repr__(self) -> str:
         return f"WorkflowHandle(id={self._id!r}, run_id={self._run_id!r})"
+
+    @property
+    def _target_run(self) -> str:
+        """The ``run_id`` of requests other than ``result``'s: none when the handle follows a
+        chain (the server then picks the chain's current run), else the handle's run."""
+        return "" if self._first_execution_run_id else self._run_id or ""
 
     async def _call(self, method: str, request: Any, *, timeout: float | None = 30.0) -> Any:
         return await self._client.connection.call(
@@ -149,14 +171,22 @@ class WorkflowHandle(Generic[ResultT]):
     async def describe(self) -> WorkflowDescription:
         """The run's status, type, task queue, times, history length and what it waits for."""
         request = service_pb2.DescribeWorkflowRequest(
-            namespace=self._client.namespace, workflow_id=self._id, run_id=self._run_id or ""
+            namespace=self._client.namespace,
+            workflow_id=self._id,
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
         )
         return description_from_proto(await self._call("DescribeWorkflow", request))
 
     async def history(self) -> builtins.list[Event]:
-        """The run's events so far, oldest first."""
+        """The run's events so far, oldest first (of the chain's current run when the handle
+        follows a chain, as ``describe``)."""
         return await fetch_history(
-            self._client.connection, self._client.namespace, self._id, self._run_id or ""
+            self._client.connection,
+            self._client.namespace,
+            self._id,
+            self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
         )
 
     async def follow_history(
@@ -166,10 +196,11 @@ class WorkflowHandle(Generic[ResultT]):
         event that closes the run.
 
         Follows one run: the handle's, or the run that is current when the first page arrives
-        (a continue-as-new is not followed). Each wait is a ``GetWorkflowHistory`` long poll of
-        at most ``poll``, woken by the server as soon as an event is appended.
+        (of the handle's chain when it follows one; a continue-as-new is not followed). Each
+        wait is a ``GetWorkflowHistory`` long poll of at most ``poll``, woken by the server as
+        soon as an event is appended.
         """
-        run_id = self._run_id or ""
+        run_id = self._target_run
         next_id = max(first_event_id, 1)
         while True:
             request = service_pb2.GetWorkflowHistoryRequest(
@@ -178,6 +209,7 @@ class WorkflowHandle(Generic[ResultT]):
                 run_id=run_id,
                 first_event_id=next_id,
                 wait=wire.duration_to_proto(poll),
+                first_execution_run_id=self._first_execution_run_id,
             )
             response = await self._call(
                 "GetWorkflowHistory", request, timeout=poll.total_seconds() + _RPC_SLACK
@@ -194,7 +226,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.SignalWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             signal_name=name,
             input=encode_args(args, f"signal {name!r} of {self._id!r}"),
             request_id=request_id or str(uuid.uuid4()),
@@ -210,7 +243,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.QueryWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             query_name=name,
             args=encode_args(args, f"query {name!r} of {self._id!r}"),
         )
@@ -235,7 +269,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.UpdateWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             update_name=name,
             args=encode_args(args, f"update {name!r} of {self._id!r}"),
             update_id=update_id or str(uuid.uuid4()),
@@ -259,7 +294,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.RequestCancelWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             reason=reason,
             request_id=str(uuid.uuid4()),
             identity=self._client.identity,
@@ -294,7 +330,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.ResetWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             event_id=event_id or 0,
             to_last_good=to_last_good,
             reapply_signals=reapply_signals,
@@ -311,7 +348,8 @@ class WorkflowHandle(Generic[ResultT]):
         request = service_pb2.TerminateWorkflowRequest(
             namespace=self._client.namespace,
             workflow_id=self._id,
-            run_id=self._run_id or "",
+            run_id=self._target_run,
+            first_execution_run_id=self._first_execution_run_id,
             reason=reason,
             identity=self._client.identity,
         )

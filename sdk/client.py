@@ -221,6 +221,13 @@ class Client:
         ``WorkflowAlreadyStarted`` when ``id`` is in use (unless ``id_conflict_policy`` says
         otherwise) and ``PayloadEncodingError`` naming the argument when one cannot be encoded
         (nothing is sent then). ``start_signal`` makes it signal-with-start.
+
+        The handle follows the workflow's chain of runs: ``signal``, ``query``, ``update``,
+        ``describe``, ``history``, ``cancel``, ``terminate`` and ``reset`` act on the chain's
+        current run after a continue-as-new or retry too (and raise ``WorkflowNotFound`` once
+        the chain has ended, even if the id names a newer workflow); ``result`` follows the
+        chain from the returned run (``handle.run_id``). With ``use_existing`` the chain is the
+        existing run's.
         """
         if isinstance(workflow, str):
             name, result_type = workflow, Any
@@ -263,7 +270,12 @@ class Client:
             )
         response = await self.connection.call("StartWorkflow", request)
         return WorkflowHandle(
-            self, id, run_id=response.run_id, result_type=result_type, started=response.started
+            self,
+            id,
+            run_id=response.run_id,
+            result_type=result_type,
+            started=response.started,
+            first_execution_run_id=response.first_execution_run_id,
         )
 
     async def signal_with_start(

@@ -160,18 +160,24 @@ class StartWorkflowResponse(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     STARTED_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     started: _builtins.bool
     """False when an existing run was returned (use_existing, or a repeated request id)."""
+    first_execution_run_id: _builtins.str
+    """The first run of the returned run's chain: the returned run for a new start, the
+    existing run's chain otherwise (use_existing, a repeated request id).
+    """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         started: _builtins.bool = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_execution_run_id", b"first_execution_run_id", "run_id", b"run_id", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,6 +194,7 @@ class SignalWorkflowRequest(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
@@ -195,6 +202,12 @@ class SignalWorkflowRequest(_message.Message):
     signal_name: _builtins.str
     request_id: _builtins.str
     identity: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     @_builtins.property
     def input(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
     def __init__(
@@ -207,10 +220,11 @@ class SignalWorkflowRequest(_message.Message):
         input: _abc.Iterable[_common_pb2.Payload] | None = ...,
         request_id: _builtins.str = ...,
         identity: _builtins.str = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "input", b"input", "namespace", b"namespace", "request_id", b"request_id", "run_id", b"run_id", "signal_name", b"signal_name", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_execution_run_id", b"first_execution_run_id", "identity", b"identity", "input", b"input", "namespace", b"namespace", "request_id", b"request_id", "run_id", b"run_id", "signal_name", b"signal_name", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,10 +254,17 @@ class QueryWorkflowRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     QUERY_NAME_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
     query_name: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
     def __init__(
@@ -254,10 +275,11 @@ class QueryWorkflowRequest(_message.Message):
         run_id: _builtins.str = ...,
         query_name: _builtins.str = ...,
         args: _abc.Iterable[_common_pb2.Payload] | None = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "namespace", b"namespace", "query_name", b"query_name", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "first_execution_run_id", b"first_execution_run_id", "namespace", b"namespace", "query_name", b"query_name", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -301,6 +323,7 @@ class UpdateWorkflowRequest(_message.Message):
     UPDATE_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
@@ -308,6 +331,12 @@ class UpdateWorkflowRequest(_message.Message):
     update_id: _builtins.str
     """Idempotency key for the update; generated by the client when empty."""
     identity: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Payload]: ...
     @_builtins.property
@@ -327,10 +356,11 @@ class UpdateWorkflowRequest(_message.Message):
         update_id: _builtins.str = ...,
         identity: _builtins.str = ...,
         wait: _duration_pb2.Duration | None = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "identity", b"identity", "namespace", b"namespace", "run_id", b"run_id", "update_id", b"update_id", "update_name", b"update_name", "wait", b"wait", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "first_execution_run_id", b"first_execution_run_id", "identity", b"identity", "namespace", b"namespace", "run_id", b"run_id", "update_id", b"update_id", "update_name", b"update_name", "wait", b"wait", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,12 +410,19 @@ class RequestCancelWorkflowRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
     reason: _builtins.str
     request_id: _builtins.str
     identity: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     def __init__(
         self,
         *,
@@ -395,10 +432,11 @@ class RequestCancelWorkflowRequest(_message.Message):
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
         identity: _builtins.str = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "reason", b"reason", "request_id", b"request_id", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_execution_run_id", b"first_execution_run_id", "identity", b"identity", "namespace", b"namespace", "reason", b"reason", "request_id", b"request_id", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,11 +466,18 @@ class TerminateWorkflowRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
     reason: _builtins.str
     identity: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     def __init__(
         self,
         *,
@@ -441,10 +486,11 @@ class TerminateWorkflowRequest(_message.Message):
         run_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         identity: _builtins.str = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "namespace", b"namespace", "reason", b"reason", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_execution_run_id", b"first_execution_run_id", "identity", b"identity", "namespace", b"namespace", "reason", b"reason", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,19 +682,27 @@ class DescribeWorkflowRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         workflow_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_execution_run_id", b"first_execution_run_id", "namespace", b"namespace", "run_id", b"run_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -713,11 +767,18 @@ class GetWorkflowHistoryRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     FIRST_EVENT_ID_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
     first_event_id: _builtins.int
     """0 or 1: from the start."""
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
         """Long poll: when no event at or after first_event_id exists yet, wait up to `wait` for one."""
@@ -730,10 +791,11 @@ class GetWorkflowHistoryRequest(_message.Message):
         run_id: _builtins.str = ...,
         first_event_id: _builtins.int = ...,
         wait: _duration_pb2.Duration | None = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_event_id", b"first_event_id", "namespace", b"namespace", "run_id", b"run_id", "wait", b"wait", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_event_id", b"first_event_id", "first_execution_run_id", b"first_execution_run_id", "namespace", b"namespace", "run_id", b"run_id", "wait", b"wait", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,6 +840,7 @@ class ResetWorkflowRequest(_message.Message):
     REAPPLY_SIGNALS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     IDENTITY_FIELD_NUMBER: _builtins.int
+    FIRST_EXECUTION_RUN_ID_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     workflow_id: _builtins.str
     run_id: _builtins.str
@@ -790,6 +853,12 @@ class ResetWorkflowRequest(_message.Message):
     """Append the signals the run received after the reset point to the new run."""
     reason: _builtins.str
     identity: _builtins.str
+    first_execution_run_id: _builtins.str
+    """Set: act only on a run of the chain this run started (continue-as-new, retries and
+    resets keep a chain's first run). With run_id empty, the workflow id's current run, if it
+    is of that chain; NOT_FOUND otherwise (the chain has ended; the id may name another
+    workflow now).
+    """
     def __init__(
         self,
         *,
@@ -801,10 +870,11 @@ class ResetWorkflowRequest(_message.Message):
         reapply_signals: _builtins.bool = ...,
         reason: _builtins.str = ...,
         identity: _builtins.str = ...,
+        first_execution_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "identity", b"identity", "namespace", b"namespace", "reapply_signals", b"reapply_signals", "reason", b"reason", "run_id", b"run_id", "to_last_good", b"to_last_good", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "first_execution_run_id", b"first_execution_run_id", "identity", b"identity", "namespace", b"namespace", "reapply_signals", b"reapply_signals", "reason", b"reason", "run_id", b"run_id", "to_last_good", b"to_last_good", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,7 +22,13 @@ async def _apply(
     make: tr.Callback,
     *,
     signal_request_id: str = "",
+    first_run_id: str = "",
 ) -> None:
+    """``make``'s change on the open run ``run_id``, or on the workflow's current run followed
+    along its chain (docs/decisions.md §14); ``first_run_id``: only on a run of the chain that
+    run started (§22), checked on the run the chain is followed from: the chain never changes
+    along it, and its last run is closed before another chain may take the id."""
+
     async def body(conn: Conn) -> None:
         async def unseen(key: RunKey) -> bool:
             if signal_request_id:
@@ -31,13 +37,13 @@ async def _apply(
                     return False  # a retried signal: already recorded once
             return True
 
-        key = await read.resolve_run(conn, namespace, workflow_id, run_id)
+        key = await read.resolve_run(conn, namespace, workflow_id, run_id, first_run_id)
+        chain_end = "" if run_id else first_run_id  # a closed run here ends its chain
 
         def callback(ctx: tr.Context) -> tr.Decision:
             if not ctx.state.is_open:
-                raise errors.NotFound(
-                    f"workflow '{workflow_id}' not found: run {ctx.key.run_id} is already "
-                    f"closed ({ctx.state.status.value})"
+                raise read.closed_run(
+                    workflow_id, ctx.key.run_id, ctx.state.status.value, chain_end
                 )
             return make(ctx)
 
@@ -65,6 +71,7 @@ async def signal(
     input: tuple[Payload, ...],
     identity: str,
     request_id: str,
+    first_run_id: str = "",
 ) -> None:
     """Append ``SignalReceived`` to an open run (once per non-empty ``request_id``)."""
     if not signal_name:
@@ -79,7 +86,15 @@ async def signal(
             ]
         )
 
-    await _apply(services, namespace, workflow_id, run_id, make, signal_request_id=request_id)
+    await _apply(
+        services,
+        namespace,
+        workflow_id,
+        run_id,
+        make,
+        signal_request_id=request_id,
+        first_run_id=first_run_id,
+    )
 
 
 async def request_cancel(
@@ -91,6 +106,7 @@ async def request_cancel(
     reason: str,
     identity: str,
     request_id: str,
+    first_run_id: str = "",
 ) -> None:
     """Append ``WorkflowCancelRequested`` (once: a repeated request changes nothing)."""
 
@@ -103,18 +119,25 @@ async def request_cancel(
             ]
         )
 
-    await _apply(services, namespace, workflow_id, run_id, make)
+    await _apply(services, namespace, workflow_id, run_id, make, first_run_id=first_run_id)
 
 
 async def terminate(
-    services: Services, namespace: str, workflow_id: str, run_id: str, *, reason: str, identity: str
+    services: Services,
+    namespace: str,
+    workflow_id: str,
+    run_id: str,
+    *,
+    reason: str,
+    identity: str,
+    first_run_id: str = "",
 ) -> None:
     """Close the run as terminated, without running workflow code."""
 
     def make(ctx: tr.Context) -> tr.Decision:
         return tr.Decision(events=[ev.WorkflowTerminated(reason=reason, identity=identity)])
 
-    await _apply(services, namespace, workflow_id, run_id, make)
+    await _apply(services, namespace, workflow_id, run_id, make, first_run_id=first_run_id)
     telemetry.logger(namespace=namespace, workflow_id=workflow_id).info(
         "workflow terminated", reason=reason
     )

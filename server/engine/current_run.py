@@ -23,6 +23,8 @@ class Current:
     run_id: str
     status: str
     start_request_id: str
+    first_run_id: str
+    """The first run of the current run's chain (``executions.first_run_id``)."""
 
 
 async def lock(conn: Conn, namespace: str, workflow_id: str) -> Current | None:
@@ -46,4 +48,4 @@ async def lock(conn: Conn, namespace: str, workflow_id: str) -> Current | None:
             f"{row['run_id']} while its execution row was being locked",
             moved_to=f"{namespace}/{workflow_id}/{row['run_id']}",
         )
-    return Current(row["run_id"], row["status"], row["start_request_id"])
+    return Current(row["run_id"], row["status"], row["start_request_id"], row["first_run_id"])

@@ -25,9 +25,12 @@ async def ask_worker(
     args: tuple[Payload, ...],
     timeout: float,
     validate_update: bool = False,
+    first_run_id: str = "",
 ) -> tuple[Payload | None, Failure | None]:
-    """Route a query (or an update validation) of the run to a polling worker; its answer."""
-    key = await read.resolve_run(services.pool, namespace, workflow_id, run_id)
+    """Route a query (or an update validation) of the run to a polling worker; its answer.
+
+    ``first_run_id``: only a run of the chain that run started (``read.resolve_run``)."""
+    key = await read.resolve_run(services.pool, namespace, workflow_id, run_id, first_run_id)
     row = await services.pool.fetchrow(sql.GET_EXECUTION, *key.params())
     if row is None:
         raise read.not_found(workflow_id, run_id)
@@ -51,10 +54,18 @@ async def query(
     name: str,
     args: tuple[Payload, ...],
     timeout: float,
+    first_run_id: str = "",
 ) -> tuple[Payload | None, Failure | None]:
-    """The query handler's answer, or its failure."""
+    """The query handler's answer, or its failure (``first_run_id``: see ``ask_worker``)."""
     if not name:
         raise errors.InvalidArgument("query_name is required", field="query_name")
     return await ask_worker(
-        services, namespace, workflow_id, run_id, name=name, args=args, timeout=timeout
+        services,
+        namespace,
+        workflow_id,
+        run_id,
+        name=name,
+        args=args,
+        timeout=timeout,
+        first_run_id=first_run_id,
     )

@@ -44,14 +44,69 @@ def not_found(workflow_id: str, run_id: str = "") -> errors.NotFound:
     return errors.NotFound(f"workflow '{workflow_id}' not found")
 
 
-async def resolve_run(db: Conn | Pool, namespace: str, workflow_id: str, run_id: str) -> RunKey:
-    """The run named by ``run_id``, or the current run of ``workflow_id`` when it is empty."""
-    if run_id:
-        return RunKey(namespace, workflow_id, run_id)
-    row = await db.fetchrow(sql.GET_CURRENT, namespace, workflow_id)
+async def resolve_run(
+    db: Conn | Pool, namespace: str, workflow_id: str, run_id: str, first_run_id: str = ""
+) -> RunKey:
+    """The run named by ``run_id``, or the current run of ``workflow_id`` when it is empty.
+
+    ``first_run_id`` (a request's ``first_execution_run_id``): that run must belong to the
+    chain of runs ``first_run_id`` started, else ``NotFound`` (``not_in_chain``). Checked on
+    the run returned, whose chain never changes, so a caller that acts on this key (or follows
+    it with ``transition_latest``, which stays in its chain) acts on that chain only.
+    """
+    if not first_run_id:
+        if run_id:
+            return RunKey(namespace, workflow_id, run_id)
+        current = await db.fetchrow(sql.GET_CURRENT, namespace, workflow_id)
+        if current is None:
+            raise not_found(workflow_id)
+        return RunKey(namespace, workflow_id, current["run_id"])
+    row = await db.fetchrow(sql.GET_RUN_CHAIN, namespace, workflow_id, run_id)
     if row is None:
-        raise not_found(workflow_id)
+        raise not_found(workflow_id, run_id)
+    if row["first_run_id"] != first_run_id:
+        raise not_in_chain(workflow_id, run_id, first_run_id, row["run_id"], row["first_run_id"])
     return RunKey(namespace, workflow_id, row["run_id"])
+
+
+def not_in_chain(
+    workflow_id: str, run_id: str, first_run_id: str, found_run_id: str, found_first_run_id: str
+) -> errors.NotFound:
+    """The NotFound error for a run (``found_run_id``, the named or current one) that is not of
+    the chain of runs ``first_run_id`` started; it names the request's field, whose value may be
+    no run at all (garbage, a NUL: compared, never stored)."""
+    if run_id:
+        return errors.NotFound(
+            f"workflow '{workflow_id}' run '{run_id}' not found in the chain of runs started by "
+            f"run '{first_run_id}' (first_execution_run_id; its chain was started by run "
+            f"{found_first_run_id})"
+        )
+    now = (
+        f"its current run {found_run_id} started a chain of its own"
+        if found_run_id == found_first_run_id
+        else f"its current run {found_run_id} is of the chain started by run {found_first_run_id}"
+    )
+    return errors.NotFound(
+        f"workflow '{workflow_id}' not found for first_execution_run_id: the chain of runs "
+        f"started by run '{first_run_id}' has ended (or never existed), and the id now names "
+        "another workflow "
+        f"({now})"
+    )
+
+
+def closed_run(
+    workflow_id: str, run_id: str, status: str, first_run_id: str = ""
+) -> errors.NotFound:
+    """The NotFound error for a change to a closed run (the last of its chain when the caller
+    followed a chain: ``first_run_id``)."""
+    if first_run_id:
+        return errors.NotFound(
+            f"workflow '{workflow_id}' not found: the chain of runs started by run "
+            f"'{first_run_id}' has ended: its last run {run_id} is already closed ({status})"
+        )
+    return errors.NotFound(
+        f"workflow '{workflow_id}' not found: run {run_id} is already closed ({status})"
+    )
 
 
 async def fetch_events(
@@ -117,11 +172,12 @@ def _activity_info(info: ActivityInfo, cancel_requested: bool) -> service_pb2.Pe
 
 
 async def describe(
-    services: Services, namespace: str, workflow_id: str, run_id: str
+    services: Services, namespace: str, workflow_id: str, run_id: str, first_run_id: str = ""
 ) -> service_pb2.DescribeWorkflowResponse:
-    """DescribeWorkflow: execution info, pending activities/children, workflow-task trouble."""
+    """DescribeWorkflow: execution info, pending activities/children, workflow-task trouble
+    (of a run of ``first_run_id``'s chain only, when given: ``resolve_run``)."""
     pool = services.pool
-    key = await resolve_run(pool, namespace, workflow_id, run_id)
+    key = await resolve_run(pool, namespace, workflow_id, run_id, first_run_id)
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         row = await conn.fetchrow(sql.GET_EXECUTION, *key.params())
         if row is None:
@@ -171,10 +227,12 @@ async def get_history(
     run_id: str,
     first_event_id: int,
     wait: timedelta | None,
+    first_run_id: str = "",
 ) -> service_pb2.GetWorkflowHistoryResponse:
-    """GetWorkflowHistory: a page of events from ``first_event_id``; long-polls with ``wait``."""
+    """GetWorkflowHistory: a page of events from ``first_event_id``; long-polls with ``wait``
+    (of a run of ``first_run_id``'s chain only, when given: ``resolve_run``)."""
     pool = services.pool
-    key = await resolve_run(pool, namespace, workflow_id, run_id)
+    key = await resolve_run(pool, namespace, workflow_id, run_id, first_run_id)
     first = max(first_event_id, 1)
 
     async def attempt() -> service_pb2.GetWorkflowHistoryResponse | None:

@@ -180,8 +180,12 @@ async def reset(
     reapply_signals: bool,
     reason: str,
     identity: str,
+    first_run_id: str = "",
 ) -> ResetResult:
-    """Terminate the run (if open) and start its reset run, in one transaction."""
+    """Terminate the run (if open) and start its reset run, in one transaction.
+
+    ``first_run_id``: only when the current run is of the chain that run started, checked
+    under the current run's lock (a reset run stays in its chain: it copies event 1)."""
     if to_last_good == (event_id > 0):
         raise errors.InvalidArgument(
             "give exactly one of event_id (a WorkflowTaskCompleted event id) and to_last_good",
@@ -199,6 +203,10 @@ async def reset(
             raise errors.FailedPrecondition(
                 f"run {key.run_id} is not the current run of workflow '{workflow_id}' "
                 f"({current.run_id} is); reset the current run"
+            )
+        if first_run_id and current.first_run_id != first_run_id:
+            raise read.not_in_chain(
+                workflow_id, run_id, first_run_id, current.run_id, current.first_run_id
             )
         row = await conn.fetchrow(sql.LOCK_EXECUTION, *key.params())  # held already
         if row is None:

@@ -59,6 +59,16 @@ class StartRequest:
     identity: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """What a start answers: the run, whether this call started it, and its chain's first run
+    (the run itself when started; an existing run's chain may have begun earlier)."""
+
+    run_id: str
+    started: bool
+    first_run_id: str
+
+
 def validate(request: StartRequest) -> None:
     """Reject a malformed start before anything is read or written."""
     for name in ("workflow_id", "workflow_type", "task_queue"):
@@ -88,8 +98,8 @@ def validate(request: StartRequest) -> None:
         commands_mod.check_retry_policy(request.retry_policy, "retry_policy")
 
 
-async def start_workflow(services: Services, request: StartRequest) -> tuple[str, bool]:
-    """Start a run (or return the existing one per the policies): ``(run_id, started)``.
+async def start_workflow(services: Services, request: StartRequest) -> StartOutcome:
+    """Start a run (or return the existing one per the policies).
 
     When a workflow-task poll waits on the run's queue on this server, the run's first task is
     started for it in the same commit and handed to it (sync match, ``matching/handoff.py``).
@@ -102,7 +112,7 @@ async def start_workflow(services: Services, request: StartRequest) -> tuple[str
 
     hand_to = tr.EagerStart(poller.identity, poller.request_id) if poller is not None else None
 
-    async def body(conn: Conn) -> tuple[str, bool]:
+    async def body(conn: Conn) -> StartOutcome:
         handed.clear()
         return await _start(conn, services, request, hand_to, limited, handed)
 
@@ -134,21 +144,22 @@ async def _start(
     hand_to: tr.EagerStart | None,
     limited: frozenset[str],
     handed: list[grants.WorkflowTaskGrant],
-) -> tuple[str, bool]:
+) -> StartOutcome:
     ns, wid = request.namespace, request.workflow_id
     # The current run's execution row, then the current row (docs/decisions.md §15): a
     # terminate or signal below then waits for nothing a close of that run could hold.
     current = await current_run.lock(conn, ns, wid)
     if current is not None:
         run_id, status = current.run_id, current.status
+        existing = StartOutcome(run_id, False, current.first_run_id)
         if request.request_id and current.start_request_id == request.request_id:
-            return run_id, False
+            return existing
         if status == RunStatus.RUNNING.value:
             policy = request.id_conflict_policy or "fail"
             if policy == "use_existing":
                 if request.signal_name:
                     await _signal(conn, RunKey(ns, wid, run_id), request)
-                return run_id, False
+                return existing
             if policy == "fail":
                 raise errors.AlreadyExists(
                     f"workflow id '{wid}' is already running (run id {run_id})"
@@ -175,7 +186,7 @@ async def _start(
     )
     handed[:] = _handed_grants(key, planned, limited)
     _log_started(key, started)
-    return key.run_id, True
+    return StartOutcome(key.run_id, True, key.run_id)
 
 
 async def _create_alone(
@@ -184,7 +195,7 @@ async def _create_alone(
     hand_to: tr.EagerStart | None,
     limited: frozenset[str],
     handed: list[grants.WorkflowTaskGrant],
-) -> tuple[str, bool] | None:
+) -> StartOutcome | None:
     """Start a run of a workflow id that has no current run in one autocommit statement (the
     common case: ``transition.write(new_run=...)``). None, having written nothing, when the id
     has a current run: then the locked path (``_start``) applies the id policies.
@@ -223,7 +234,7 @@ async def _create_alone(
             has_parent=False,
         )
     _log_started(key, started)
-    return key.run_id, True
+    return StartOutcome(key.run_id, True, key.run_id)
 
 
 def _first_transition(

@@ -47,12 +47,6 @@ async def _recorded(db_: Conn | Pool, key: RunKey, update_id: str) -> list[ev.Ev
     return [StoredEvent.from_record(row).decode() for row in rows]
 
 
-def _closed(workflow_id: str, key: RunKey, status: str) -> errors.NotFound:
-    return errors.NotFound(
-        f"workflow '{workflow_id}' not found: run {key.run_id} is already closed ({status})"
-    )
-
-
 async def update(
     services: Services,
     namespace: str,
@@ -65,14 +59,16 @@ async def update(
     identity: str,
     validate_timeout: float,
     wait: float,
+    first_run_id: str = "",
 ) -> UpdateOutcome:
-    """Run update ``name`` of the run (see the module docstring)."""
+    """Run update ``name`` of the run (see the module docstring); ``first_run_id``: only of a
+    run of the chain that run started (``read.resolve_run``)."""
     if not name:
         raise errors.InvalidArgument("update_name is required", field="update_name")
     if not update_id:
         raise errors.InvalidArgument("update_id is required", field="update_id")
     pool = services.pool
-    key = await read.resolve_run(pool, namespace, workflow_id, run_id)
+    key = await read.resolve_run(pool, namespace, workflow_id, run_id, first_run_id)
     if not await _recorded(pool, key, update_id):
         row = await pool.fetchrow(sql.GET_EXECUTION_STATUS, *key.params())
         if row is None:
@@ -80,7 +76,8 @@ async def update(
         if row["status"] != RunStatus.RUNNING.value:
             if await _recorded(pool, key, update_id):  # recorded (and run) just before it closed
                 return await _outcome(services, key, update_id, wait)
-            raise _closed(workflow_id, key, row["status"])
+            ended = "" if row["new_run_id"] else first_run_id  # else: it went on meanwhile
+            raise read.closed_run(workflow_id, key.run_id, row["status"], ended)
         _, failure = await query.ask_worker(
             services,
             namespace,
@@ -100,7 +97,7 @@ async def update(
                 "update rejected", update=name, update_id=update_id, error=failure.message
             )
             return UpdateOutcome(key.run_id, True, failure=failure)
-        await _accept(services, key, name, args, update_id, identity)
+        await _accept(services, key, name, args, update_id, identity, first_run_id)
     return await _outcome(services, key, update_id, wait)
 
 
@@ -111,6 +108,7 @@ async def _accept(
     args: tuple[Payload, ...],
     update_id: str,
     identity: str,
+    first_run_id: str,
 ) -> None:
     """Append ``UpdateAccepted`` once (a no-op when the id is already recorded)."""
 
@@ -121,7 +119,8 @@ async def _accept(
 
         def callback(ctx: tr.Context) -> tr.Decision:
             if not ctx.state.is_open:
-                raise _closed(key.workflow_id, key, ctx.state.status.value)
+                ended = "" if ctx.state.new_run_id else first_run_id
+                raise read.closed_run(key.workflow_id, key.run_id, ctx.state.status.value, ended)
             accepted = ev.UpdateAccepted(
                 update_id=update_id, update_name=name, input=args, identity=identity
             )

@@ -19,6 +19,7 @@ _IDENTIFIERS: Final = frozenset(
         "workflow_id",
         "run_id",
         "first_run_id",
+        "first_execution_run_id",
         "reset_to_run_id",
         "reset_from_run_id",
         "parent_workflow_id",

@@ -92,7 +92,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 retry_policy = wire.retry_policy_from_proto(request.retry_policy)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"retry_policy: {exc}", field="retry_policy") from exc
-        run_id, started = await start.start_workflow(
+        outcome = await start.start_workflow(
             self._services,
             start.StartRequest(
                 namespace=namespace(request),
@@ -117,7 +117,11 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
                 identity=request.identity,
             ),
         )
-        return service_pb2.StartWorkflowResponse(run_id=run_id, started=started)
+        return service_pb2.StartWorkflowResponse(
+            run_id=outcome.run_id,
+            started=outcome.started,
+            first_execution_run_id=outcome.first_run_id,
+        )
 
     @rpc
     async def SignalWorkflow(
@@ -135,6 +139,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             input=wire.payloads_from_proto(request.input),
             identity=request.identity,
             request_id=request.request_id,
+            first_run_id=request.first_execution_run_id,
         )
         return service_pb2.SignalWorkflowResponse()
 
@@ -153,6 +158,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             name=request.query_name,
             args=wire.payloads_from_proto(request.args),
             timeout=self._wait(context, QUERY_TIMEOUT),
+            first_run_id=request.first_execution_run_id,
         )
         response = service_pb2.QueryWorkflowResponse()
         if failure is not None:
@@ -180,6 +186,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             identity=request.identity,
             validate_timeout=self._wait(context, QUERY_TIMEOUT),
             wait=self._long_poll(context, wait),
+            first_run_id=request.first_execution_run_id,
         )
         response = service_pb2.UpdateWorkflowResponse(
             completed=outcome.completed, run_id=outcome.run_id
@@ -215,6 +222,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             reason=request.reason,
             identity=request.identity,
             request_id=request.request_id,
+            first_run_id=request.first_execution_run_id,
         )
         return service_pb2.RequestCancelWorkflowResponse()
 
@@ -231,6 +239,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.run_id,
             reason=request.reason,
             identity=request.identity,
+            first_run_id=request.first_execution_run_id,
         )
         return service_pb2.TerminateWorkflowResponse()
 
@@ -250,6 +259,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             reapply_signals=request.reapply_signals,
             reason=request.reason,
             identity=request.identity,
+            first_run_id=request.first_execution_run_id,
         )
         return service_pb2.ResetWorkflowResponse(run_id=result.run_id, event_id=result.event_id)
 
@@ -260,7 +270,11 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
         """Execution info, pending activities and children, workflow-task trouble."""
         require(request, "workflow_id")
         return await read.describe(
-            self._services, namespace(request), request.workflow_id, request.run_id
+            self._services,
+            namespace(request),
+            request.workflow_id,
+            request.run_id,
+            request.first_execution_run_id,
         )
 
     @rpc
@@ -279,6 +293,7 @@ class WorkflowService(service_pb2_grpc.WorkflowServiceServicer):
             request.run_id,
             request.first_event_id,
             wait,
+            request.first_execution_run_id,
         )
 
     @rpc

@@ -56,7 +56,7 @@ CREATE TABLE history_events (
     PRIMARY KEY (namespace, workflow_id, run_id, event_id)
 );
 CREATE INDEX history_signal_request_ids ON history_events
-    (namespace, workflow_id, run_id, (attributes ->> 'request_id'))
+    (namespace, workflow_id, (attributes ->> 'request_id'), run_id)
     WHERE event_type = 'SignalReceived';
 CREATE INDEX history_update_ids ON history_events
     (namespace, workflow_id, run_id, (attributes ->> 'update_id'))

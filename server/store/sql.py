@@ -96,17 +96,29 @@ GET_CURRENT: Final = """
 SELECT run_id, status, start_request_id FROM current_executions
 WHERE namespace = $1 AND workflow_id = $2"""
 
+GET_RUN_CHAIN: Final = """
+SELECT e.run_id, e.first_run_id, e.status
+FROM executions e
+WHERE e.namespace = $1 AND e.workflow_id = $2
+  AND e.run_id = COALESCE(
+      NULLIF($3, ''),
+      (SELECT c.run_id FROM current_executions c WHERE c.namespace = $1 AND c.workflow_id = $2))"""
+"""The run ``$3`` (or, when it is empty, the workflow id's current run) with the first run of
+its chain, in one round trip, without locks: ``first_run_id`` never changes (docs/decisions.md
+§22). No row when there is no such run."""
+
 LOCK_CURRENT_RUN: Final = """
 WITH
 seen AS MATERIALIZED (
     SELECT run_id FROM current_executions WHERE namespace = $1 AND workflow_id = $2
 ),
 run AS MATERIALIZED (
-    SELECT e.run_id FROM executions e
+    SELECT e.run_id, e.first_run_id FROM executions e
     WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = (SELECT run_id FROM seen)
     FOR UPDATE OF e
 )
-SELECT c.run_id, c.status, c.start_request_id, (SELECT run_id FROM run) AS locked_run_id
+SELECT c.run_id, c.status, c.start_request_id, (SELECT run_id FROM run) AS locked_run_id,
+       (SELECT first_run_id FROM run) AS first_run_id
 FROM current_executions c
 WHERE c.namespace = $1 AND c.workflow_id = $2
   AND (EXISTS (SELECT FROM run) OR EXISTS (SELECT FROM seen))
@@ -115,7 +127,8 @@ FOR UPDATE OF c"""
 execution row of the run the current row names, then the current row itself. The condition
 on ``run`` is a one-time filter, evaluated (and so the execution row locked) before the
 current row is read, as in ``LOCK_EXECUTION_AND_ACTIVITIES``. No row when the id has none.
-``locked_run_id`` is the run whose execution row was locked; the current row is the newest
+``locked_run_id`` is the run whose execution row was locked (``first_run_id``: the first run
+of its chain); the current row is the newest
 version (READ COMMITTED re-reads a row it waited for), so it may name another run when a
 continue-as-new, reset or start replaced it meanwhile: then the caller must not wait for that
 run's row while it holds the current row, and reruns its transaction instead
@@ -169,9 +182,18 @@ WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND event_id = $4"""
 
 SIGNAL_SEEN: Final = """
 SELECT EXISTS (
-    SELECT 1 FROM history_events
-    WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3
-      AND event_type = 'SignalReceived' AND attributes->>'request_id' = $4)"""
+    SELECT 1 FROM history_events h
+    WHERE h.namespace = $1 AND h.workflow_id = $2
+      AND h.event_type = 'SignalReceived' AND h.attributes->>'request_id' = $4
+      AND (SELECT e.first_run_id FROM executions e
+           WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = h.run_id)
+        = (SELECT x.first_run_id FROM executions x
+           WHERE x.namespace = $1 AND x.workflow_id = $2 AND x.run_id = $3))"""
+"""Whether a signal with request id ``$4`` was recorded on any run of run ``$3``'s chain (its
+``first_run_id``'s): a retried signal that reaches the chain's next run after a continue-as-new,
+a retry or a reset is recorded once (docs/decisions.md §22). One probe of
+``history_signal_request_ids`` (by workflow id and request id), then each run it finds by
+its key (usually none)."""
 
 UPDATE_EVENTS: Final = """
 SELECT event_id, event_type, event_time, attributes::text AS attributes

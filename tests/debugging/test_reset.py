@@ -79,7 +79,9 @@ async def test_reset_of_a_failed_run_completes_after_a_code_fix(
     new_run = out.strip()
     assert new_run
     assert new_run != handle.run_id
-    old_description = await handle.describe()
+    # the start handle follows its chain, which the reset run carries on: it describes that run
+    assert (await handle.describe()).run_id == new_run
+    old_description = await client.get_handle("checkout-1", run_id=handle.run_id).describe()
     assert old_description.status == "failed"  # closed runs stay as they were, linked:
     assert old_description.reset_to_run_id == new_run
     new_description = await client.get_handle("checkout-1", run_id=new_run).describe()
