@@ -21,20 +21,23 @@ async def _apply(
     run_id: str,
     make: tr.Callback,
     *,
-    signal_request_id: str = "",
+    request_id: str = "",
+    seen: str = "",
     first_run_id: str = "",
 ) -> None:
     """``make``'s change on the open run ``run_id``, or on the workflow's current run followed
     along its chain (docs/decisions.md §14); ``first_run_id``: only on a run of the chain that
     run started (§22), checked on the run the chain is followed from: the chain never changes
-    along it, and its last run is closed before another chain may take the id."""
+    along it, and its last run is closed before another chain may take the id. ``seen``: the
+    statement that finds ``request_id`` already recorded on the chain (``sql.SIGNAL_SEEN``,
+    ``sql.CANCEL_SEEN``): a retried request is then applied to no run."""
 
     async def body(conn: Conn) -> None:
         async def unseen(key: RunKey) -> bool:
-            if signal_request_id:
+            if request_id and seen:
                 await conn.execute(sql.LOCK_EXECUTION, *key.params())  # serialise duplicates
-                if await conn.fetchval(sql.SIGNAL_SEEN, *key.params(), signal_request_id):
-                    return False  # a retried signal: already recorded once
+                if await conn.fetchval(seen, *key.params(), request_id):
+                    return False  # a retried request: already recorded once
             return True
 
         key = await read.resolve_run(conn, namespace, workflow_id, run_id, first_run_id)
@@ -92,7 +95,8 @@ async def signal(
         workflow_id,
         run_id,
         make,
-        signal_request_id=request_id,
+        request_id=request_id,
+        seen=sql.SIGNAL_SEEN,
         first_run_id=first_run_id,
     )
 
@@ -108,7 +112,8 @@ async def request_cancel(
     request_id: str,
     first_run_id: str = "",
 ) -> None:
-    """Append ``WorkflowCancelRequested`` (once: a repeated request changes nothing)."""
+    """Append ``WorkflowCancelRequested`` (once: a repeated request changes nothing, nor does
+    a retry of one recorded on an earlier run of the chain)."""
 
     def make(ctx: tr.Context) -> tr.Decision:
         if ctx.state.cancel_requested:
@@ -119,7 +124,16 @@ async def request_cancel(
             ]
         )
 
-    await _apply(services, namespace, workflow_id, run_id, make, first_run_id=first_run_id)
+    await _apply(
+        services,
+        namespace,
+        workflow_id,
+        run_id,
+        make,
+        request_id=request_id,
+        seen=sql.CANCEL_SEEN,
+        first_run_id=first_run_id,
+    )
 
 
 async def terminate(

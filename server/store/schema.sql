@@ -58,6 +58,9 @@ CREATE TABLE history_events (
 CREATE INDEX history_signal_request_ids ON history_events
     (namespace, workflow_id, (attributes ->> 'request_id'), run_id)
     WHERE event_type = 'SignalReceived';
+CREATE INDEX history_cancel_request_ids ON history_events
+    (namespace, workflow_id, (attributes ->> 'request_id'), run_id)
+    WHERE event_type = 'WorkflowCancelRequested';
 CREATE INDEX history_update_ids ON history_events
     (namespace, workflow_id, run_id, (attributes ->> 'update_id'))
     WHERE event_type IN ('UpdateAccepted', 'UpdateCompleted');

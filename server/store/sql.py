@@ -180,20 +180,27 @@ SELECT event_id, event_type, event_time, attributes::text AS attributes
 FROM history_events
 WHERE namespace = $1 AND workflow_id = $2 AND run_id = $3 AND event_id = $4"""
 
-SIGNAL_SEEN: Final = """
+_REQUEST_SEEN = """
 SELECT EXISTS (
     SELECT 1 FROM history_events h
     WHERE h.namespace = $1 AND h.workflow_id = $2
-      AND h.event_type = 'SignalReceived' AND h.attributes->>'request_id' = $4
+      AND h.event_type = '{event_type}' AND h.attributes->>'request_id' = $4
       AND (SELECT e.first_run_id FROM executions e
            WHERE e.namespace = $1 AND e.workflow_id = $2 AND e.run_id = h.run_id)
         = (SELECT x.first_run_id FROM executions x
            WHERE x.namespace = $1 AND x.workflow_id = $2 AND x.run_id = $3))"""
+
+SIGNAL_SEEN: Final = _REQUEST_SEEN.format(event_type="SignalReceived")
 """Whether a signal with request id ``$4`` was recorded on any run of run ``$3``'s chain (its
 ``first_run_id``'s): a retried signal that reaches the chain's next run after a continue-as-new,
 a retry or a reset is recorded once (docs/decisions.md §22). One probe of
 ``history_signal_request_ids`` (by workflow id and request id), then each run it finds by
 its key (usually none)."""
+
+CANCEL_SEEN: Final = _REQUEST_SEEN.format(event_type="WorkflowCancelRequested")
+"""``SIGNAL_SEEN`` for a cancellation request (``history_cancel_request_ids``): a retried
+cancel that reaches the chain's next run is not applied to it (docs/decisions.md §22). The
+event type is in the text, not a parameter, so that the partial index serves the plan."""
 
 UPDATE_EVENTS: Final = """
 SELECT event_id, event_type, event_time, attributes::text AS attributes

@@ -220,6 +220,31 @@ async def test_a_signal_retried_after_a_continue_as_new_is_recorded_once(
     assert "SignalReceived" not in await _history(stub, f"ch-dup-{method}", second)
 
 
+@pytest.mark.parametrize("chain", [True, False], ids=["start-handle", "current-run"])
+async def test_a_cancel_retried_after_a_continue_as_new_is_applied_once(stub, chain: bool) -> None:
+    """The workflow answered the cancel by continuing as new before the retry of the cancel
+    (whose first answer was lost) arrived: the retry must not ask the new run to cancel."""
+    workflow_id = f"ch-cancel-dup-{chain}"
+    first = (await stub.StartWorkflow(start_request(workflow_id))).run_id
+    request = pb.RequestCancelWorkflowRequest(
+        workflow_id=workflow_id,
+        first_execution_run_id=first if chain else "",
+        request_id="once",
+    )
+    await stub.RequestCancelWorkflow(request)
+    await _complete(stub, commands.ContinueAsNew())
+    described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id=workflow_id))
+    second = described.info.run_id
+    assert second != first
+    await stub.RequestCancelWorkflow(request)  # the retry
+    assert "WorkflowCancelRequested" in await _history(stub, workflow_id, first)
+    assert "WorkflowCancelRequested" not in await _history(stub, workflow_id, second)
+    await stub.RequestCancelWorkflow(  # a new request is applied
+        pb.RequestCancelWorkflowRequest(workflow_id=workflow_id, request_id="another")
+    )
+    assert "WorkflowCancelRequested" in await _history(stub, workflow_id, second)
+
+
 @pytest.mark.parametrize(
     ("method", "says"),
     [
