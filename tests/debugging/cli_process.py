@@ -10,15 +10,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def start_cli(*argv: str) -> asyncio.subprocess.Process:
-    """Start the CLI with ``argv``; stdout and stderr are pipes."""
+async def start_cli(
+    *argv: str, stdout: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """Start the CLI with ``argv``; stderr is a pipe, and so is stdout unless given (a file
+    descriptor)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "chronicle",
         *argv,
         cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from chronicle.sdk.testing import load_history
 from chronicle.sdk.worker import Worker
 from chronicle.sdk.workflow import workflow
 from chronicle.server.app import Server
-from tests.debugging.cli_process import REPO, run_cli, start_cli
+from tests.debugging.cli_process import run_cli, start_cli
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
@@ -178,19 +177,10 @@ async def test_a_reader_that_goes_away_ends_the_command_quietly(
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the command writes a line
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "chronicle",
-            "--address",
-            f"127.0.0.1:{server.port}",
-            "workflow",
-            "history",
-            "tl-pipe",
-            cwd=REPO,
+        process = await start_cli(
+            "--address", f"127.0.0.1:{server.port}", "workflow", "history", "tl-pipe",
             stdout=write_end,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        )  # fmt: skip
     finally:
         os.close(write_end)
     _, err = await asyncio.wait_for(process.communicate(), 60)
