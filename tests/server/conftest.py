@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 from chronicle.history import codec, commands, wire
-from chronicle.history.values import Payload
+from chronicle.history.values import Payload, RetryPolicy
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.protos.v1 import service_pb2_grpc
 from chronicle.server.app import Server
@@ -118,3 +119,27 @@ def event_types(events: Any) -> list[str]:
 def attributes(event: Any) -> Any:
     """A wire event's decoded attributes."""
     return codec.decode_attributes(event.event_type, event.attributes)
+
+
+def activity_command(seq: int) -> commands.ScheduleActivity:
+    """Activity ``a<seq>`` of type ``act``: a start-to-close far beyond any wait of these tests,
+    retried 10 ms after a failed attempt."""
+    return commands.ScheduleActivity(
+        seq=seq,
+        activity_id=f"a{seq}",
+        activity_type="act",
+        start_to_close_timeout=timedelta(seconds=120),
+        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
+    )
+
+
+async def lock_waiters(db: Any, count: int) -> None:
+    """Until ``count`` backends wait on a lock."""
+    for _ in range(500):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {count} backends waiting on a lock")

@@ -11,7 +11,14 @@ from chronicle.history import commands
 from chronicle.history.values import Failure
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.server.engine import timeouts
-from tests.server.conftest import attributes, command_protos, event_types, payload, start_request
+from tests.server.conftest import (
+    attributes,
+    command_protos,
+    event_types,
+    lock_waiters,
+    payload,
+    start_request,
+)
 
 
 async def _poll(stub, queue: str) -> pb.PollWorkflowTaskResponse:
@@ -163,18 +170,6 @@ async def _start_parent_and_child(
     )
 
 
-async def _lock_waiters(db, count: int) -> None:
-    """Until ``count`` backends wait on a lock."""
-    for _ in range(500):
-        waiting = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"expected {count} backends waiting on a lock")
-
-
 async def _behind_a_continue_as_new(
     db,
     workflow_id: str,
@@ -186,9 +181,9 @@ async def _behind_a_continue_as_new(
     gRPC call starts when it is made.)"""
     held = await _holding_run(db, workflow_id)
     continued = asyncio.ensure_future(continue_as_new())
-    await _lock_waiters(db, 1)
+    await lock_waiters(db, 1)
     racing = asyncio.ensure_future(call())
-    await _lock_waiters(db, 2)
+    await lock_waiters(db, 2)
     await held.rollback()
     await continued
     await racing

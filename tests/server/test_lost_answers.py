@@ -21,6 +21,7 @@ from chronicle.protos.v1 import common_pb2, service_pb2_grpc
 from chronicle.protos.v1 import service_pb2 as pb
 from tests.sdk_io.helpers import eventually
 from tests.server.conftest import (
+    activity_command,
     attributes,
     command_protos,
     event_types,
@@ -212,18 +213,6 @@ async def test_a_release_waits_for_the_completion_still_written_on_this_server(
     assert (await releasing).released
 
 
-def _activity(seq: int) -> commands.ScheduleActivity:
-    """Activity ``a<seq>`` of type ``act``: a start-to-close far beyond any wait of these tests,
-    retried 10 ms after a failed attempt."""
-    return commands.ScheduleActivity(
-        seq=seq,
-        activity_id=f"a{seq}",
-        activity_type="act",
-        start_to_close_timeout=timedelta(seconds=120),
-        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
-    )
-
-
 async def _poll_activity(stub: Stub, identity: str) -> pb.PollActivityTaskResponse:
     """The next activity task on queue ``q``; polls end empty after 10 s at most."""
     return await stub.PollActivityTask(
@@ -258,7 +247,7 @@ async def test_activities_a_lost_completion_started_eagerly_are_queued_again_unc
         pb.CompleteWorkflowTaskRequest(
             task_token=first.task_token,
             identity="w1",
-            commands=command_protos(_activity(0)),
+            commands=command_protos(activity_command(0)),
             max_eager_activities=1,
             eager_activity_types=["act"],
             request_id="r0",
@@ -271,7 +260,7 @@ async def test_activities_a_lost_completion_started_eagerly_are_queued_again_unc
         pb.CompleteWorkflowTaskRequest(
             task_token=second.task_token,
             identity="w1",
-            commands=command_protos(_activity(1), _activity(2), _activity(3)),
+            commands=command_protos(activity_command(1), activity_command(2), activity_command(3)),
             max_eager_activities=2,
             eager_activity_types=["act"],
             request_id="r1",

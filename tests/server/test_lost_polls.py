@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -16,15 +15,13 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from chronicle.history import commands
 from chronicle.history import events as ev
-from chronicle.history.values import RetryPolicy
 from chronicle.protos.v1 import common_pb2, service_pb2_grpc
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.server import errors
 from chronicle.server.engine import lost_answers
 from chronicle.server.store import notify
-from tests.server.conftest import attributes, command_protos, start_request
+from tests.server.conftest import activity_command, attributes, command_protos, start_request
 
 Stub = service_pb2_grpc.WorkflowServiceStub
 LONG = Duration(seconds=60)
@@ -65,16 +62,6 @@ async def _history(stub: Stub, workflow_id: str) -> list[Any]:
     return list(response.events)
 
 
-def _activity(seq: int) -> commands.ScheduleActivity:
-    return commands.ScheduleActivity(
-        seq=seq,
-        activity_id=f"a{seq}",
-        activity_type="act",
-        start_to_close_timeout=timedelta(seconds=120),
-        retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
-    )
-
-
 async def _timers(db: asyncpg.Connection) -> dict[tuple[str, str, int], Any]:
     """Every timer: (workflow id, kind, ref id) → when it falls due."""
     rows = await db.fetch("SELECT workflow_id, kind, ref_id, fire_at FROM timers")
@@ -96,7 +83,7 @@ async def _started_activity(stub: Stub, workflow_id: str, request_id: str) -> An
     task = await _poll(stub, "w1", request_id=f"{request_id}-wft")
     await stub.CompleteWorkflowTask(
         pb.CompleteWorkflowTaskRequest(
-            task_token=task.task_token, identity="w1", commands=command_protos(_activity(0))
+            task_token=task.task_token, identity="w1", commands=command_protos(activity_command(0))
         )
     )
     polled = await _poll_activity(stub, "w1", request_id)

@@ -13,7 +13,7 @@ import pytest
 from chronicle.history import commands
 from chronicle.protos.v1 import service_pb2 as pb
 from chronicle.server.engine import limits
-from tests.server.conftest import command_protos, event_types, start_request
+from tests.server.conftest import command_protos, event_types, lock_waiters, start_request
 
 
 async def _poll(stub: Any) -> pb.PollWorkflowTaskResponse:
@@ -268,9 +268,9 @@ async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chai
     replacing = asyncio.ensure_future(
         stub.StartWorkflow(start_request("ch-race", id_conflict_policy="terminate_existing"))
     )
-    await _lock_waiters(db, 1)
+    await lock_waiters(db, 1)
     call = asyncio.ensure_future(getattr(stub, method)(_refusals("ch-race", first)[method]))
-    await _lock_waiters(db, 2)
+    await lock_waiters(db, 2)
     await held.rollback()
     later = (await replacing).run_id
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -283,15 +283,3 @@ async def test_a_chain_ending_while_a_call_waits_for_its_run_leaves_the_new_chai
     described = await stub.DescribeWorkflow(pb.DescribeWorkflowRequest(workflow_id="ch-race"))
     assert (described.info.run_id, described.info.status) == (later, "running")
     assert "SignalReceived" not in await _history(stub, "ch-race", first)
-
-
-async def _lock_waiters(db: Any, count: int) -> None:
-    """Until ``count`` backends wait on a lock."""
-    for _ in range(500):
-        waiting = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"expected {count} backends waiting on a lock")
